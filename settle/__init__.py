@@ -1,0 +1,1 @@
+"""Settle: the billing backend for agencies, studios and freelancers."""

@@ -1,0 +1,246 @@
+"""The Starlette application: GraphQL over HTTP and websockets, health and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from tortoise import Tortoise
+
+from settle.core.db import close_db, init_db
+from settle.core.errors import AuthenticationError
+from settle.core.logging import request_id_var
+from settle.core.relay import relay_pending
+from settle.core.settings import Settings
+from settle.schema.context import Context
+from settle.schema.schema import schema
+from settle.services import auth as auth_service
+from settle.subscriptions.bus import EventBus, create_bus, set_bus
+from settle.tasks.broker import configure_broker
+
+log = logging.getLogger(__name__)
+
+
+class SettleGraphQL(GraphQL):
+    """Strawberry's ASGI view, authenticating the bearer token before anything executes."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            schema,
+            graphql_ide=None if settings.is_production else "graphiql",
+            keep_alive=True,
+            keep_alive_interval=15,
+        )
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope, receive)
+            token = _bearer(request.headers.get("authorization"))
+            scope.setdefault("state", {})["actor"] = None
+            if token is not None:
+                try:
+                    scope["state"]["actor"] = await auth_service.actor_for_token(
+                        self.settings, token
+                    )
+                except AuthenticationError as exc:
+                    # A bad token is a failed request, not an anonymous one: nothing runs.
+                    response = JSONResponse(
+                        {
+                            "data": None,
+                            "errors": [{"message": exc.message, "extensions": {"code": exc.code}}],
+                        },
+                        status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
+                    await response(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:  # type: ignore[override]
+        is_ws = isinstance(request, WebSocket)
+        return Context(
+            settings=self.settings,
+            request=request,
+            response=response,
+            actor=None if is_ws else request.state.actor,
+            request_id=request_id_var.get(),
+            cache_loaders=not is_ws,
+        )
+
+    async def on_ws_connect(self, context: Context) -> Any:  # type: ignore[override]
+        params = context.connection_params or {}
+        token = params.get("token") if isinstance(params, dict) else None
+        if token is None and isinstance(params, dict):
+            token = _bearer(params.get("Authorization") or params.get("authorization"))
+        if token is None:
+            # Anonymous sockets are allowed to connect; every subscription needs an actor.
+            return None
+        try:
+            context.actor = await auth_service.actor_for_token(self.settings, str(token))
+        except AuthenticationError as exc:
+            raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from None
+        return None
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return "" if scheme else None
+    return value.strip()
+
+
+class RequestIdMiddleware:
+    """Tags each request with an id (the caller's ``X-Request-ID`` or a new one)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")[:64]
+        request_id = given if given.isprintable() and given else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+@dataclass
+class Runtime:
+    """What the app started and must stop: the bus, the embedded worker and scheduler."""
+
+    bus: EventBus | None = None
+    worker: dramatiq.Worker | None = None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def start_runtime(
+    settings: Settings,
+    *,
+    in_process_worker: bool | None = None,
+    scheduler: bool | None = None,
+) -> Runtime:
+    """Open the database and the bus; with an in-process worker, the worker and scheduler too.
+
+    By default both run in-process exactly when no Redis is configured (the
+    embedded run). With Redis, this process only sends jobs to the Redis broker
+    and ``settle worker`` / ``settle scheduler`` run them.
+    """
+    runtime = Runtime()
+    await init_db(settings.resolved_database_url)
+    runtime.bus = create_bus(settings.redis_url)
+    set_bus(runtime.bus)
+    in_process = settings.embedded if in_process_worker is None else in_process_worker
+    broker = configure_broker(
+        None if in_process else settings.redis_url, host_loop=asyncio.get_running_loop()
+    )
+    if in_process:
+        runtime.worker = dramatiq.Worker(broker, worker_threads=settings.embedded_worker_threads)
+        runtime.worker.start()
+    if in_process if scheduler is None else scheduler:
+        from settle.tasks.scheduler import LocalSchedulerLock, Scheduler, default_jobs, send_job
+
+        jobs = Scheduler(default_jobs(settings), LocalSchedulerLock(), send_job)
+        runtime.background.append(asyncio.create_task(jobs.run(runtime.stop)))
+    # Whatever a crash left in the outbox goes out now rather than at the next sweep.
+    await relay_pending()
+    return runtime
+
+
+async def stop_runtime(runtime: Runtime) -> None:
+    runtime.stop.set()
+    for task in runtime.background:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if runtime.worker is not None:
+        # Worker.stop joins its threads, which may be waiting on this loop: run it aside.
+        await asyncio.to_thread(runtime.worker.stop)
+    if runtime.bus is not None:
+        await runtime.bus.close()
+        set_bus(None)
+    await close_db()
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    checks: dict[str, str] = {}
+    try:
+        await Tortoise.get_connection("default").execute_query("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    settings: Settings = request.app.state.settings
+    if settings.redis_url:
+        try:
+            from settle.subscriptions.bus import get_bus
+
+            await asyncio.wait_for(get_bus().ping(), timeout=2)
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+def create_app(settings: Settings, *, manage_runtime: bool = True) -> Starlette:
+    """The ASGI app. ``manage_runtime=False`` leaves start-up to the caller (tests)."""
+    graphql = SettleGraphQL(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not manage_runtime:
+            yield
+            return
+        runtime = await start_runtime(settings)
+        try:
+            yield
+        finally:
+            await stop_runtime(runtime)
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        middleware=[Middleware(RequestIdMiddleware)],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    return app

@@ -1,0 +1,68 @@
+"""Database: the Tortoise configuration, start-up, shutdown and migrations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise import Tortoise
+from tortoise.migrations.api import migrate as run_migrations
+
+APP_LABEL = "settle"
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    """The Tortoise config for one database URL (``sqlite://...`` or ``postgres://...``)."""
+    return {
+        "connections": {"default": database_url},
+        "apps": {
+            APP_LABEL: {
+                "models": ["settle.models"],
+                "migrations": "settle.migrations",
+                "default_connection": "default",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def is_postgres(database_url: str) -> bool:
+    return database_url.startswith(("postgres://", "postgresql://", "asyncpg://"))
+
+
+async def init_db(database_url: str) -> None:
+    """Open the ORM for this process; queries connect lazily."""
+    _ensure_sqlite_dir(database_url)
+    # Requests, the lifespan and worker tasks run in different asyncio tasks; the
+    # global fallback lets all of them find the one context this process uses.
+    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+    if not is_postgres(database_url):
+        conn = Tortoise.get_connection("default")
+        # WAL lets the embedded worker read while a request writes; the busy
+        # timeout makes a second writer wait instead of failing at once.
+        await conn.execute_script("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;")
+
+
+async def close_db() -> None:
+    await Tortoise.close_connections()
+
+
+async def migrate(database_url: str) -> None:
+    """Apply every pending migration; the same files run on SQLite and PostgreSQL."""
+    _ensure_sqlite_dir(database_url)
+    await run_migrations(config=tortoise_config(database_url))
+    await Tortoise.close_connections()
+
+
+def _ensure_sqlite_dir(database_url: str) -> None:
+    if database_url.startswith("sqlite://"):
+        path = database_url.removeprefix("sqlite://").split("?", 1)[0]
+        if path and path != ":memory:":
+            from pathlib import Path
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+# For Tortoise's own CLI (`tortoise makemigrations`); the autodetector compares
+# the models with the migration files, so the in-memory database is never read.
+MIGRATIONS_CONFIG = tortoise_config("sqlite://:memory:")

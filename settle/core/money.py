@@ -1,0 +1,84 @@
+"""Money: integer minor units beside an ISO 4217 code. Never a float."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from settle.core.errors import ValidationError
+
+# ISO 4217 minor-unit exponents for the currencies Settle accepts. A currency
+# missing here is rejected rather than guessed: a wrong exponent is a 100x error.
+CURRENCY_EXPONENTS: dict[str, int] = {
+    "AED": 2, "AUD": 2, "BDT": 2, "BHD": 3, "BRL": 2, "CAD": 2, "CHF": 2, "CLP": 0,
+    "CNY": 2, "CZK": 2, "DKK": 2, "EGP": 2, "EUR": 2, "GBP": 2, "HKD": 2, "HUF": 2,
+    "IDR": 2, "ILS": 2, "INR": 2, "ISK": 0, "JOD": 3, "JPY": 0, "KES": 2, "KRW": 0,
+    "KWD": 3, "LKR": 2, "MXN": 2, "MYR": 2, "NGN": 2, "NOK": 2, "NPR": 2, "NZD": 2,
+    "OMR": 3, "PHP": 2, "PKR": 2, "PLN": 2, "QAR": 2, "RON": 2, "SAR": 2, "SEK": 2,
+    "SGD": 2, "THB": 2, "TND": 3, "TRY": 2, "TWD": 2, "UAH": 2, "USD": 2, "VND": 0,
+    "ZAR": 2,
+}  # fmt: skip
+
+
+def normalize_currency(code: str, field: str = "currency") -> str:
+    """Upper-case and check an ISO 4217 code; raises ValidationError if unknown."""
+    normalized = (code or "").strip().upper()
+    if normalized not in CURRENCY_EXPONENTS:
+        raise ValidationError(field, f"Unknown currency code {code!r}", code="INVALID_CURRENCY")
+    return normalized
+
+
+def exponent(currency: str) -> int:
+    return CURRENCY_EXPONENTS[normalize_currency(currency)]
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An amount in minor units of one currency."""
+
+    minor_units: int
+    currency: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.minor_units, bool) or not isinstance(self.minor_units, int):
+            raise TypeError("Money.minor_units must be an int")
+        object.__setattr__(self, "currency", normalize_currency(self.currency))
+
+    @property
+    def amount(self) -> Decimal:
+        """The decimal amount in major units (exact)."""
+        return Decimal(self.minor_units).scaleb(-exponent(self.currency))
+
+    def format_amount(self) -> str:
+        """The amount as a plain decimal string with the currency's digits: ``"1250.00"``."""
+        digits = exponent(self.currency)
+        return f"{self.amount:.{digits}f}"
+
+    @classmethod
+    def parse(cls, amount: str | Decimal | int, currency: str, field: str = "amount") -> Money:
+        """Parse a decimal amount exactly; more digits than the currency allows is an error."""
+        code = normalize_currency(currency)
+        try:
+            value = Decimal(str(amount).strip())
+        except InvalidOperation:
+            raise ValidationError(field, f"{amount!r} is not a decimal amount") from None
+        if not value.is_finite():
+            raise ValidationError(field, "Amount must be a finite number")
+        scaled = value.scaleb(CURRENCY_EXPONENTS[code])
+        if scaled != scaled.to_integral_value():
+            raise ValidationError(
+                field, f"{code} amounts have at most {CURRENCY_EXPONENTS[code]} decimal places"
+            )
+        return cls(int(scaled.to_integral_value(rounding=ROUND_HALF_UP)), code)
+
+    def __add__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.minor_units + other.minor_units, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.minor_units - other.minor_units, self.currency)
+
+    def _same_currency(self, other: Money) -> None:
+        if other.currency != self.currency:
+            raise ValueError(f"Cannot combine {self.currency} and {other.currency}")

@@ -1,0 +1,76 @@
+"""The transaction boundary and the outbox.
+
+A service writes its change and, in the same transaction, outbox rows for the
+events to publish and the jobs to send. The boundary (a request, a task, a
+command) opens the transaction with ``transaction()``; after it commits, the
+rows it wrote are relayed at once. A rolled-back transaction leaves no rows,
+so nobody hears of it; a crash between commit and relay leaves rows that the
+relay's catch-up publishes later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from settle.core import clock
+from settle.models.outbox import OutboxKind, OutboxMessage
+
+_written: ContextVar[list[int] | None] = ContextVar("settle_outbox_written", default=None)
+
+
+@asynccontextmanager
+async def transaction() -> AsyncIterator[BaseDBAsyncClient]:
+    """Open the one transaction of a boundary; relay its outbox rows after commit.
+
+    Nested use joins the outer transaction (as a savepoint) and leaves the relay
+    to the outermost boundary.
+    """
+    if _written.get() is not None:
+        async with in_transaction() as conn:
+            yield conn
+        return
+    token = _written.set([])
+    try:
+        async with in_transaction() as conn:
+            yield conn
+        written = list(_written.get() or [])
+    finally:
+        _written.reset(token)
+    if written:
+        from settle.core.relay import relay_ids
+
+        await relay_ids(written)
+
+
+def _require_transaction() -> list[int]:
+    written = _written.get()
+    if written is None:
+        raise RuntimeError("outbox writes need a boundary: wrap the call in transaction()")
+    return written
+
+
+async def emit_event(channel: str, payload: dict[str, Any]) -> None:
+    """Publish ``payload`` on ``channel`` once the current transaction commits."""
+    written = _require_transaction()
+    row = await OutboxMessage.create(
+        kind=OutboxKind.EVENT, topic=channel, payload=payload, created_at=clock.now()
+    )
+    written.append(row.id)
+
+
+async def send_job(actor_name: str, *args: Any, **kwargs: Any) -> None:
+    """Send a Dramatiq message to ``actor_name`` once the current transaction commits."""
+    written = _require_transaction()
+    row = await OutboxMessage.create(
+        kind=OutboxKind.JOB,
+        topic=actor_name,
+        payload={"args": list(args), "kwargs": kwargs},
+        created_at=clock.now(),
+    )
+    written.append(row.id)

@@ -1,0 +1,110 @@
+"""Settings: one class, read from the environment with the ``SETTLE_`` prefix.
+
+Every default serves the embedded run (`make run`): a SQLite file and the
+in-process bus, worker and scheduler. Production values come from the
+environment only.
+"""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SETTLE_", extra="ignore")
+
+    env: Environment = Environment.DEVELOPMENT
+    var_dir: Path = Path("./var")
+    database_url: str = ""
+    redis_url: str | None = None
+    secret_key: SecretStr | None = None
+    public_base_url: str = "http://127.0.0.1:8000"
+    log_level: str = "INFO"
+
+    access_token_ttl_seconds: int = Field(default=12 * 3600, gt=0)
+    invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    mail_from: str = "Settle <no-reply@settle.invalid>"
+
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: SecretStr | None = None
+    razorpay_webhook_secret: SecretStr | None = None
+    razorpay_api_base: str | None = None
+
+    outbox_relay_cron: str = "* * * * *"
+    outbox_stale_seconds: int = Field(default=30, ge=0)
+    embedded_worker_threads: int = Field(default=4, ge=1)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file under the var directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite://{(self.var_dir / 'settle.sqlite3').as_posix()}"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.var_dir / "mail"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured: bus, worker and scheduler run in-process."""
+        return not self.redis_url
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    def signing_key(self) -> str:
+        """The secret key; generated into the var directory on first use if unset."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        if self.is_production:
+            raise RuntimeError("SETTLE_SECRET_KEY must be set in production")
+        path = self.var_dir / "secret_key"
+        if not path.exists():
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+            # Exclusive create: two processes starting at once must agree on one key.
+            try:
+                with path.open("x", encoding="ascii") as fh:
+                    fh.write(secrets.token_urlsafe(48))
+                path.chmod(0o600)
+            except FileExistsError:
+                pass
+        return path.read_text(encoding="ascii").strip()
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    global _current
+    if _current is None:
+        _current = Settings()
+    return _current
+
+
+def configure_settings(settings: Settings | None) -> None:
+    """Make ``settings`` the process-wide settings (entry points and tests)."""
+    global _current
+    _current = settings

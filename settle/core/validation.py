@@ -1,0 +1,72 @@
+"""Input checks shared by services; each failure names the field."""
+
+from __future__ import annotations
+
+import re
+
+from email_validator import EmailNotValidError
+from email_validator import validate_email as _validate_email
+
+from settle.core.errors import ValidationError
+
+_PHONE = re.compile(r"^\+?[0-9 ()./-]{5,40}$")
+
+
+def required_text(field: str, value: str | None, *, max_length: int) -> str:
+    """A non-blank string of at most ``max_length`` characters, stripped."""
+    text = (value or "").strip()
+    if not text:
+        raise ValidationError(field, f"{field} must not be empty", code="REQUIRED")
+    if len(text) > max_length:
+        raise ValidationError(
+            field, f"{field} must be at most {max_length} characters", code="TOO_LONG"
+        )
+    return text
+
+
+def optional_text(field: str, value: str | None, *, max_length: int) -> str | None:
+    """Like required_text, but blank becomes None."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    if len(text) > max_length:
+        raise ValidationError(
+            field, f"{field} must be at most {max_length} characters", code="TOO_LONG"
+        )
+    return text
+
+
+def email(field: str, value: str | None, *, required: bool = False) -> str | None:
+    """A syntactically valid email address, normalised; no DNS lookup."""
+    text = (value or "").strip()
+    if not text:
+        if required:
+            raise ValidationError(field, f"{field} must not be empty", code="REQUIRED")
+        return None
+    if len(text) > 254:
+        raise ValidationError(field, f"{field} must be at most 254 characters", code="TOO_LONG")
+    try:
+        # test_environment admits the reserved .test domain (demo and staging accounts).
+        result = _validate_email(text, check_deliverability=False, test_environment=True)
+    except EmailNotValidError as exc:
+        raise ValidationError(
+            field, f"Invalid email address: {exc}", code="INVALID_EMAIL"
+        ) from None
+    return result.normalized.lower()
+
+
+def phone(field: str, value: str | None) -> str | None:
+    text = (value or "").strip()
+    if not text:
+        return None
+    if not _PHONE.match(text):
+        raise ValidationError(field, "Invalid phone number", code="INVALID_PHONE")
+    return text
+
+
+def password(field: str, value: str) -> str:
+    if len(value) < 8:
+        raise ValidationError(field, "Password must be at least 8 characters", code="TOO_SHORT")
+    if len(value) > 256:
+        raise ValidationError(field, "Password must be at most 256 characters", code="TOO_LONG")
+    return value

@@ -1,0 +1,84 @@
+"""Agencies (tenants), their users and invitations."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from tortoise import fields
+
+from settle.models.base import BaseModel
+
+if TYPE_CHECKING:
+    from settle.models.client import Client
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+    CLIENT_LEAD = "client_lead"
+    CLIENT_VIEWER = "client_viewer"
+
+    @property
+    def is_client(self) -> bool:
+        return self in (Role.CLIENT_LEAD, Role.CLIENT_VIEWER)
+
+    @property
+    def is_manager(self) -> bool:
+        return self in (Role.OWNER, Role.ADMIN)
+
+
+class Agency(BaseModel):
+    name = fields.CharField(max_length=200)
+
+    class Meta:
+        table = "agency"
+
+
+class User(BaseModel):
+    agency: fields.ForeignKeyRelation[Agency] = fields.ForeignKeyField(
+        "settle.Agency", related_name="users", on_delete=fields.RESTRICT
+    )
+    agency_id: uuid.UUID
+    # Client users see one client's data only; null for agency members.
+    client: fields.ForeignKeyNullableRelation[Client] = fields.ForeignKeyField(
+        "settle.Client", related_name=False, null=True, on_delete=fields.RESTRICT
+    )
+    client_id: uuid.UUID | None
+    email = fields.CharField(max_length=254, unique=True)
+    name = fields.CharField(max_length=200)
+    password_hash = fields.CharField(max_length=255)
+    role = fields.CharEnumField(Role, max_length=20)
+    is_active = fields.BooleanField(default=True)
+    last_login_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "app_user"
+
+
+class Invitation(BaseModel):
+    agency: fields.ForeignKeyRelation[Agency] = fields.ForeignKeyField(
+        "settle.Agency", related_name=False, on_delete=fields.RESTRICT, db_index=True
+    )
+    agency_id: uuid.UUID
+    client: fields.ForeignKeyNullableRelation[Client] = fields.ForeignKeyField(
+        "settle.Client", related_name=False, null=True, on_delete=fields.RESTRICT
+    )
+    client_id: uuid.UUID | None
+    invited_by: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "settle.User", related_name=False, null=True, on_delete=fields.SET_NULL
+    )
+    invited_by_id: uuid.UUID | None
+    email = fields.CharField(max_length=254)
+    name = fields.CharField(max_length=200, default="")
+    role = fields.CharEnumField(Role, max_length=20)
+    # Only a hash of the token is stored, so a database leak cannot be used to join.
+    token_hash = fields.CharField(max_length=64, unique=True)
+    expires_at = fields.DatetimeField()
+    accepted_at = fields.DatetimeField(null=True)
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "invitation"

@@ -1,0 +1,44 @@
+"""Timeline resolvers."""
+
+from __future__ import annotations
+
+import uuid
+
+from settle.resolvers.common import parse_id, require_actor
+from settle.schema.activity import ActivityEvent, TimelineFilter
+from settle.schema.common import Connection
+from settle.schema.context import Info
+from settle.services import activity as activity_service
+
+
+async def timeline(
+    info: Info,
+    first: int = 20,
+    after: str | None = None,
+    flt: TimelineFilter | None = None,
+    client_id: uuid.UUID | None = None,
+) -> Connection[ActivityEvent]:
+    """Timeline events the actor may see, newest first, optionally for one client."""
+    actor = require_actor(info)
+    given = flt or TimelineFilter()
+    if client_id is None and given.client_id is not None:
+        client_id = parse_id(given.client_id, "filter.clientId")
+    page = await activity_service.timeline(
+        actor,
+        activity_service.TimelineFilter(
+            client_id=client_id,
+            entity_types=tuple(given.entity_types or ()),
+            since=given.from_,
+            until=given.to,
+        ),
+        first=first,
+        after=after,
+    )
+    return Connection.from_page(page, ActivityEvent.from_model)
+
+
+async def agency_timeline(
+    info: Info, first: int = 20, after: str | None = None, filter: TimelineFilter | None = None
+) -> Connection[ActivityEvent]:
+    """The agency's timeline (a client user's is limited to their client)."""
+    return await timeline(info, first=first, after=after, flt=filter)

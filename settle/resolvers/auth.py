@@ -1,0 +1,110 @@
+"""Account resolvers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import strawberry
+
+from settle.resolvers.common import mutate, parse_id, require_actor
+from settle.schema.auth import (
+    AcceptInvitationInput,
+    AuthPayload,
+    Invitation,
+    InviteMemberInput,
+    LoginInput,
+    SignUpInput,
+    User,
+)
+from settle.schema.context import Info
+from settle.schema.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
+from settle.services import auth as auth_service
+
+AuthResult = Annotated[
+    AuthPayload | ValidationError | AuthenticationError | ConflictError,
+    strawberry.union("AuthResult"),
+]
+InviteMemberResult = Annotated[
+    Invitation | ValidationError | PermissionDeniedError | NotFoundError | ConflictError,
+    strawberry.union("InviteMemberResult"),
+]
+
+
+def _payload(result: auth_service.AuthResult) -> AuthPayload:
+    return AuthPayload(token=result.token, user=User.from_model(result.user))
+
+
+async def sign_up(info: Info, input: SignUpInput) -> AuthResult:
+    """Create an agency and its owner; returns a token."""
+
+    async def run() -> AuthPayload:
+        return _payload(
+            await auth_service.sign_up(
+                info.context.settings,
+                agency_name=input.agency_name,
+                name=input.name,
+                email=input.email,
+                password=input.password,
+            )
+        )
+
+    return await mutate(run)  # type: ignore[return-value]
+
+
+async def login(info: Info, input: LoginInput) -> AuthResult:
+    async def run() -> AuthPayload:
+        return _payload(
+            await auth_service.login(
+                info.context.settings, email=input.email, password=input.password
+            )
+        )
+
+    return await mutate(run)  # type: ignore[return-value]
+
+
+async def me(info: Info) -> User | None:
+    actor = info.context.actor
+    if actor is None:
+        return None
+    user = await info.context.loaders.user.load(actor.user_id)
+    return User.from_model(user) if user else None
+
+
+async def invite_member(info: Info, input: InviteMemberInput) -> InviteMemberResult:
+    actor = require_actor(info)
+
+    async def run() -> Invitation:
+        result = await auth_service.invite_member(
+            info.context.settings,
+            actor,
+            email=input.email,
+            role=input.role,
+            name=input.name,
+            client_id=parse_id(input.client_id, "clientId") if input.client_id else None,
+        )
+        return Invitation(
+            id=strawberry.ID(str(result.invitation.id)),
+            email=result.invitation.email,
+            role=result.invitation.role,
+            expires_at=result.invitation.expires_at,
+            token=result.token,
+        )
+
+    return await mutate(run)  # type: ignore[return-value]
+
+
+async def accept_invitation(info: Info, input: AcceptInvitationInput) -> AuthResult:
+    async def run() -> AuthPayload:
+        return _payload(
+            await auth_service.accept_invitation(
+                info.context.settings, token=input.token, name=input.name, password=input.password
+            )
+        )
+
+    return await mutate(run)  # type: ignore[return-value]

@@ -1,0 +1,118 @@
+"""Accounts: users, agencies, sign-up, login and invitations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+
+from settle.models import agency as models
+from settle.schema.context import Info
+
+if TYPE_CHECKING:
+    from settle.schema.client import Client
+
+Role = strawberry.enum(models.Role, description="What a user may do in an agency.")
+
+
+@strawberry.type
+class Agency:
+    id: strawberry.ID
+    name: str
+
+    @classmethod
+    def from_model(cls, agency: models.Agency) -> Agency:
+        return cls(id=strawberry.ID(str(agency.id)), name=agency.name)
+
+
+@strawberry.type
+class User:
+    id: strawberry.ID
+    email: str
+    name: str
+    role: Role  # type: ignore[valid-type]
+    created_at: datetime
+    _agency_id: strawberry.Private[str]
+    _client_id: strawberry.Private[str | None]
+
+    @classmethod
+    def from_model(cls, user: models.User) -> User:
+        return cls(
+            id=strawberry.ID(str(user.id)),
+            email=user.email,
+            name=user.name,
+            role=user.role,
+            created_at=user.created_at,
+            _agency_id=str(user.agency_id),
+            _client_id=str(user.client_id) if user.client_id else None,
+        )
+
+    @strawberry.field
+    async def agency(self, info: Info) -> Agency:
+        import uuid
+
+        agency = await info.context.loaders.agency.load(uuid.UUID(self._agency_id))
+        assert agency is not None
+        return Agency.from_model(agency)
+
+    @strawberry.field(description="The client a client user belongs to; null for members.")
+    async def client(
+        self, info: Info
+    ) -> Annotated[Client, strawberry.lazy("settle.schema.client")] | None:
+        import uuid
+
+        from settle.schema.client import Client
+
+        if self._client_id is None:
+            return None
+        client = await info.context.loaders.client.load(uuid.UUID(self._client_id))
+        return Client.from_model(client) if client else None
+
+
+@strawberry.type
+class AuthPayload:
+    token: str
+    user: User
+
+
+@strawberry.type
+class Invitation:
+    id: strawberry.ID
+    email: str
+    role: Role  # type: ignore[valid-type]
+    expires_at: datetime
+    token: str = strawberry.field(
+        description="The token to accept with; also emailed. Shown once, to the inviter."
+    )
+
+
+@strawberry.input
+class SignUpInput:
+    agency_name: str
+    name: str
+    email: str
+    password: str
+
+
+@strawberry.input
+class LoginInput:
+    email: str
+    password: str
+
+
+@strawberry.input
+class InviteMemberInput:
+    email: str
+    role: Role  # type: ignore[valid-type]
+    name: str | None = None
+    client_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Required for client roles: the client they belong to."
+    )
+
+
+@strawberry.input
+class AcceptInvitationInput:
+    token: str
+    password: str
+    name: str | None = None

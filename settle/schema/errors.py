@@ -1,0 +1,70 @@
+"""Typed errors: expected failures are part of the schema, never top-level errors."""
+
+from __future__ import annotations
+
+import strawberry
+
+from settle.core import errors as domain
+
+
+@strawberry.interface(description="An expected failure. `code` is stable, upper snake case.")
+class Error:
+    code: str
+    message: str
+
+
+@strawberry.type
+class ValidationError(Error):
+    field: str | None
+
+
+@strawberry.type
+class NotFoundError(Error):
+    pass
+
+
+@strawberry.type
+class PermissionDeniedError(Error):
+    pass
+
+
+@strawberry.type
+class ConflictError(Error):
+    pass
+
+
+@strawberry.type
+class AuthenticationError(Error):
+    pass
+
+
+@strawberry.type
+class InvalidTransitionError(Error):
+    current_state: str
+
+
+ERROR_TYPES: tuple[type, ...] = (
+    ValidationError,
+    NotFoundError,
+    PermissionDeniedError,
+    ConflictError,
+    AuthenticationError,
+    InvalidTransitionError,
+)
+
+
+def to_error(exc: domain.AppError) -> Error:
+    """The schema type for a domain error."""
+    if isinstance(exc, domain.ValidationError):
+        return ValidationError(code=exc.code, message=exc.message, field=exc.field)
+    if isinstance(exc, domain.NotFoundError):
+        return NotFoundError(code=exc.code, message=exc.message)
+    if isinstance(exc, domain.PermissionDeniedError):
+        return PermissionDeniedError(code=exc.code, message=exc.message)
+    if isinstance(exc, domain.AuthenticationError):
+        return AuthenticationError(code=exc.code, message=exc.message)
+    if isinstance(exc, domain.InvalidTransitionError):
+        return InvalidTransitionError(code=exc.code, message=exc.message, current_state=exc.current)
+    if isinstance(exc, domain.ConflictError):
+        return ConflictError(code=exc.code, message=exc.message)
+    raise TypeError(f"no schema error type for {type(exc).__name__}") from exc

@@ -1,0 +1,104 @@
+"""The Schema: every query, mutation and subscription, bound to its resolver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, QueryDepthLimiter
+
+from settle.core.errors import AppError
+from settle.resolvers import activity as activity_resolvers
+from settle.resolvers import auth as auth_resolvers
+from settle.resolvers import client as client_resolvers
+from settle.schema import errors
+from settle.schema.activity import ActivityEvent
+from settle.schema.auth import User
+from settle.schema.client import Client, Contact, Note
+from settle.schema.common import Connection
+from settle.subscriptions import activity as activity_subscriptions
+
+
+@strawberry.type
+class Query:
+    me: User | None = strawberry.field(resolver=auth_resolvers.me, description="The current user.")
+    clients: Connection[Client] = strawberry.field(resolver=client_resolvers.clients)
+    client: Client | None = strawberry.field(resolver=client_resolvers.client)
+    contact: Contact | None = strawberry.field(resolver=client_resolvers.contact)
+    note: Note | None = strawberry.field(resolver=client_resolvers.note)
+    timeline: Connection[ActivityEvent] = strawberry.field(
+        resolver=activity_resolvers.agency_timeline
+    )
+
+
+@strawberry.type
+class Mutation:
+    sign_up: auth_resolvers.AuthResult = strawberry.mutation(resolver=auth_resolvers.sign_up)
+    login: auth_resolvers.AuthResult = strawberry.mutation(resolver=auth_resolvers.login)
+    invite_member: auth_resolvers.InviteMemberResult = strawberry.mutation(
+        resolver=auth_resolvers.invite_member
+    )
+    accept_invitation: auth_resolvers.AuthResult = strawberry.mutation(
+        resolver=auth_resolvers.accept_invitation
+    )
+
+    create_client: client_resolvers.ClientResult = strawberry.mutation(
+        resolver=client_resolvers.create_client
+    )
+    update_client: client_resolvers.ClientResult = strawberry.mutation(
+        resolver=client_resolvers.update_client
+    )
+    delete_client: client_resolvers.ClientResult = strawberry.mutation(
+        resolver=client_resolvers.delete_client
+    )
+    create_contact: client_resolvers.ContactResult = strawberry.mutation(
+        resolver=client_resolvers.create_contact
+    )
+    update_contact: client_resolvers.ContactResult = strawberry.mutation(
+        resolver=client_resolvers.update_contact
+    )
+    set_primary_contact: client_resolvers.ContactResult = strawberry.mutation(
+        resolver=client_resolvers.set_primary_contact
+    )
+    delete_contact: client_resolvers.ContactResult = strawberry.mutation(
+        resolver=client_resolvers.delete_contact
+    )
+    add_note: client_resolvers.NoteResult = strawberry.mutation(resolver=client_resolvers.add_note)
+    update_note: client_resolvers.NoteResult = strawberry.mutation(
+        resolver=client_resolvers.update_note
+    )
+    delete_note: client_resolvers.NoteResult = strawberry.mutation(
+        resolver=client_resolvers.delete_note
+    )
+
+
+@strawberry.type
+class Subscription:
+    activity_added = strawberry.subscription(resolver=activity_subscriptions.activity_added)
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    """Mask what we did not mean to say: anything but GraphQL's own and our public errors."""
+    original: Any = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        return False
+    # A domain error that escaped a union (a query field) is still an expected one.
+    return not isinstance(original, AppError)
+
+
+def build_schema() -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        types=list(errors.ERROR_TYPES),
+        extensions=[
+            lambda: QueryDepthLimiter(max_depth=12),
+            lambda: MaxAliasesLimiter(max_alias_count=30),
+            lambda: MaskErrors(should_mask_error=_should_mask),
+        ],
+    )
+
+
+schema = build_schema()

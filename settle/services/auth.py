@@ -1,0 +1,255 @@
+"""Accounts: sign-up, login, tokens, and inviting members and client users."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from tortoise.exceptions import IntegrityError
+
+from settle.core import clock, validation
+from settle.core.auth import (
+    TokenSigner,
+    hash_opaque_token,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
+from settle.core.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
+from settle.core.outbox import send_job
+from settle.core.settings import Settings
+from settle.core.tenancy import MANAGERS, Actor
+from settle.models.agency import Agency, Invitation, Role, User
+from settle.models.client import Client
+from settle.services import activity
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    token: str
+    user: User
+
+
+def signer(settings: Settings) -> TokenSigner:
+    return TokenSigner(settings.signing_key(), settings.access_token_ttl_seconds)
+
+
+async def sign_up(
+    settings: Settings, *, agency_name: str, name: str, email: str, password: str
+) -> AuthResult:
+    """Create an agency with its owner and log the owner in."""
+    agency_name = validation.required_text("agencyName", agency_name, max_length=200)
+    name = validation.required_text("name", name, max_length=200)
+    address = validation.email("email", email, required=True)
+    assert address is not None
+    validation.password("password", password)
+    if await User.filter(email=address).exists():
+        raise ConflictError("An account with this email already exists")
+    agency = await Agency.create(name=agency_name)
+    try:
+        user = await User.create(
+            agency_id=agency.id,
+            email=address,
+            name=name,
+            password_hash=hash_password(password),
+            role=Role.OWNER,
+        )
+    except IntegrityError:
+        # Two sign-ups with one email raced past the check; the unique index decided.
+        raise ConflictError("An account with this email already exists") from None
+    actor = Actor.from_user(user)
+    await activity.record(
+        actor,
+        agency_id=agency.id,
+        entity_type="agency",
+        entity_id=agency.id,
+        verb="created",
+        summary=f"{name} created the agency {agency_name}",
+    )
+    return AuthResult(token=signer(settings).issue(user.id), user=user)
+
+
+async def login(settings: Settings, *, email: str, password: str) -> AuthResult:
+    """Check credentials; one error for an unknown email and a wrong password alike."""
+    address = (email or "").strip().lower()
+    user = await User.get_or_none(email=address, is_active=True) if address else None
+    if not verify_password(user.password_hash if user else None, password or ""):
+        raise AuthenticationError()
+    assert user is not None
+    user.last_login_at = clock.now()
+    fields = ["last_login_at"]
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+        fields.append("password_hash")
+    await user.save(update_fields=fields)
+    return AuthResult(token=signer(settings).issue(user.id), user=user)
+
+
+async def actor_for_token(settings: Settings, token: str) -> Actor:
+    """The actor a bearer token stands for; AuthenticationError if it is bad or stale."""
+    user_id = signer(settings).verify(token)
+    user = await User.get_or_none(id=user_id, is_active=True)
+    if user is None:
+        raise AuthenticationError("Invalid access token")
+    return Actor.from_user(user)
+
+
+async def get_user(actor: Actor, user_id: uuid.UUID) -> User:
+    user = await User.get_or_none(id=user_id, agency_id=actor.agency_id)
+    if user is None or (actor.is_client_user and user.id != actor.user_id):
+        raise NotFoundError("User", user_id)
+    return user
+
+
+def invitation_token(settings: Settings, invitation_id: uuid.UUID) -> str:
+    """The link token of an invitation, derived from its id with the secret key.
+
+    Deriving it (rather than storing it) keeps it out of the database and the
+    job queue: only its hash is stored, and the email job recomputes it.
+    """
+    digest = hmac.new(
+        settings.signing_key().encode(), f"invitation:{invitation_id}".encode(), hashlib.sha256
+    ).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationResult:
+    invitation: Invitation
+    # The raw token is returned to the inviter and emailed; the database keeps its hash.
+    token: str
+
+
+async def invite_member(
+    settings: Settings,
+    actor: Actor,
+    *,
+    email: str,
+    role: Role,
+    name: str | None = None,
+    client_id: uuid.UUID | None = None,
+) -> InvitationResult:
+    """Invite someone to the agency by email; the email goes out after commit."""
+    actor.require(*MANAGERS)
+    address = validation.email("email", email, required=True)
+    assert address is not None
+    display_name = validation.optional_text("name", name, max_length=200) or ""
+    if role is Role.OWNER and actor.role is not Role.OWNER:
+        raise PermissionDeniedError("Only an owner can invite another owner")
+    if role.is_client:
+        if client_id is None:
+            raise ValidationError(
+                "clientId", "Client users must belong to a client", code="REQUIRED"
+            )
+        client = await Client.get_or_none(
+            id=client_id, agency_id=actor.agency_id, deleted_at__isnull=True
+        )
+        if client is None:
+            raise NotFoundError("Client", client_id)
+    elif client_id is not None:
+        raise ValidationError("clientId", "Only client users belong to a client")
+    if await User.filter(email=address).exists():
+        raise ConflictError("An account with this email already exists")
+    now = clock.now()
+    # A new invitation to the same address replaces any still open.
+    await Invitation.filter(
+        agency_id=actor.agency_id, email=address, accepted_at__isnull=True, revoked_at__isnull=True
+    ).update(revoked_at=now)
+    invitation_id = uuid.uuid4()
+    token = invitation_token(settings, invitation_id)
+    invitation = await Invitation.create(
+        id=invitation_id,
+        agency_id=actor.agency_id,
+        client_id=client_id,
+        invited_by_id=actor.user_id,
+        email=address,
+        name=display_name,
+        role=role,
+        token_hash=hash_opaque_token(token),
+        expires_at=now + timedelta(seconds=settings.invitation_ttl_seconds),
+    )
+    await send_job("auth.send_invitation", str(invitation.id))
+    await activity.record(
+        actor,
+        agency_id=actor.agency_id,
+        client_id=client_id,
+        entity_type="invitation",
+        entity_id=invitation.id,
+        verb="created",
+        summary=f"{actor.name} invited {address} as {role.value}",
+    )
+    return InvitationResult(invitation=invitation, token=token)
+
+
+async def accept_invitation(
+    settings: Settings, *, token: str, name: str | None, password: str
+) -> AuthResult:
+    """Join an agency with an invitation token; the token works once."""
+    invitation = await Invitation.get_or_none(token_hash=hash_opaque_token(token or ""))
+    now = clock.now()
+    if (
+        invitation is None
+        or invitation.accepted_at is not None
+        or invitation.revoked_at is not None
+        or invitation.expires_at <= now
+    ):
+        raise ValidationError(
+            "token", "This invitation is invalid or has expired", code="INVALID_TOKEN"
+        )
+    display_name = validation.required_text("name", name or invitation.name, max_length=200)
+    validation.password("password", password)
+    # Claim the invitation with a conditional update so a double submit joins once.
+    claimed = await Invitation.filter(id=invitation.id, accepted_at__isnull=True).update(
+        accepted_at=now
+    )
+    if not claimed:
+        raise ValidationError(
+            "token", "This invitation is invalid or has expired", code="INVALID_TOKEN"
+        )
+    if await User.filter(email=invitation.email).exists():
+        raise ConflictError("An account with this email already exists")
+    try:
+        user = await User.create(
+            agency_id=invitation.agency_id,
+            client_id=invitation.client_id,
+            email=invitation.email,
+            name=display_name,
+            password_hash=hash_password(password),
+            role=invitation.role,
+        )
+    except IntegrityError:
+        raise ConflictError("An account with this email already exists") from None
+    await activity.record(
+        Actor.from_user(user),
+        agency_id=user.agency_id,
+        client_id=user.client_id,
+        entity_type="user",
+        entity_id=user.id,
+        verb="joined",
+        summary=f"{display_name} joined as {user.role.value}",
+    )
+    return AuthResult(token=signer(settings).issue(user.id), user=user)
+
+
+async def invitation_for_delivery(
+    invitation_id: uuid.UUID,
+) -> tuple[Invitation, Agency, User | None] | None:
+    """What the invitation email needs; None once it is no longer open."""
+    invitation = await Invitation.get_or_none(id=invitation_id)
+    if invitation is None or invitation.accepted_at or invitation.revoked_at:
+        return None
+    agency = await Agency.get(id=invitation.agency_id)
+    inviter = (
+        await User.get_or_none(id=invitation.invited_by_id) if invitation.invited_by_id else None
+    )
+    return invitation, agency, inviter

@@ -1,0 +1,496 @@
+"""CRM: clients, their contacts (exactly one primary) and notes."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from tortoise import Tortoise
+from tortoise.expressions import Q
+from tortoise.functions import Count
+
+from settle.core import clock, validation
+from settle.core.errors import NotFoundError, ValidationError
+from settle.core.money import normalize_currency
+from settle.core.pagination import (
+    Ordering,
+    Page,
+    check_page_size,
+    paginate,
+)
+from settle.core.tenancy import MANAGERS, MEMBERS, Actor, scoped
+from settle.models.client import Client, Contact, Note
+from settle.services import activity
+
+# --- clients ---------------------------------------------------------------
+
+CLIENT_FIELDS = ("name", "email", "phone", "address", "tax_id", "currency", "is_active")
+
+
+class ClientOrderField(StrEnum):
+    NAME = "name"
+    CREATED_AT = "created_at"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFilter:
+    search: str | None = None
+    is_active: bool | None = None
+    currency: str | None = None
+
+
+def clean_client_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """Validate and normalise the client fields present in ``values``."""
+    cleaned: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "name":
+            cleaned[key] = validation.required_text("name", value, max_length=200)
+        elif key == "email":
+            cleaned[key] = validation.email("email", value)
+        elif key == "phone":
+            cleaned[key] = validation.phone("phone", value)
+        elif key == "address":
+            cleaned[key] = validation.optional_text("address", value, max_length=1000)
+        elif key == "tax_id":
+            cleaned[key] = validation.optional_text("taxId", value, max_length=64)
+        elif key == "currency":
+            cleaned[key] = normalize_currency(value or "")
+        elif key == "is_active":
+            if not isinstance(value, bool):
+                raise ValidationError("isActive", "isActive must be true or false")
+            cleaned[key] = value
+        else:
+            raise ValidationError(key, f"Unknown field {key}")
+    return cleaned
+
+
+def _clients(actor: Actor) -> Any:
+    return scoped(Client, actor, client_field="id").filter(deleted_at__isnull=True)
+
+
+async def get_client(actor: Actor, client_id: uuid.UUID) -> Client:
+    """A live client the actor may see, or NotFoundError (also for other agencies' ids)."""
+    client = await _clients(actor).get_or_none(id=client_id)
+    if client is None:
+        raise NotFoundError("Client", client_id)
+    return client
+
+
+async def _lock_client(actor: Actor, client_id: uuid.UUID) -> Client:
+    """Like get_client, holding a row lock until commit (serialises contact changes)."""
+    qs = _clients(actor).filter(id=client_id)
+    if Tortoise.get_connection("default").capabilities.dialect == "postgres":
+        qs = qs.select_for_update()
+    client = await qs.first()
+    if client is None:
+        raise NotFoundError("Client", client_id)
+    return client
+
+
+async def list_clients(
+    actor: Actor,
+    flt: ClientFilter,
+    *,
+    first: int | None,
+    after: str | None,
+    order_by: ClientOrderField = ClientOrderField.NAME,
+    descending: bool = False,
+) -> Page[Client]:
+    """The clients the actor may see, filtered and paginated."""
+    qs = _clients(actor)
+    if flt.search:
+        term = flt.search.strip()
+        qs = qs.filter(Q(name__icontains=term) | Q(email__icontains=term))
+    if flt.is_active is not None:
+        qs = qs.filter(is_active=flt.is_active)
+    if flt.currency:
+        qs = qs.filter(currency=normalize_currency(flt.currency, "filter.currency"))
+    return await paginate(
+        qs, first=first, after=after, ordering=Ordering(order_by.value, descending)
+    )
+
+
+async def create_client(actor: Actor, values: dict[str, Any]) -> Client:
+    """Create a client of the actor's agency."""
+    actor.require(*MEMBERS)
+    data = clean_client_fields({"currency": "USD", **values})
+    if "name" not in data:
+        raise ValidationError("name", "name must not be empty", code="REQUIRED")
+    client = await Client.create(agency_id=actor.agency_id, **data)
+    await activity.record(
+        actor,
+        agency_id=actor.agency_id,
+        client_id=client.id,
+        entity_type="client",
+        entity_id=client.id,
+        verb="created",
+        summary=f"Client {client.name} created",
+        changes=activity.snapshot(data),
+    )
+    return client
+
+
+async def update_client(actor: Actor, client_id: uuid.UUID, values: dict[str, Any]) -> Client:
+    """Change the given fields of a client; records what changed."""
+    client = await get_client(actor, client_id)
+    actor.require(*MEMBERS)
+    data = clean_client_fields(values)
+    before = {key: getattr(client, key) for key in data}
+    changes = activity.diff(before, data)
+    if not changes:
+        return client
+    client.update_from_dict(data)
+    await client.save(update_fields=[*data.keys(), "updated_at"])
+    if set(changes) == {"is_active"}:
+        verb = "activated" if client.is_active else "deactivated"
+    else:
+        verb = "updated"
+    await activity.record(
+        actor,
+        agency_id=client.agency_id,
+        client_id=client.id,
+        entity_type="client",
+        entity_id=client.id,
+        verb=verb,
+        summary=f"Client {client.name} {verb}",
+        changes=changes,
+    )
+    return client
+
+
+async def delete_client(actor: Actor, client_id: uuid.UUID) -> Client:
+    """Soft-delete a client: it disappears from lists and lookups, its history stays."""
+    client = await get_client(actor, client_id)
+    actor.require(*MANAGERS)
+    client.deleted_at = clock.now()
+    client.is_active = False
+    await client.save(update_fields=["deleted_at", "is_active", "updated_at"])
+    await activity.record(
+        actor,
+        agency_id=client.agency_id,
+        client_id=client.id,
+        entity_type="client",
+        entity_id=client.id,
+        verb="deleted",
+        summary=f"Client {client.name} deleted",
+    )
+    return client
+
+
+async def clients_by_ids(actor: Actor, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Client]:
+    """Batch lookup for loaders: the live clients among ``ids`` the actor may see."""
+    rows = await _clients(actor).filter(id__in=list(ids))
+    return {row.id: row for row in rows}
+
+
+# --- contacts --------------------------------------------------------------
+
+
+def clean_contact_fields(values: dict[str, Any]) -> dict[str, Any]:
+    cleaned: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "name":
+            cleaned[key] = validation.required_text("name", value, max_length=200)
+        elif key == "email":
+            cleaned[key] = validation.email("email", value)
+        elif key == "phone":
+            cleaned[key] = validation.phone("phone", value)
+        elif key == "title":
+            cleaned[key] = validation.optional_text("title", value, max_length=120)
+        else:
+            raise ValidationError(key, f"Unknown field {key}")
+    return cleaned
+
+
+def _contacts(actor: Actor) -> Any:
+    return scoped(Contact, actor).filter(client__deleted_at__isnull=True)
+
+
+async def get_contact(actor: Actor, contact_id: uuid.UUID) -> Contact:
+    contact = await _contacts(actor).get_or_none(id=contact_id)
+    if contact is None:
+        raise NotFoundError("Contact", contact_id)
+    return contact
+
+
+async def contacts_for_clients(
+    actor: Actor, client_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[Contact]]:
+    """Contacts of each client, primary first then by name, in one query."""
+    rows = (
+        await _contacts(actor)
+        .filter(client_id__in=list(client_ids))
+        .order_by("client_id", "-is_primary", "name", "id")
+    )
+    grouped: dict[uuid.UUID, list[Contact]] = defaultdict(list)
+    for row in rows:
+        grouped[row.client_id].append(row)
+    return grouped
+
+
+async def create_contact(
+    actor: Actor, client_id: uuid.UUID, values: dict[str, Any], *, primary: bool = False
+) -> Contact:
+    """Add a contact; the first contact of a client, or one asked to be, becomes primary."""
+    actor.require(*MEMBERS)
+    client = await _lock_client(actor, client_id)
+    data = clean_contact_fields(values)
+    if "name" not in data:
+        raise ValidationError("name", "name must not be empty", code="REQUIRED")
+    has_primary = await Contact.filter(client_id=client.id, is_primary=True).exists()
+    make_primary = primary or not has_primary
+    if make_primary and has_primary:
+        await Contact.filter(client_id=client.id, is_primary=True).update(is_primary=False)
+    contact = await Contact.create(
+        agency_id=client.agency_id, client_id=client.id, is_primary=make_primary, **data
+    )
+    await activity.record(
+        actor,
+        agency_id=client.agency_id,
+        client_id=client.id,
+        entity_type="contact",
+        entity_id=contact.id,
+        verb="created",
+        summary=f"Contact {contact.name} added to {client.name}",
+        changes=activity.snapshot({**data, "is_primary": make_primary}),
+    )
+    return contact
+
+
+async def update_contact(actor: Actor, contact_id: uuid.UUID, values: dict[str, Any]) -> Contact:
+    contact = await get_contact(actor, contact_id)
+    actor.require(*MEMBERS)
+    data = clean_contact_fields(values)
+    changes = activity.diff({key: getattr(contact, key) for key in data}, data)
+    if not changes:
+        return contact
+    contact.update_from_dict(data)
+    await contact.save(update_fields=[*data.keys(), "updated_at"])
+    await activity.record(
+        actor,
+        agency_id=contact.agency_id,
+        client_id=contact.client_id,
+        entity_type="contact",
+        entity_id=contact.id,
+        verb="updated",
+        summary=f"Contact {contact.name} updated",
+        changes=changes,
+    )
+    return contact
+
+
+async def set_primary_contact(actor: Actor, contact_id: uuid.UUID) -> Contact:
+    """Make a contact its client's primary; the previous primary is demoted atomically."""
+    contact = await get_contact(actor, contact_id)
+    actor.require(*MEMBERS)
+    await _lock_client(actor, contact.client_id)
+    await contact.refresh_from_db()
+    if contact.is_primary:
+        return contact
+    previous = await Contact.filter(client_id=contact.client_id, is_primary=True).first()
+    # Demote first: the partial unique index allows one primary per client at any instant.
+    await Contact.filter(client_id=contact.client_id, is_primary=True).update(is_primary=False)
+    contact.is_primary = True
+    await contact.save(update_fields=["is_primary", "updated_at"])
+    await activity.record(
+        actor,
+        agency_id=contact.agency_id,
+        client_id=contact.client_id,
+        entity_type="contact",
+        entity_id=contact.id,
+        verb="primary_changed",
+        summary=f"{contact.name} is now the primary contact",
+        changes={
+            "primary_contact_id": {
+                "before": str(previous.id) if previous else None,
+                "after": str(contact.id),
+            }
+        },
+    )
+    return contact
+
+
+async def delete_contact(actor: Actor, contact_id: uuid.UUID) -> Contact:
+    """Remove a contact; if it was primary, the longest-standing other contact takes over."""
+    contact = await get_contact(actor, contact_id)
+    actor.require(*MEMBERS)
+    await _lock_client(actor, contact.client_id)
+    await contact.refresh_from_db()
+    await contact.delete()
+    successor = None
+    if contact.is_primary:
+        successor = (
+            await Contact.filter(client_id=contact.client_id).order_by("created_at", "id").first()
+        )
+        if successor is not None:
+            successor.is_primary = True
+            await successor.save(update_fields=["is_primary", "updated_at"])
+    await activity.record(
+        actor,
+        agency_id=contact.agency_id,
+        client_id=contact.client_id,
+        entity_type="contact",
+        entity_id=contact.id,
+        verb="deleted",
+        summary=f"Contact {contact.name} removed"
+        + (f"; {successor.name} is now primary" if successor else ""),
+    )
+    return contact
+
+
+# --- notes -----------------------------------------------------------------
+
+NOTE_MAX_LENGTH = 20_000
+
+
+def _notes(actor: Actor) -> Any:
+    # Notes are the agency's internal record: client users never see them.
+    return scoped(Note, actor, client_field=None).filter(client__deleted_at__isnull=True)
+
+
+async def get_note(actor: Actor, note_id: uuid.UUID) -> Note:
+    note = await _notes(actor).get_or_none(id=note_id)
+    if note is None:
+        raise NotFoundError("Note", note_id)
+    return note
+
+
+def note_ordering() -> Ordering:
+    return Ordering("created_at", descending=True)
+
+
+async def list_notes(
+    actor: Actor,
+    client_id: uuid.UUID,
+    *,
+    first: int | None,
+    after: str | None,
+    pinned: bool | None = None,
+) -> Page[Note]:
+    """A client's notes, newest first."""
+    qs = _notes(actor).filter(client_id=client_id)
+    if pinned is not None:
+        qs = qs.filter(pinned=pinned)
+    return await paginate(qs, first=first, after=after, ordering=note_ordering())
+
+
+async def latest_notes_for_clients(
+    actor: Actor, client_ids: Sequence[uuid.UUID], first: int | None
+) -> dict[uuid.UUID, tuple[list[Note], int]]:
+    """The newest ``first`` notes of each client and its note count, in two queries."""
+    size = check_page_size(first)
+    ids = list(client_ids)
+    if not ids or actor.is_client_user:
+        return {client_id: ([], 0) for client_id in ids}
+    counts = (
+        await _notes(actor)
+        .filter(client_id__in=ids)
+        .group_by("client_id")
+        .annotate(n=Count("id"))
+        .values("client_id", "n")
+    )
+    total = {uuid.UUID(str(row["client_id"])): int(row["n"]) for row in counts}
+    conn = Tortoise.get_connection("default")
+    placeholders = ", ".join(_param(conn, i + 3) for i in range(len(ids)))
+    # A window function keeps this one query however many clients are on the page.
+    sql = (
+        'SELECT "id" FROM (SELECT "id", ROW_NUMBER() OVER ('
+        'PARTITION BY "client_id" ORDER BY "created_at" DESC, "id" DESC) AS "rn" '
+        f'FROM "note" WHERE "agency_id" = {_param(conn, 1)} AND "client_id" IN ({placeholders})'
+        f') AS "ranked" WHERE "rn" <= {_param(conn, 2)}'
+    )
+    params: list[Any] = [_db_uuid(conn, actor.agency_id), size, *(_db_uuid(conn, i) for i in ids)]
+    _, rows = await conn.execute_query(sql, params)
+    note_ids = [row["id"] for row in rows]
+    notes = await Note.filter(id__in=note_ids).order_by("-created_at", "-id") if note_ids else []
+    grouped: dict[uuid.UUID, list[Note]] = defaultdict(list)
+    for note in notes:
+        grouped[note.client_id].append(note)
+    return {client_id: (grouped.get(client_id, []), total.get(client_id, 0)) for client_id in ids}
+
+
+def _param(conn: Any, index: int) -> str:
+    return f"${index}" if conn.capabilities.dialect == "postgres" else "?"
+
+
+def _db_uuid(conn: Any, value: uuid.UUID) -> Any:
+    return value if conn.capabilities.dialect == "postgres" else str(value)
+
+
+def clean_note_body(body: str | None) -> str:
+    return validation.required_text("body", body, max_length=NOTE_MAX_LENGTH)
+
+
+async def add_note(actor: Actor, client_id: uuid.UUID, body: str, *, pinned: bool = False) -> Note:
+    actor.require(*MEMBERS)
+    client = await get_client(actor, client_id)
+    note = await Note.create(
+        agency_id=client.agency_id,
+        client_id=client.id,
+        author_id=actor.user_id,
+        body=clean_note_body(body),
+        pinned=pinned,
+    )
+    await activity.record(
+        actor,
+        agency_id=client.agency_id,
+        client_id=client.id,
+        entity_type="note",
+        entity_id=note.id,
+        verb="created",
+        summary=f"{actor.name} added a note to {client.name}",
+        changes=activity.snapshot({"body": note.body, "pinned": pinned}),
+    )
+    return note
+
+
+async def update_note(actor: Actor, note_id: uuid.UUID, values: dict[str, Any]) -> Note:
+    note = await get_note(actor, note_id)
+    actor.require(*MEMBERS)
+    data: dict[str, Any] = {}
+    if "body" in values:
+        data["body"] = clean_note_body(values["body"])
+    if "pinned" in values:
+        if not isinstance(values["pinned"], bool):
+            raise ValidationError("pinned", "pinned must be true or false")
+        data["pinned"] = values["pinned"]
+    changes = activity.diff({key: getattr(note, key) for key in data}, data)
+    if not changes:
+        return note
+    note.update_from_dict(data)
+    await note.save(update_fields=[*data.keys(), "updated_at"])
+    if set(changes) == {"pinned"}:
+        verb = "pinned" if note.pinned else "unpinned"
+    else:
+        verb = "updated"
+    await activity.record(
+        actor,
+        agency_id=note.agency_id,
+        client_id=note.client_id,
+        entity_type="note",
+        entity_id=note.id,
+        verb=verb,
+        summary=f"{actor.name} {verb} a note",
+        changes=changes,
+    )
+    return note
+
+
+async def delete_note(actor: Actor, note_id: uuid.UUID) -> Note:
+    note = await get_note(actor, note_id)
+    actor.require(*MEMBERS)
+    await note.delete()
+    await activity.record(
+        actor,
+        agency_id=note.agency_id,
+        client_id=note.client_id,
+        entity_type="note",
+        entity_id=note.id,
+        verb="deleted",
+        summary=f"{actor.name} deleted a note",
+    )
+    return note

@@ -1,0 +1,33 @@
+"""Subscription: timeline events of the subscriber's agency, as they happen."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator
+
+import strawberry
+
+from settle.resolvers.common import parse_id, require_actor
+from settle.schema.activity import ActivityEvent
+from settle.schema.context import Info
+from settle.services.activity import visible_to
+from settle.subscriptions import channels
+from settle.subscriptions.bus import get_bus
+
+
+async def activity_added(
+    info: Info, client_id: strawberry.ID | None = None
+) -> AsyncGenerator[ActivityEvent, None]:
+    """Every new timeline event the subscriber may see, optionally for one client."""
+    actor = require_actor(info)
+    only_client = parse_id(client_id, "clientId") if client_id is not None else None
+    async with get_bus().subscribe([channels.activity(actor.agency_id)]) as messages:
+        async for message in messages:
+            event_client = uuid.UUID(message["clientId"]) if message.get("clientId") else None
+            if message.get("agencyId") != str(actor.agency_id):
+                continue
+            if only_client is not None and event_client != only_client:
+                continue
+            if not visible_to(actor, event_client, message["entityType"]):
+                continue
+            yield ActivityEvent.from_message(message)

@@ -1,0 +1,10 @@
+"""Bus channel names, one place so publishers and subscribers agree."""
+
+from __future__ import annotations
+
+import uuid
+
+
+def activity(agency_id: uuid.UUID | str) -> str:
+    """Timeline events of one agency."""
+    return f"settle.agency.{agency_id}.activity"

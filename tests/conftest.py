@@ -1,0 +1,162 @@
+"""Shared fixtures: each database-backed test runs on SQLite and on PostgreSQL.
+
+The SQLite run is the embedded default (in-process bus and worker). The
+PostgreSQL run also uses Redis for the event bus, as production does. A test
+whose service is missing is skipped, or fails under CI=true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from tortoise import Tortoise
+from tortoise.backends.base.executor import EXECUTOR_CACHE
+
+from settle.app import Runtime, create_app, start_runtime, stop_runtime
+from settle.core.db import is_postgres, migrate
+from settle.core.settings import Environment, Settings, configure_settings
+from tests.fixtures.factories import Account, create_agency
+from tests.fixtures.graphql import GraphQLClient
+from tests.fixtures.services import (
+    REDIS_URL,
+    check_redis,
+    create_postgres_database,
+    drop_postgres_database,
+    unavailable,
+)
+
+TEST_SECRET = "settle-test-secret-key-for-tests-only"
+
+
+@dataclass
+class Backend:
+    name: str
+    settings: Settings
+    runtime: Runtime
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait until the in-process worker has run every job sent so far."""
+        worker = self.runtime.worker
+        assert worker is not None, "this backend has no in-process worker"
+        broker = worker.broker
+
+        def join() -> None:
+            for queue in broker.get_declared_queues():
+                broker.join(queue, timeout=int(timeout * 1000))  # type: ignore[attr-defined]
+            worker.join()
+
+        await asyncio.wait_for(asyncio.to_thread(join), timeout)
+
+
+def make_settings(var_dir: Path, database_url: str, redis_url: str | None) -> Settings:
+    return Settings(
+        env=Environment.TEST,
+        var_dir=var_dir,
+        database_url=database_url,
+        redis_url=redis_url,
+        secret_key=TEST_SECRET,  # type: ignore[arg-type]
+        public_base_url="http://settle.test",
+        embedded_worker_threads=2,
+    )
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+async def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Backend]:
+    """A migrated database with the runtime around it (bus, in-process worker)."""
+    name: str = request.param
+    var_dir = tmp_path_factory.mktemp(f"var-{name}")
+    redis_url: str | None = None
+    if name == "postgres":
+        try:
+            database_url = await create_postgres_database()
+        except Exception as exc:
+            unavailable("PostgreSQL", exc)
+        try:
+            await check_redis()
+        except Exception as exc:
+            await drop_postgres_database(database_url)
+            unavailable("Redis", exc)
+        redis_url = REDIS_URL
+    else:
+        database_url = f"sqlite://{(var_dir / 'settle.sqlite3').as_posix()}"
+    settings = make_settings(var_dir, database_url, redis_url)
+    configure_settings(settings)
+    await migrate(database_url)
+    runtime = await start_runtime(settings, in_process_worker=True, scheduler=False)
+    try:
+        yield Backend(name, settings, runtime)
+    finally:
+        await stop_runtime(runtime)
+        configure_settings(None)
+        # Tortoise caches insert/delete SQL per connection name, not per dialect;
+        # the next backend reuses the name "default" with another dialect.
+        EXECUTOR_CACHE.clear()
+        if is_postgres(database_url):
+            await drop_postgres_database(database_url)
+
+
+async def _truncate_all(backend: Backend) -> None:
+    conn = Tortoise.get_connection("default")
+    tables = [model._meta.db_table for model in Tortoise.apps["settle"].values()]
+    if backend.name == "postgres":
+        quoted = ", ".join(f'"{table}"' for table in tables)
+        await conn.execute_script(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE")
+    else:
+        statements = "".join(f'DELETE FROM "{table}";' for table in tables)
+        await conn.execute_script(f"PRAGMA foreign_keys=OFF;{statements}PRAGMA foreign_keys=ON;")
+
+
+@pytest.fixture
+async def db(backend: Backend) -> AsyncIterator[Backend]:
+    """A test's database: empty at the start; emptied again afterwards."""
+    configure_settings(backend.settings)
+    yield backend
+    await backend.drain()
+    await _truncate_all(backend)
+
+
+@pytest.fixture
+def settings(db: Backend) -> Settings:
+    return db.settings
+
+
+@pytest.fixture
+async def http(db: Backend) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(db.settings, manage_runtime=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://settle.test") as client:
+        yield client
+
+
+@pytest.fixture
+def gql(http: httpx.AsyncClient) -> GraphQLClient:
+    return GraphQLClient(http)
+
+
+@pytest.fixture
+async def owner(db: Backend) -> Account:
+    return await create_agency(agency_name="Northwind Studio", name="Olive Owner")
+
+
+@pytest.fixture
+async def rival(db: Backend) -> Account:
+    """The owner of another agency, who must never see the first one's rows."""
+    return await create_agency(agency_name="Rival Works", name="Rita Rival")
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, interval: float = 0.02
+) -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
