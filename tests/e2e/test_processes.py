@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import os
@@ -116,15 +117,18 @@ async def test_invitation_email_is_sent_by_a_separate_worker_process(
     stack_env: dict[str, str], processes: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     # given a migrated database, an API process and a worker process sharing Redis
-    migrate = subprocess.run(
-        [sys.executable, "-m", "settle", "migrate"],
+    migrate = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "settle",
+        "migrate",
         cwd=ROOT,
         env=stack_env,
-        capture_output=True,
-        timeout=120,
-        check=False,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
-    assert migrate.returncode == 0, migrate.stderr
+    output, _ = await asyncio.wait_for(migrate.communicate(), timeout=120)
+    assert migrate.returncode == 0, output.decode()
     port = _free_port()
     processes.append(_spawn(["serve", "--port", str(port)], stack_env, tmp_path / "api.log"))
     processes.append(_spawn(["worker", "--threads", "2"], stack_env, tmp_path / "worker.log"))
