@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -194,19 +195,22 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+READY_TIMEOUT = 2.0
+
+
 async def readyz(request: Request) -> Response:
     checks: dict[str, str] = {}
     try:
-        await Tortoise.get_connection("default").execute_query("SELECT 1")
+        await asyncio.wait_for(
+            Tortoise.get_connection("default").execute_query("SELECT 1"), timeout=READY_TIMEOUT
+        )
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     settings: Settings = request.app.state.settings
     if settings.redis_url:
         try:
-            from settle.subscriptions.bus import get_bus
-
-            await asyncio.wait_for(get_bus().ping(), timeout=2)
+            await asyncio.wait_for(_ping_redis(settings.redis_url), timeout=READY_TIMEOUT)
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
@@ -215,6 +219,19 @@ async def readyz(request: Request) -> Response:
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
     )
+
+
+async def _ping_redis(url: str) -> None:
+    # A fresh connection to this app's configured Redis, not the process's bus: the
+    # probe must answer for this app's settings, and a new connection is what a
+    # restarted or failed-over Redis has to accept.
+    client = aioredis.Redis.from_url(
+        url, socket_connect_timeout=READY_TIMEOUT, socket_timeout=READY_TIMEOUT
+    )
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
 
 
 def create_app(settings: Settings, *, manage_runtime: bool = True) -> Starlette:

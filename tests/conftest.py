@@ -14,10 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from settle.app import Runtime, create_app, start_runtime, stop_runtime
+from settle.core.auth import use_password_hasher
 from settle.core.db import is_postgres, migrate
 from settle.core.settings import Environment, Settings, configure_settings
 from tests.fixtures.factories import Account, create_agency
@@ -63,6 +65,12 @@ def make_settings(var_dir: Path, database_url: str, redis_url: str | None) -> Se
         public_base_url="http://settle.test",
         embedded_worker_threads=2,
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> None:
+    """Argon2 at production strength would dominate the suite's time; tests need no strength."""
+    use_password_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

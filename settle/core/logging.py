@@ -13,7 +13,13 @@ from typing import Any
 request_id_var: ContextVar[str | None] = ContextVar("settle_request_id", default=None)
 
 # Attributes every LogRecord has; anything else was passed through ``extra=``.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# uvicorn adds "color_message", a copy of the message with terminal colours.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+)
 
 from settle.core.errors import ValidationError
 
@@ -18,6 +28,19 @@ CURRENCY_EXPONENTS: dict[str, int] = {
     "SGD": 2, "THB": 2, "TND": 3, "TRY": 2, "TWD": 2, "UAH": 2, "USD": 2, "VND": 0,
     "ZAR": 2,
 }  # fmt: skip
+
+# Far beyond any real amount (a quadrillion in major units), and small enough that
+# every currency's minor units fit a signed 64-bit column.
+MAX_AMOUNT = Decimal(10) ** 15
+
+# Scaling a parsed amount must neither round nor underflow: with unbounded
+# precision and exponent range any inexact step raises instead of rounding.
+_EXACT = Context(
+    prec=MAX_PREC,
+    Emax=MAX_EMAX,
+    Emin=MIN_EMIN,
+    traps=[InvalidOperation, DivisionByZero, Overflow, Inexact],
+)
 
 
 def normalize_currency(code: str, field: str = "currency") -> str:
@@ -64,12 +87,17 @@ class Money:
             raise ValidationError(field, f"{amount!r} is not a decimal amount") from None
         if not value.is_finite():
             raise ValidationError(field, "Amount must be a finite number")
-        scaled = value.scaleb(CURRENCY_EXPONENTS[code])
-        if scaled != scaled.to_integral_value():
+        if value.copy_abs() >= MAX_AMOUNT:
             raise ValidationError(
-                field, f"{code} amounts have at most {CURRENCY_EXPONENTS[code]} decimal places"
+                field,
+                f"Amount must be less than {MAX_AMOUNT:f} in absolute value",
+                code="OUT_OF_RANGE",
             )
-        return cls(int(scaled.to_integral_value(rounding=ROUND_HALF_UP)), code)
+        places = CURRENCY_EXPONENTS[code]
+        scaled = value.scaleb(places, context=_EXACT)
+        if scaled != scaled.to_integral_value(context=_EXACT):
+            raise ValidationError(field, f"{code} amounts have at most {places} decimal places")
+        return cls(int(scaled), code)
 
     def __add__(self, other: Money) -> Money:
         self._same_currency(other)

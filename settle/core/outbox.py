@@ -10,6 +10,7 @@ relay's catch-up publishes later.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -20,6 +21,8 @@ from tortoise.transactions import in_transaction
 
 from settle.core import clock
 from settle.models.outbox import OutboxKind, OutboxMessage
+
+log = logging.getLogger(__name__)
 
 _written: ContextVar[list[int] | None] = ContextVar("settle_outbox_written", default=None)
 
@@ -45,7 +48,12 @@ async def transaction() -> AsyncIterator[BaseDBAsyncClient]:
     if written:
         from settle.core.relay import relay_ids
 
-        await relay_ids(written)
+        try:
+            await relay_ids(written)
+        except Exception:
+            # The change is committed: failing the caller now would report a write
+            # that happened as one that did not. The catch-up relay sends the rows.
+            log.exception("outbox.relay_after_commit_failed", extra={"outbox_ids": written})
 
 
 def _require_transaction() -> list[int]:

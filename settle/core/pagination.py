@@ -6,7 +6,8 @@ import base64
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from tortoise.expressions import Q
@@ -52,18 +53,26 @@ def check_page_size(first: int | None) -> int:
 
 
 def encode_cursor(item: Model, ordering: Ordering) -> str:
+    """An opaque cursor: the sort field's name and value and the row's id."""
     value = getattr(item, ordering.field)
-    raw = json.dumps([_to_json(value), str(item.pk)], separators=(",", ":"))
+    raw = json.dumps([ordering.field, _to_json(value), str(item.pk)], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str, ordering: Ordering, model: type[Model]) -> tuple[Any, uuid.UUID]:
+    """The (sort value, id) of a cursor; ValidationError naming ``after`` if it is not ours.
+
+    Every part is type-checked: a forged or foreign cursor must be a validation
+    error, never a value of the wrong type handed to the database.
+    """
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        value, pk = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        field = model._meta.fields_map[ordering.field]
-        return _from_json(value, field.field_type), uuid.UUID(pk)
-    except (ValueError, TypeError, KeyError):
+        field, value, pk = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if field != ordering.field or not isinstance(pk, str):
+            raise ValueError("cursor of another ordering")
+        field_type = model._meta.fields_map[ordering.field].field_type
+        return _from_json(value, field_type), uuid.UUID(pk)
+    except (ValueError, TypeError, KeyError, ArithmeticError):
         raise ValidationError("after", "Invalid cursor", code="INVALID_CURSOR") from None
 
 
@@ -92,16 +101,34 @@ async def paginate(
 
 
 def _to_json(value: Any) -> Any:
-    if isinstance(value, datetime):
+    if isinstance(value, date):  # also datetime
         return value.isoformat()
-    if isinstance(value, uuid.UUID):
+    if isinstance(value, uuid.UUID | Decimal):
         return str(value)
     return value
 
 
 def _from_json(value: Any, field_type: type | None) -> Any:
-    if field_type is datetime and isinstance(value, str):
-        return datetime.fromisoformat(value)
-    if field_type is uuid.UUID and isinstance(value, str):
+    """The sort value of a cursor, checked against the field's type."""
+    if field_type is None:
+        raise TypeError("unsupported sort field")
+    if field_type in (datetime, date, uuid.UUID, Decimal):
+        if not isinstance(value, str):
+            raise TypeError("expected a string")
+        if field_type is datetime:
+            parsed = datetime.fromisoformat(value)
+            if parsed.tzinfo is None:
+                raise ValueError("naive datetime")
+            return parsed
+        if field_type is date:
+            return date.fromisoformat(value)
+        if field_type is Decimal:
+            number = Decimal(value)
+            if not number.is_finite():
+                raise ValueError("not a finite number")
+            return number
         return uuid.UUID(value)
+    # bool is an int in Python, so compare exact types.
+    if type(value) is not field_type:
+        raise TypeError(f"expected {field_type.__name__}")
     return value

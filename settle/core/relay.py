@@ -21,21 +21,28 @@ BATCH_SIZE = 200
 
 async def relay_ids(ids: Sequence[int]) -> int:
     """Relay the given rows right after their transaction committed; returns how many."""
-    return await _relay(OutboxMessage.filter(id__in=list(ids), published_at__isnull=True))
+    sent, _, _ = await _relay(OutboxMessage.filter(id__in=list(ids), published_at__isnull=True))
+    return sent
 
 
 async def relay_pending(older_than: timedelta = timedelta(seconds=30)) -> int:
     """Catch-up: relay rows a crash left behind, oldest first; returns how many."""
     cutoff = clock.now() - older_than
     total = 0
+    after = 0
     while True:
-        sent = await _relay(OutboxMessage.filter(published_at__isnull=True, created_at__lte=cutoff))
+        # Walk on past the rows this run tried, so rows that keep failing (an actor
+        # that no longer exists) cannot hold back everything queued behind them.
+        sent, fetched, after = await _relay(
+            OutboxMessage.filter(published_at__isnull=True, created_at__lte=cutoff, id__gt=after)
+        )
         total += sent
-        if sent < BATCH_SIZE:
+        if fetched < BATCH_SIZE:
             return total
 
 
-async def _relay(query: QuerySet[OutboxMessage]) -> int:
+async def _relay(query: QuerySet[OutboxMessage]) -> tuple[int, int, int]:
+    """Deliver one batch; returns (sent, rows taken, highest id taken)."""
     async with in_transaction():
         qs = query.order_by("id").limit(BATCH_SIZE)
         if _supports_skip_locked():
@@ -57,7 +64,7 @@ async def _relay(query: QuerySet[OutboxMessage]) -> int:
             row.attempts += 1
             await row.save(update_fields=["published_at", "attempts"])
             sent += 1
-        return sent
+        return sent, len(rows), rows[-1].id if rows else 0
 
 
 async def _deliver(row: OutboxMessage) -> None:

@@ -10,17 +10,17 @@ from email_validator import validate_email as _validate_email
 from settle.core.errors import ValidationError
 
 _PHONE = re.compile(r"^\+?[0-9 ()./-]{5,40}$")
+# Control characters other than tab and line breaks: PostgreSQL cannot store NUL in
+# text at all (the insert would fail as an internal error), and the rest are never
+# meant in a name or a note.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def required_text(field: str, value: str | None, *, max_length: int) -> str:
     """A non-blank string of at most ``max_length`` characters, stripped."""
-    text = (value or "").strip()
-    if not text:
+    text = optional_text(field, value, max_length=max_length)
+    if text is None:
         raise ValidationError(field, f"{field} must not be empty", code="REQUIRED")
-    if len(text) > max_length:
-        raise ValidationError(
-            field, f"{field} must be at most {max_length} characters", code="TOO_LONG"
-        )
     return text
 
 
@@ -32,6 +32,10 @@ def optional_text(field: str, value: str | None, *, max_length: int) -> str | No
     if len(text) > max_length:
         raise ValidationError(
             field, f"{field} must be at most {max_length} characters", code="TOO_LONG"
+        )
+    if _CONTROL.search(text):
+        raise ValidationError(
+            field, f"{field} must not contain control characters", code="INVALID_CHARACTERS"
         )
     return text
 

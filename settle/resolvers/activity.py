@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from settle.resolvers.common import parse_id, require_actor
+from settle.resolvers.common import parse_id, public_errors, require_actor
 from settle.schema.activity import ActivityEvent, TimelineFilter
 from settle.schema.common import Connection
 from settle.schema.context import Info
@@ -21,19 +21,20 @@ async def timeline(
     """Timeline events the actor may see, newest first, optionally for one client."""
     actor = require_actor(info)
     given = flt or TimelineFilter()
-    if client_id is None and given.client_id is not None:
-        client_id = parse_id(given.client_id, "filter.clientId")
-    page = await activity_service.timeline(
-        actor,
-        activity_service.TimelineFilter(
-            client_id=client_id,
-            entity_types=tuple(given.entity_types or ()),
-            since=given.from_,
-            until=given.to,
-        ),
-        first=first,
-        after=after,
-    )
+    with public_errors():
+        if client_id is None and given.client_id is not None:
+            client_id = parse_id(given.client_id, "filter.clientId")
+        page = await activity_service.timeline(
+            actor,
+            activity_service.TimelineFilter(
+                client_id=client_id,
+                entity_types=tuple(given.entity_types or ()),
+                since=given.from_,
+                until=given.to,
+            ),
+            first=first,
+            after=after,
+        )
     return Connection.from_page(page, ActivityEvent.from_model)
 
 

@@ -37,7 +37,7 @@ InviteMemberResult = Annotated[
 
 
 def _payload(result: auth_service.AuthResult) -> AuthPayload:
-    return AuthPayload(token=result.token, user=User.from_model(result.user))
+    return AuthPayload(token=result.token, user=User.from_model(result.user, as_viewer=True))
 
 
 async def sign_up(info: Info, input: SignUpInput) -> AuthResult:

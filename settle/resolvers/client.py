@@ -15,6 +15,7 @@ from settle.resolvers.common import (
     parse_id,
     parse_optional_id,
     provided,
+    public_errors,
     require_actor,
 )
 from settle.schema.client import (
@@ -58,16 +59,17 @@ async def clients(
     actor = require_actor(info)
     order = order_by or ClientOrder()
     flt = filter or ClientFilter()
-    page = await client_service.list_clients(
-        actor,
-        client_service.ClientFilter(
-            search=flt.search, is_active=flt.is_active, currency=flt.currency
-        ),
-        first=first,
-        after=after,
-        order_by=client_service.ClientOrderField((order.field or ClientOrderField.NAME).value),
-        descending=order.direction is SortDirection.DESC,
-    )
+    with public_errors():
+        page = await client_service.list_clients(
+            actor,
+            client_service.ClientFilter(
+                search=flt.search, is_active=flt.is_active, currency=flt.currency
+            ),
+            first=first,
+            after=after,
+            order_by=client_service.ClientOrderField((order.field or ClientOrderField.NAME).value),
+            descending=order.direction is SortDirection.DESC,
+        )
     return Connection.from_page(page, Client.from_model)
 
 
@@ -109,19 +111,21 @@ async def client_notes(
 ) -> Connection[Note]:
     """Client.notes: the first page of a list of clients is batched through a loader."""
     actor = require_actor(info)
-    if after is None and pinned is None:
-        check_page_size(first)
-        notes, total = await info.context.loaders.latest_notes(first).load(client_id)
-        page: Page[NoteModel] = Page(
-            items=notes,
-            cursors=[encode_cursor(n, client_service.note_ordering()) for n in notes],
-            total_count=total,
-            has_next_page=total > len(notes),
-        )
-    else:
-        page = await client_service.list_notes(
-            actor, client_id, first=first, after=after, pinned=pinned
-        )
+    page: Page[NoteModel]
+    with public_errors():
+        if after is None and pinned is None:
+            check_page_size(first)
+            notes, total = await info.context.loaders.latest_notes(first).load(client_id)
+            page = Page(
+                items=notes,
+                cursors=[encode_cursor(n, client_service.note_ordering()) for n in notes],
+                total_count=total,
+                has_next_page=total > len(notes),
+            )
+        else:
+            page = await client_service.list_notes(
+                actor, client_id, first=first, after=after, pinned=pinned
+            )
     return Connection.from_page(page, Note.from_model)
 
 

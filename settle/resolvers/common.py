@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from graphql import GraphQLError
@@ -67,3 +68,20 @@ async def query(action: Callable[[], Awaitable[T]]) -> T | Error:
         return await action()
     except AppError as exc:
         return to_error(exc)
+
+
+@contextmanager
+def public_errors() -> Iterator[None]:
+    """Report a domain error of a list field (which has no union) with its code and field.
+
+    The message alone would leave a client parsing English to learn that, say,
+    ``first`` was out of range; the extensions carry the same stable code and
+    field name as the ``ValidationError`` type of a mutation.
+    """
+    try:
+        yield
+    except AppError as exc:
+        extensions: dict[str, Any] = {"code": exc.code}
+        if isinstance(exc, ValidationError):
+            extensions["field"] = exc.field
+        raise GraphQLError(exc.message, extensions=extensions, original_error=exc) from None

@@ -8,6 +8,7 @@ from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.utils.str_converters import to_camel_case
 
 from settle.models.activity import ActivityEvent as ActivityEventModel
 from settle.schema.auth import User
@@ -63,11 +64,16 @@ class ActivityEvent:
             _changes=message.get("changes") or {},
         )
 
-    @strawberry.field(description="Changed fields with their values before and after.")
+    @strawberry.field(
+        description="Changed fields, named as in the API, with their values before and after."
+    )
     def changes(self) -> list[FieldChange]:
+        # Events store model field names; the API shows the names a client sends
+        # and sees elsewhere (`taxId`, like ValidationError.field), not `tax_id`.
+        changes = ((to_camel_case(name), change) for name, change in self._changes.items())
         return [
             FieldChange(field=name, before=change.get("before"), after=change.get("after"))
-            for name, change in sorted(self._changes.items())
+            for name, change in sorted(changes, key=lambda item: item[0])
         ]
 
     @strawberry.field

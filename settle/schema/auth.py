@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
+from settle.core.tenancy import Actor
 from settle.models import agency as models
+from settle.resolvers.loaders import Loaders
 from settle.schema.context import Info
 
 if TYPE_CHECKING:
@@ -35,9 +38,13 @@ class User:
     created_at: datetime
     _agency_id: strawberry.Private[str]
     _client_id: strawberry.Private[str | None]
+    # The user an AuthPayload was issued for: signUp, login and acceptInvitation
+    # run without a bearer token, so the request has no actor to load the
+    # user's agency and client with; they are loaded as that user instead.
+    _viewer: strawberry.Private[Actor | None]
 
     @classmethod
-    def from_model(cls, user: models.User) -> User:
+    def from_model(cls, user: models.User, *, as_viewer: bool = False) -> User:
         return cls(
             id=strawberry.ID(str(user.id)),
             email=user.email,
@@ -46,13 +53,17 @@ class User:
             created_at=user.created_at,
             _agency_id=str(user.agency_id),
             _client_id=str(user.client_id) if user.client_id else None,
+            _viewer=Actor.from_user(user) if as_viewer else None,
         )
+
+    def _loaders(self, info: Info) -> Loaders:
+        if self._viewer is None:
+            return info.context.loaders
+        return Loaders(self._viewer, cache=False)
 
     @strawberry.field
     async def agency(self, info: Info) -> Agency:
-        import uuid
-
-        agency = await info.context.loaders.agency.load(uuid.UUID(self._agency_id))
+        agency = await self._loaders(info).agency.load(uuid.UUID(self._agency_id))
         assert agency is not None
         return Agency.from_model(agency)
 
@@ -60,13 +71,11 @@ class User:
     async def client(
         self, info: Info
     ) -> Annotated[Client, strawberry.lazy("settle.schema.client")] | None:
-        import uuid
-
         from settle.schema.client import Client
 
         if self._client_id is None:
             return None
-        client = await info.context.loaders.client.load(uuid.UUID(self._client_id))
+        client = await self._loaders(info).client.load(uuid.UUID(self._client_id))
         return Client.from_model(client) if client else None
 
 

@@ -7,6 +7,8 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.types import ExecutionContext
+from strawberry.utils.logging import StrawberryLogger
 
 from settle.core.errors import AppError
 from settle.resolvers import activity as activity_resolvers
@@ -87,8 +89,18 @@ def _should_mask(error: GraphQLError) -> bool:
     return not isinstance(original, AppError)
 
 
+class SettleSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Log only unexpected errors; a caller's mistake is not an operator's alarm."""
+        for error in errors:
+            if _should_mask(error):
+                StrawberryLogger.error(error, execution_context)
+
+
 def build_schema() -> strawberry.Schema:
-    return strawberry.Schema(
+    return SettleSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

@@ -35,8 +35,12 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> Changes:
 
 
 def snapshot(values: dict[str, Any]) -> Changes:
-    """A created or deleted entity's fields, as changes from/to nothing."""
-    return {key: {"before": None, "after": _jsonable(value)} for key, value in values.items()}
+    """A created entity's fields, as changes from nothing (empty fields did not change)."""
+    return {
+        key: {"before": None, "after": _jsonable(value)}
+        for key, value in sorted(values.items())
+        if value is not None
+    }
 
 
 async def record(

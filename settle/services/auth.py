@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -40,6 +41,16 @@ class AuthResult:
     user: User
 
 
+async def _hash(password: str) -> str:
+    # argon2 is slow by design (a large fraction of a second of CPU); in a worker
+    # thread it does not stall every other request and job on this event loop.
+    return await asyncio.to_thread(hash_password, password)
+
+
+async def _verify(password_hash: str | None, password: str) -> bool:
+    return await asyncio.to_thread(verify_password, password_hash, password)
+
+
 def signer(settings: Settings) -> TokenSigner:
     return TokenSigner(settings.signing_key(), settings.access_token_ttl_seconds)
 
@@ -55,13 +66,14 @@ async def sign_up(
     validation.password("password", password)
     if await User.filter(email=address).exists():
         raise ConflictError("An account with this email already exists")
+    password_hash = await _hash(password)
     agency = await Agency.create(name=agency_name)
     try:
         user = await User.create(
             agency_id=agency.id,
             email=address,
             name=name,
-            password_hash=hash_password(password),
+            password_hash=password_hash,
             role=Role.OWNER,
         )
     except IntegrityError:
@@ -83,13 +95,13 @@ async def login(settings: Settings, *, email: str, password: str) -> AuthResult:
     """Check credentials; one error for an unknown email and a wrong password alike."""
     address = (email or "").strip().lower()
     user = await User.get_or_none(email=address, is_active=True) if address else None
-    if not verify_password(user.password_hash if user else None, password or ""):
+    if not await _verify(user.password_hash if user else None, password or ""):
         raise AuthenticationError()
     assert user is not None
     user.last_login_at = clock.now()
     fields = ["last_login_at"]
     if needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
+        user.password_hash = await _hash(password)
         fields.append("password_hash")
     await user.save(update_fields=fields)
     return AuthResult(token=signer(settings).issue(user.id), user=user)
@@ -208,10 +220,14 @@ async def accept_invitation(
         )
     display_name = validation.required_text("name", name or invitation.name, max_length=200)
     validation.password("password", password)
+    # Hashed before the claim, so the claimed row is not locked while argon2 works.
+    password_hash = await _hash(password)
     # Claim the invitation with a conditional update so a double submit joins once.
-    claimed = await Invitation.filter(id=invitation.id, accepted_at__isnull=True).update(
-        accepted_at=now
-    )
+    # A re-invite may revoke it between the read above and this claim; the
+    # conditions are repeated here so the revoked invitation's role is not used.
+    claimed = await Invitation.filter(
+        id=invitation.id, accepted_at__isnull=True, revoked_at__isnull=True
+    ).update(accepted_at=now)
     if not claimed:
         raise ValidationError(
             "token", "This invitation is invalid or has expired", code="INVALID_TOKEN"
@@ -224,7 +240,7 @@ async def accept_invitation(
             client_id=invitation.client_id,
             email=invitation.email,
             name=display_name,
-            password_hash=hash_password(password),
+            password_hash=password_hash,
             role=invitation.role,
         )
     except IntegrityError:
@@ -246,7 +262,13 @@ async def invitation_for_delivery(
 ) -> tuple[Invitation, Agency, User | None] | None:
     """What the invitation email needs; None once it is no longer open."""
     invitation = await Invitation.get_or_none(id=invitation_id)
-    if invitation is None or invitation.accepted_at or invitation.revoked_at:
+    if (
+        invitation is None
+        or invitation.accepted_at
+        or invitation.revoked_at
+        # A retry that lands after expiry would email a link that no longer works.
+        or invitation.expires_at <= clock.now()
+    ):
         return None
     agency = await Agency.get(id=invitation.agency_id)
     inviter = (

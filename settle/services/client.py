@@ -166,6 +166,7 @@ async def delete_client(actor: Actor, client_id: uuid.UUID) -> Client:
     """Soft-delete a client: it disappears from lists and lookups, its history stays."""
     client = await get_client(actor, client_id)
     actor.require(*MANAGERS)
+    before = {"deleted_at": client.deleted_at, "is_active": client.is_active}
     client.deleted_at = clock.now()
     client.is_active = False
     await client.save(update_fields=["deleted_at", "is_active", "updated_at"])
@@ -177,6 +178,9 @@ async def delete_client(actor: Actor, client_id: uuid.UUID) -> Client:
         entity_id=client.id,
         verb="deleted",
         summary=f"Client {client.name} deleted",
+        changes=activity.diff(
+            before, {"deleted_at": client.deleted_at, "is_active": client.is_active}
+        ),
     )
     return client
 
@@ -395,15 +399,16 @@ async def latest_notes_for_clients(
     )
     total = {uuid.UUID(str(row["client_id"])): int(row["n"]) for row in counts}
     conn = Tortoise.get_connection("default")
-    placeholders = ", ".join(_param(conn, i + 3) for i in range(len(ids)))
+    # Parameters are numbered in the order they appear: SQLite's "?" binds by position.
+    placeholders = ", ".join(_param(conn, i + 2) for i in range(len(ids)))
     # A window function keeps this one query however many clients are on the page.
     sql = (
         'SELECT "id" FROM (SELECT "id", ROW_NUMBER() OVER ('
         'PARTITION BY "client_id" ORDER BY "created_at" DESC, "id" DESC) AS "rn" '
         f'FROM "note" WHERE "agency_id" = {_param(conn, 1)} AND "client_id" IN ({placeholders})'
-        f') AS "ranked" WHERE "rn" <= {_param(conn, 2)}'
+        f') AS "ranked" WHERE "rn" <= {_param(conn, len(ids) + 2)}'
     )
-    params: list[Any] = [_db_uuid(conn, actor.agency_id), size, *(_db_uuid(conn, i) for i in ids)]
+    params: list[Any] = [_db_uuid(conn, actor.agency_id), *(_db_uuid(conn, i) for i in ids), size]
     _, rows = await conn.execute_query(sql, params)
     note_ids = [row["id"] for row in rows]
     notes = await Note.filter(id__in=note_ids).order_by("-created_at", "-id") if note_ids else []

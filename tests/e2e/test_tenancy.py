@@ -1,0 +1,669 @@
+"""Tenancy: another agency's ids, and another client's, act exactly like ids that exist nowhere.
+
+REGISTRY holds every query and mutation that takes an id (an ``ID`` argument, or
+an ``ID`` anywhere inside an input argument). ``test_registry_covers_every_id_field``
+reads the served schema and fails, naming the field, when one is missing; every
+registered operation is then walked as its own test case, against both backends.
+
+Conventions of the registry: variables are named after the arguments they fill
+(``$id`` for ``id``, ``$input`` for ``input``), and a probe's variables put one
+of the target's ids in every ``ID`` slot of its field, so the schema check can
+verify that each slot is exercised.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import pytest
+from graphql import (
+    GraphQLInputObjectType,
+    GraphQLInputType,
+    GraphQLScalarType,
+    GraphQLSchema,
+    extend_schema,
+    get_named_type,
+    parse,
+)
+from tortoise import Tortoise
+
+from settle.models.activity import ActivityEvent
+from settle.models.agency import Role, User
+from settle.models.client import Client, Contact, Note
+from settle.schema.schema import schema
+from tests.conftest import Backend
+from tests.fixtures.factories import (
+    Account,
+    create_client,
+    create_contact,
+    create_note,
+    create_user,
+)
+from tests.fixtures.graphql import GraphQLClient
+
+# --- operations -------------------------------------------------------------
+
+CLIENT_QUERY = """
+query Client($id: ID!) {
+  client(id: $id) { __typename id name }
+}
+"""
+
+CONTACT_QUERY = """
+query Contact($id: ID!) {
+  contact(id: $id) { __typename id name }
+}
+"""
+
+NOTE_QUERY = """
+query Note($id: ID!) {
+  note(id: $id) { __typename id body }
+}
+"""
+
+TIMELINE_QUERY = """
+query Timeline($filter: TimelineFilter) {
+  timeline(first: 100, filter: $filter) {
+    __typename
+    totalCount
+    edges { node { id summary } }
+  }
+}
+"""
+
+UPDATE_CLIENT = """
+mutation UpdateClient($id: ID!, $input: UpdateClientInput!) {
+  updateClient(id: $id, input: $input) {
+    __typename
+    ... on Client { id name }
+    ... on Error { code message }
+  }
+}
+"""
+
+DELETE_CLIENT = """
+mutation DeleteClient($id: ID!) {
+  deleteClient(id: $id) {
+    __typename
+    ... on Client { id }
+    ... on Error { code message }
+  }
+}
+"""
+
+CREATE_CONTACT = """
+mutation CreateContact($input: CreateContactInput!) {
+  createContact(input: $input) {
+    __typename
+    ... on Contact { id name }
+    ... on Error { code message }
+  }
+}
+"""
+
+UPDATE_CONTACT = """
+mutation UpdateContact($id: ID!, $input: UpdateContactInput!) {
+  updateContact(id: $id, input: $input) {
+    __typename
+    ... on Contact { id name }
+    ... on Error { code message }
+  }
+}
+"""
+
+SET_PRIMARY_CONTACT = """
+mutation SetPrimaryContact($id: ID!) {
+  setPrimaryContact(id: $id) {
+    __typename
+    ... on Contact { id isPrimary }
+    ... on Error { code message }
+  }
+}
+"""
+
+DELETE_CONTACT = """
+mutation DeleteContact($id: ID!) {
+  deleteContact(id: $id) {
+    __typename
+    ... on Contact { id }
+    ... on Error { code message }
+  }
+}
+"""
+
+ADD_NOTE = """
+mutation AddNote($input: AddNoteInput!) {
+  addNote(input: $input) {
+    __typename
+    ... on Note { id body }
+    ... on Error { code message }
+  }
+}
+"""
+
+UPDATE_NOTE = """
+mutation UpdateNote($id: ID!, $input: UpdateNoteInput!) {
+  updateNote(id: $id, input: $input) {
+    __typename
+    ... on Note { id body }
+    ... on Error { code message }
+  }
+}
+"""
+
+DELETE_NOTE = """
+mutation DeleteNote($id: ID!) {
+  deleteNote(id: $id) {
+    __typename
+    ... on Note { id }
+    ... on Error { code message }
+  }
+}
+"""
+
+INVITE_MEMBER = """
+mutation InviteMember($input: InviteMemberInput!) {
+  inviteMember(input: $input) {
+    __typename
+    ... on Invitation { id email }
+    ... on Error { code message }
+  }
+}
+"""
+
+LISTS_QUERY = """
+query Lists {
+  clients(first: 100) {
+    totalCount
+    edges {
+      node {
+        id
+        contacts { id clientId }
+        notes(first: 100) { totalCount edges { node { id clientId } } }
+        unpinnedNotes: notes(first: 100, pinned: false) { totalCount edges { node { id } } }
+        timeline(first: 100) { totalCount edges { node { id clientId client { id } } } }
+      }
+    }
+  }
+  timeline(first: 100) { totalCount edges { node { id clientId client { id } } } }
+}
+"""
+
+# --- the registry -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """The ids a probe aims at: one client and a contact and a note of it."""
+
+    client_id: str
+    contact_id: str  # not the primary one, so setPrimaryContact would have work to do
+    note_id: str
+
+    @classmethod
+    def unknown(cls) -> Target:
+        """Ids that exist in no agency."""
+        return cls(str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()))
+
+    @property
+    def ids(self) -> frozenset[str]:
+        return frozenset({self.client_id, self.contact_id, self.note_id})
+
+
+class Answer(Enum):
+    NULL = "null"  # a nullable lookup: null
+    EMPTY = "empty"  # a list: an empty connection
+    NOT_FOUND = "not found"  # a mutation: NotFoundError, nothing written
+
+
+@dataclass(frozen=True)
+class Probe:
+    operation: str
+    variables: Callable[[Target], dict[str, Any]]
+    answer: Answer
+    # __typename the agency's own member gets for the same request (proves the probe aims right)
+    found: str
+    # the entity the NotFoundError names
+    entity: str = ""
+    # a client viewer is refused by role before any lookup, whatever the id
+    viewer_denied: bool = False
+
+    def refusal(self, field: str, *, denied: bool = False) -> dict[str, Any]:
+        """The exact answer for an id the caller may not see."""
+        if self.answer is Answer.NULL:
+            return {field: None}
+        if self.answer is Answer.EMPTY:
+            return {field: {"__typename": self.found, "totalCount": 0, "edges": []}}
+        if denied:
+            return {
+                field: {
+                    "__typename": "PermissionDeniedError",
+                    "code": "PERMISSION_DENIED",
+                    "message": "You are not allowed to do this",
+                }
+            }
+        return {
+            field: {
+                "__typename": "NotFoundError",
+                "code": "NOT_FOUND",
+                "message": f"{self.entity or self.found} not found",
+            }
+        }
+
+    def assert_found(self, field: str, data: dict[str, Any]) -> None:
+        """The same request by the rows' own agency reaches them."""
+        result = data[field]
+        assert result is not None, f"{field}: the owner gets null for its own row"
+        assert result["__typename"] == self.found, result
+        if self.answer is Answer.EMPTY:
+            assert result["totalCount"] > 0, result
+
+
+REGISTRY: dict[str, Probe] = {
+    "client": Probe(CLIENT_QUERY, lambda t: {"id": t.client_id}, Answer.NULL, "Client"),
+    "contact": Probe(CONTACT_QUERY, lambda t: {"id": t.contact_id}, Answer.NULL, "Contact"),
+    "note": Probe(NOTE_QUERY, lambda t: {"id": t.note_id}, Answer.NULL, "Note"),
+    "timeline": Probe(
+        TIMELINE_QUERY,
+        lambda t: {"filter": {"clientId": t.client_id}},
+        Answer.EMPTY,
+        "ActivityEventConnection",
+    ),
+    "updateClient": Probe(
+        UPDATE_CLIENT,
+        lambda t: {"id": t.client_id, "input": {"name": "Taken over", "isActive": False}},
+        Answer.NOT_FOUND,
+        "Client",
+    ),
+    "deleteClient": Probe(DELETE_CLIENT, lambda t: {"id": t.client_id}, Answer.NOT_FOUND, "Client"),
+    "createContact": Probe(
+        CREATE_CONTACT,
+        lambda t: {"input": {"clientId": t.client_id, "name": "Planted", "isPrimary": True}},
+        Answer.NOT_FOUND,
+        "Contact",
+        entity="Client",
+        viewer_denied=True,
+    ),
+    "updateContact": Probe(
+        UPDATE_CONTACT,
+        lambda t: {"id": t.contact_id, "input": {"name": "Renamed", "email": "x@rival.test"}},
+        Answer.NOT_FOUND,
+        "Contact",
+    ),
+    "setPrimaryContact": Probe(
+        SET_PRIMARY_CONTACT, lambda t: {"id": t.contact_id}, Answer.NOT_FOUND, "Contact"
+    ),
+    "deleteContact": Probe(
+        DELETE_CONTACT, lambda t: {"id": t.contact_id}, Answer.NOT_FOUND, "Contact"
+    ),
+    "addNote": Probe(
+        ADD_NOTE,
+        lambda t: {"input": {"clientId": t.client_id, "body": "Planted", "pinned": True}},
+        Answer.NOT_FOUND,
+        "Note",
+        entity="Client",
+        viewer_denied=True,
+    ),
+    "updateNote": Probe(
+        UPDATE_NOTE,
+        lambda t: {"id": t.note_id, "input": {"body": "Rewritten", "pinned": True}},
+        Answer.NOT_FOUND,
+        "Note",
+    ),
+    "deleteNote": Probe(DELETE_NOTE, lambda t: {"id": t.note_id}, Answer.NOT_FOUND, "Note"),
+    "inviteMember": Probe(
+        INVITE_MEMBER,
+        lambda t: {
+            "input": {"email": "spy@rival.test", "role": "CLIENT_VIEWER", "clientId": t.client_id}
+        },
+        Answer.NOT_FOUND,
+        "Invitation",
+        entity="Client",
+        viewer_denied=True,
+    ),
+}
+
+# --- reading the schema -----------------------------------------------------
+
+
+def id_fields(graphql_schema: GraphQLSchema) -> dict[str, set[str]]:
+    """Query and mutation fields that take an id, with each id's path ("id", "input.clientId")."""
+    found: dict[str, set[str]] = {}
+    for root in (graphql_schema.query_type, graphql_schema.mutation_type):
+        if root is None:
+            continue
+        for name, field in root.fields.items():
+            paths = {
+                path
+                for arg_name, arg in field.args.items()
+                for path in _id_paths(arg.type, arg_name, frozenset())
+            }
+            if paths:
+                found[name] = paths
+    return found
+
+
+def _id_paths(type_: GraphQLInputType, path: str, seen: frozenset[str]) -> Iterator[str]:
+    named = get_named_type(type_)
+    if isinstance(named, GraphQLScalarType) and named.name == "ID":
+        yield path
+    elif isinstance(named, GraphQLInputObjectType) and named.name not in seen:
+        for name, field in named.fields.items():
+            yield from _id_paths(field.type, f"{path}.{name}", seen | {named.name})
+
+
+def filled_id_paths(variables: Any, ids: frozenset[str], path: str = "") -> Iterator[str]:
+    """Paths of ``variables`` that hold one of ``ids`` (variables are named after arguments)."""
+    if isinstance(variables, dict):
+        for key, value in variables.items():
+            yield from filled_id_paths(value, ids, f"{path}.{key}" if path else key)
+    elif isinstance(variables, list):
+        for item in variables:
+            yield from filled_id_paths(item, ids, path)
+    elif variables in ids:
+        yield path
+
+
+def registry_gaps(fields: dict[str, set[str]], registry: dict[str, Probe]) -> list[str]:
+    """What the registry misses or gets wrong, one readable line per problem."""
+    problems = [
+        f"{name} takes an id ({', '.join(sorted(paths))}) but has no entry in REGISTRY "
+        f"of tests/e2e/test_tenancy.py: add one so other tenants are proven not to reach it"
+        for name, paths in sorted(fields.items())
+        if name not in registry
+    ]
+    problems += [
+        f"REGISTRY has {name}, which is not a query or mutation taking an id"
+        for name in sorted(set(registry) - set(fields))
+    ]
+    for name in sorted(set(fields) & set(registry)):
+        target = Target.unknown()
+        filled = set(filled_id_paths(registry[name].variables(target), target.ids))
+        if filled != fields[name]:
+            problems.append(
+                f"REGISTRY[{name!r}] puts target ids in {sorted(filled)}, "
+                f"but the field's id slots are {sorted(fields[name])}"
+            )
+    return problems
+
+
+# --- rows --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rows:
+    client: Client
+    primary: Contact
+    contact: Contact
+    note: Note
+
+    @property
+    def target(self) -> Target:
+        return Target(str(self.client.id), str(self.contact.id), str(self.note.id))
+
+
+async def client_rows(account: Account, name: str) -> Rows:
+    """A client with a primary and a second contact and a note, each on the timeline."""
+    client = await create_client(account, name=name, email=f"{name.lower()}@example.com")
+    primary = await create_contact(account, client, name=f"{name} Primary", primary=True)
+    contact = await create_contact(account, client, name=f"{name} Second")
+    note = await create_note(account, client, f"{name} internal note")
+    return Rows(client, primary, contact, note)
+
+
+async def snapshot() -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table, to prove a refused request wrote nothing anywhere."""
+    models = Tortoise.apps["settle"].values()
+    return {
+        model.__name__: await model.all().order_by(model._meta.pk_attr).values() for model in models
+    }
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+    elif isinstance(value, str):
+        yield value
+
+
+async def agency_ids(agency_id: uuid.UUID) -> set[str]:
+    """The ids of every row an agency owns."""
+    ids: set[str] = set()
+    for model in (Client, Contact, Note, ActivityEvent, User):
+        rows = await model.filter(agency_id=agency_id).values_list("id", flat=True)
+        ids |= {str(row) for row in rows}
+    return ids
+
+
+# --- the schema check ---------------------------------------------------------
+
+NEW_FIELDS = """
+input LineInput { projectId: ID! quantity: Int! }
+input InvoiceInput { lines: [LineInput!]! memo: String }
+extend type Query { invoice(id: ID!): String search(term: String!): String }
+extend type Mutation { createInvoice(input: InvoiceInput!): String }
+"""
+
+
+def test_registry_covers_every_id_field() -> None:
+    # given every query and mutation of the served schema that takes an id
+    fields = id_fields(schema._schema)
+    # when they are held against the registry
+    problems = registry_gaps(fields, REGISTRY)
+    # then each has an entry whose variables aim at every id slot
+    assert not problems, "\n".join(problems)
+    assert {"client", "updateClient", "createContact", "inviteMember", "timeline"} <= set(fields)
+
+
+def test_a_new_id_field_without_an_entry_is_named() -> None:
+    # given the served schema plus a query taking an id and a mutation with an id deep in its input
+    extended = extend_schema(schema._schema, parse(NEW_FIELDS))
+    # when the registry is checked against it
+    fields = id_fields(extended)
+    problems = registry_gaps(fields, REGISTRY)
+    # then both new fields, and only they, are named with their id slots
+    assert fields["invoice"] == {"id"}
+    assert fields["createInvoice"] == {"input.lines.projectId"}
+    assert problems == [
+        "createInvoice takes an id (input.lines.projectId) but has no entry in REGISTRY "
+        "of tests/e2e/test_tenancy.py: add one so other tenants are proven not to reach it",
+        "invoice takes an id (id) but has no entry in REGISTRY "
+        "of tests/e2e/test_tenancy.py: add one so other tenants are proven not to reach it",
+    ]
+
+
+# --- the walk -----------------------------------------------------------------
+
+FIELDS = sorted(REGISTRY)
+
+
+@pytest.mark.parametrize("field", FIELDS, ids=FIELDS)
+async def test_foreign_id(
+    field: str, db: Backend, gql: GraphQLClient, owner: Account, rival: Account
+) -> None:
+    # given the owner's client with contacts and a note, and the rival's own client
+    probe = REGISTRY[field]
+    victim = await client_rows(owner, "Acme")
+    await client_rows(rival, "Rivalco")
+    await db.drain()
+    before = await snapshot()
+
+    # when the rival sends the owner's ids, and then ids that exist nowhere
+    foreign = await gql.execute(probe.operation, probe.variables(victim.target), token=rival.token)
+    unknown = await gql.execute(
+        probe.operation, probe.variables(Target.unknown()), token=rival.token
+    )
+
+    # then the answer is the plain refusal, the same as for ids that do not exist
+    assert foreign == probe.refusal(field)
+    assert unknown == foreign
+    # and not one row changed, in any table
+    assert await snapshot() == before
+    # and the very same request from the owner does reach the rows
+    own = await gql.execute(probe.operation, probe.variables(victim.target), token=owner.token)
+    probe.assert_found(field, own)
+
+
+@pytest.mark.parametrize("field", FIELDS, ids=FIELDS)
+async def test_other_client_id_for_a_client_user(
+    field: str, db: Backend, gql: GraphQLClient, owner: Account
+) -> None:
+    # given an agency with clients A and B, and a viewer who belongs to A
+    probe = REGISTRY[field]
+    mine = await client_rows(owner, "Acme")
+    other = await client_rows(owner, "Bolt")
+    viewer = await create_user(owner, role=Role.CLIENT_VIEWER, client=mine.client)
+    await db.drain()
+    before = await snapshot()
+
+    # when the viewer sends B's ids, and then ids that exist nowhere
+    foreign = await gql.execute(probe.operation, probe.variables(other.target), token=viewer.token)
+    unknown = await gql.execute(
+        probe.operation, probe.variables(Target.unknown()), token=viewer.token
+    )
+
+    # then B's rows are as invisible as rows that do not exist (a role refusal comes
+    # before any lookup, whatever the id)
+    assert foreign == probe.refusal(field, denied=probe.viewer_denied)
+    assert unknown == foreign
+    assert await snapshot() == before
+
+
+# --- lists --------------------------------------------------------------------
+
+
+async def test_lists_hold_only_the_callers_agency(
+    db: Backend, gql: GraphQLClient, owner: Account, rival: Account
+) -> None:
+    # given two agencies, each with clients, contacts, notes and timeline events
+    acme = await client_rows(owner, "Acme")
+    bolt = await client_rows(owner, "Bolt")
+    rivalco = await client_rows(rival, "Rivalco")
+    await db.drain()
+
+    for account, other, clients in (
+        (owner, rival, [acme, bolt]),
+        (rival, owner, [rivalco]),
+    ):
+        # when each agency lists its clients, their children, and its timeline
+        data = await gql.execute(LISTS_QUERY, token=account.token)
+
+        # then every list holds exactly the agency's own rows
+        by_id = {str(rows.client.id): rows for rows in clients}
+        nodes = [edge["node"] for edge in data["clients"]["edges"]]
+        assert sorted(node["id"] for node in nodes) == sorted(by_id)
+        assert data["clients"]["totalCount"] == len(clients)
+        for node in nodes:
+            rows = by_id[node["id"]]
+            assert node["contacts"] == [
+                {"id": str(rows.primary.id), "clientId": node["id"]},
+                {"id": str(rows.contact.id), "clientId": node["id"]},
+            ]
+            # (the first page's exact notes are checked in test_client_notes_first_page)
+            assert node["notes"]["totalCount"] == 1
+            assert node["unpinnedNotes"] == {
+                "totalCount": 1,
+                "edges": [{"node": {"id": str(rows.note.id)}}],
+            }
+            events = await ActivityEvent.filter(client_id=rows.client.id).values_list(
+                "id", flat=True
+            )
+            assert node["timeline"]["totalCount"] == len(events) == 4
+            assert {edge["node"]["id"] for edge in node["timeline"]["edges"]} == {
+                str(event) for event in events
+            }
+            assert {
+                (edge["node"]["clientId"], edge["node"]["client"]["id"])
+                for edge in node["timeline"]["edges"]
+            } == {(node["id"], node["id"])}
+        agency_events = await ActivityEvent.filter(agency_id=account.agency_id).values_list(
+            "id", flat=True
+        )
+        assert {edge["node"]["id"] for edge in data["timeline"]["edges"]} == {
+            str(event) for event in agency_events
+        }
+        assert data["timeline"]["totalCount"] == len(agency_events)
+        # and no id of the other agency appears anywhere in the answer
+        assert set(strings_in(data)).isdisjoint(await agency_ids(other.agency_id))
+
+
+async def test_lists_hold_only_a_client_users_own_client(
+    db: Backend, gql: GraphQLClient, owner: Account
+) -> None:
+    # given an agency with clients A and B, and a viewer who belongs to A
+    acme = await client_rows(owner, "Acme")
+    bolt = await client_rows(owner, "Bolt")
+    viewer = await create_user(owner, role=Role.CLIENT_VIEWER, client=acme.client)
+    await db.drain()
+
+    # when the viewer lists clients, their children, and the timeline
+    data = await gql.execute(LISTS_QUERY, token=viewer.token)
+
+    # then only A is there, with its contacts, none of the agency's internal notes,
+    # and only A's events that are not internal
+    acme_id = str(acme.client.id)
+    visible = await ActivityEvent.filter(
+        client_id=acme.client.id, entity_type__in=["client", "contact"]
+    ).values_list("id", flat=True)
+    assert len(visible) == 3
+    timeline = {
+        "totalCount": 3,
+        "edges": [
+            {"node": {"id": str(event), "clientId": acme_id, "client": {"id": acme_id}}}
+            for event in visible
+        ],
+    }
+    node = data["clients"]["edges"][0]["node"]
+    assert data["clients"]["totalCount"] == 1
+    assert node["id"] == acme_id
+    assert node["contacts"] == [
+        {"id": str(acme.primary.id), "clientId": acme_id},
+        {"id": str(acme.contact.id), "clientId": acme_id},
+    ]
+    assert node["notes"] == {"totalCount": 0, "edges": []}
+    assert node["unpinnedNotes"] == {"totalCount": 0, "edges": []}
+    assert _sorted_edges(node["timeline"]) == _sorted_edges(timeline)
+    assert _sorted_edges(data["timeline"]) == _sorted_edges(timeline)
+    # and nothing of B, or of the viewer's own invitation, appears anywhere
+    hidden = {str(bolt.client.id), str(bolt.primary.id), str(bolt.contact.id), str(bolt.note.id)}
+    hidden |= {
+        str(event)
+        for event in await ActivityEvent.exclude(id__in=list(visible)).values_list("id", flat=True)
+    }
+    assert set(strings_in(data)).isdisjoint(hidden)
+    assert viewer.user.client_id == acme.client.id
+
+
+async def test_client_notes_first_page(
+    request: pytest.FixtureRequest, db: Backend, gql: GraphQLClient, owner: Account, rival: Account
+) -> None:
+    # given two clients of the owner and one of the rival, each with one note
+    acme = await client_rows(owner, "Acme")
+    bolt = await client_rows(owner, "Bolt")
+    await client_rows(rival, "Rivalco")
+    # when the owner lists its clients with their notes (the batched first page)
+    data = await gql.execute(LISTS_QUERY, token=owner.token)
+    # then each client holds exactly its own note
+    notes = {edge["node"]["id"]: edge["node"]["notes"] for edge in data["clients"]["edges"]}
+    assert notes == {
+        str(rows.client.id): {
+            "totalCount": 1,
+            "edges": [{"node": {"id": str(rows.note.id), "clientId": str(rows.client.id)}}],
+        }
+        for rows in (acme, bolt)
+    }
+
+
+def _sorted_edges(connection: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "totalCount": connection["totalCount"],
+        "edges": sorted(connection["edges"], key=lambda edge: edge["node"]["id"]),
+    }
