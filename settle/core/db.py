@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from tortoise import Tortoise
 from tortoise.migrations.api import migrate as run_migrations
+from tortoise.models import Model
+from tortoise.queryset import QuerySet
 
 APP_LABEL = "settle"
+
+M = TypeVar("M", bound=Model)
 
 
 def tortoise_config(database_url: str) -> dict[str, Any]:
@@ -66,3 +70,10 @@ def _ensure_sqlite_dir(database_url: str) -> None:
 # For Tortoise's own CLI (`tortoise makemigrations`); the autodetector compares
 # the models with the migration files, so the in-memory database is never read.
 MIGRATIONS_CONFIG = tortoise_config("sqlite://:memory:")
+
+
+def lock_rows(qs: QuerySet[M]) -> QuerySet[M]:
+    """``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite already serialises writers."""
+    if Tortoise.get_connection("default").capabilities.dialect == "postgres":
+        return qs.select_for_update()
+    return qs

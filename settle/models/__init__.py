@@ -3,17 +3,51 @@
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Agency, Invitation, Role, User
 from settle.models.client import Client, Contact, Note
+from settle.models.deliverable import (
+    Deliverable,
+    DeliverableDownload,
+    DeliverableKind,
+    DeliverableStatus,
+)
+from settle.models.milestone import (
+    Milestone,
+    MilestoneKind,
+    MilestonePaymentStatus,
+    MilestoneStatus,
+)
 from settle.models.outbox import OutboxKind, OutboxMessage
+from settle.models.project import (
+    Project,
+    ProjectStatus,
+    Task,
+    TaskPriority,
+    TaskStatus,
+    TimeEntry,
+)
 
 __all__ = [
     "ActivityEvent",
     "Agency",
     "Client",
     "Contact",
+    "Deliverable",
+    "DeliverableDownload",
+    "DeliverableKind",
+    "DeliverableStatus",
     "Invitation",
+    "Milestone",
+    "MilestoneKind",
+    "MilestonePaymentStatus",
+    "MilestoneStatus",
     "Note",
     "OutboxKind",
     "OutboxMessage",
+    "Project",
+    "ProjectStatus",
     "Role",
+    "Task",
+    "TaskPriority",
+    "TaskStatus",
+    "TimeEntry",
     "User",
 ]

@@ -7,6 +7,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from strawberry.utils.logging import StrawberryLogger
 
@@ -23,7 +24,7 @@ from settle.subscriptions import activity as activity_subscriptions
 
 
 @strawberry.type
-class Query:
+class CrmQuery:
     me: User | None = strawberry.field(resolver=auth_resolvers.me, description="The current user.")
     clients: Connection[Client] = strawberry.field(resolver=client_resolvers.clients)
     client: Client | None = strawberry.field(resolver=client_resolvers.client)
@@ -35,7 +36,7 @@ class Query:
 
 
 @strawberry.type
-class Mutation:
+class CrmMutation:
     sign_up: auth_resolvers.AuthResult = strawberry.mutation(resolver=auth_resolvers.sign_up)
     login: auth_resolvers.AuthResult = strawberry.mutation(resolver=auth_resolvers.login)
     invite_member: auth_resolvers.InviteMemberResult = strawberry.mutation(
@@ -73,6 +74,15 @@ class Mutation:
     delete_note: client_resolvers.NoteResult = strawberry.mutation(
         resolver=client_resolvers.delete_note
     )
+
+
+# Each domain contributes its own query and mutation types; they merge into one root.
+# A domain adds its pair here (types defined beside its resolvers).
+QUERY_TYPES: tuple[type, ...] = (CrmQuery,)
+MUTATION_TYPES: tuple[type, ...] = (CrmMutation,)
+
+Query = merge_types("Query", QUERY_TYPES)
+Mutation = merge_types("Mutation", MUTATION_TYPES)
 
 
 @strawberry.type

@@ -14,6 +14,7 @@ from tortoise.expressions import Q
 from tortoise.functions import Count
 
 from settle.core import clock, validation
+from settle.core.db import lock_rows
 from settle.core.errors import NotFoundError, ValidationError
 from settle.core.money import normalize_currency
 from settle.core.pagination import (
@@ -82,10 +83,7 @@ async def get_client(actor: Actor, client_id: uuid.UUID) -> Client:
 
 async def _lock_client(actor: Actor, client_id: uuid.UUID) -> Client:
     """Like get_client, holding a row lock until commit (serialises contact changes)."""
-    qs = _clients(actor).filter(id=client_id)
-    if Tortoise.get_connection("default").capabilities.dialect == "postgres":
-        qs = qs.select_for_update()
-    client = await qs.first()
+    client = await lock_rows(_clients(actor).filter(id=client_id)).first()
     if client is None:
         raise NotFoundError("Client", client_id)
     return client
