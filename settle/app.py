@@ -28,6 +28,7 @@ from settle.core.errors import AuthenticationError
 from settle.core.logging import request_id_var
 from settle.core.relay import relay_pending
 from settle.core.settings import Settings
+from settle.files import file_routes
 from settle.schema.context import Context
 from settle.schema.schema import schema
 from settle.services import auth as auth_service
@@ -255,6 +256,7 @@ def create_app(settings: Settings, *, manage_runtime: bool = True) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *file_routes(),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,

@@ -74,6 +74,13 @@ def test_migrate_and_demo_build_the_embedded_database_once(tmp_path: Path) -> No
         clients = db.execute("SELECT COUNT(*) FROM client").fetchone()
         contacts = db.execute("SELECT COUNT(*) FROM contact WHERE is_primary").fetchone()
         notes = db.execute("SELECT COUNT(*) FROM note").fetchone()
+        projects = db.execute("SELECT name, advance_percent FROM project ORDER BY name").fetchall()
+        milestones = db.execute(
+            "SELECT title, status, amount_minor FROM milestone ORDER BY position, title"
+        ).fetchall()
+        tasks = db.execute("SELECT COUNT(*) FROM task").fetchone()
+        entries = db.execute("SELECT COUNT(*) FROM time_entry").fetchone()
+        files = db.execute("SELECT kind, status FROM deliverable ORDER BY kind").fetchall()
     finally:
         db.close()
     assert agencies == [("Northwind Studio",)]
@@ -81,6 +88,17 @@ def test_migrate_and_demo_build_the_embedded_database_once(tmp_path: Path) -> No
     assert clients == (3,)
     assert contacts == (3,)
     assert notes == (5,)
+    # and two projects with tasks, time, milestones (one with a 40% advance) and deliverables
+    assert projects == [("Ordering app in Hindi", 50), ("Warehouse robot dashboard", 40)]
+    assert sorted(milestones) == [
+        ("Advance (40%)", "paid", 800000),
+        ("Balance", "pending", 1200000),
+        ("Build", "pending", 35000000),
+        ("Design", "submitted", 15000000),
+    ]
+    assert tasks == (5,)
+    assert entries == (4,)
+    assert files == [("beta", "ready"), ("final", "ready")]
     # and a secret key was generated into the var directory, readable by its owner only
     key_file = tmp_path / "secret_key"
     assert key_file.exists()

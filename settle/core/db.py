@@ -73,7 +73,15 @@ MIGRATIONS_CONFIG = tortoise_config("sqlite://:memory:")
 
 
 def lock_rows(qs: QuerySet[M]) -> QuerySet[M]:
-    """``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite already serialises writers."""
+    """Lock the selected rows until commit (PostgreSQL; SQLite already serialises writers).
+
+    ``FOR NO KEY UPDATE``, not ``FOR UPDATE``: inserting a child row (a time
+    entry under a project) takes ``FOR KEY SHARE`` on its parent, which
+    ``FOR UPDATE`` would wait for, so two requests that each inserted a child and
+    then locked the parent would deadlock. ``NO KEY UPDATE`` still serialises the
+    lockers. ``OF`` the model's own table: tenant scopes join rows (the client)
+    that are not ours to lock.
+    """
     if Tortoise.get_connection("default").capabilities.dialect == "postgres":
-        return qs.select_for_update()
+        return qs.select_for_update(no_key=True, of=(qs.model._meta.db_table,))
     return qs

@@ -65,3 +65,11 @@ class InvalidTransitionError(AppError):
         super().__init__(f"{entity} cannot move from {current} to {target}")
         self.current = current
         self.target = target
+
+
+class AccessLockedError(AppError):
+    """Content the caller may not open yet (or any more); ``code`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # type: ignore[misc]

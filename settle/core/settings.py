@@ -54,12 +54,42 @@ class Settings(BaseSettings):
     outbox_stale_seconds: int = Field(default=30, ge=0)
     embedded_worker_threads: int = Field(default=4, ge=1)
 
+    # Deliverable files. ``storage_dir`` unset means ``<var_dir>/files`` (see
+    # ``resolved_storage_dir``). Sizes travel as GraphQL Int, so the limit stays below 2 GiB.
+    storage_dir: Path | None = None
+    deliverable_max_bytes: int = Field(default=500 * 1024 * 1024, gt=0, le=2**31 - 1)
+    # Media types a deliverable may be declared with. application/octet-stream is left
+    # out on purpose: it would admit anything and serve it typeless; add it (or the
+    # exact type) through the environment if an agency needs another format.
+    deliverable_content_types: tuple[str, ...] = (
+        "application/pdf",
+        "application/zip",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "video/mp4",
+        "video/quicktime",
+        "text/plain",
+        "text/csv",
+        "application/json",
+    )
+    # Client users keep access to a project's files this long after the final files unlocked.
+    deliverable_access_days: int = Field(default=365, gt=0)
+    upload_url_ttl_seconds: int = Field(default=900, gt=0)
+    download_url_ttl_seconds: int = Field(default=900, gt=0)
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file under the var directory."""
         if self.database_url:
             return self.database_url
         return f"sqlite://{(self.var_dir / 'settle.sqlite3').as_posix()}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        """Where the local storage keeps files: ``storage_dir``, or ``<var_dir>/files``."""
+        return self.storage_dir if self.storage_dir is not None else self.var_dir / "files"
 
     @property
     def mail_dir(self) -> Path:

@@ -105,7 +105,7 @@ class Migration(migrations.Migration):
                 ('user', fields.ForeignKeyField('settle.User', source_field='user_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'deliverable_download', 'app': 'settle', 'pk_attr': 'id', 'table_description': 'One row per download URL handed out and per file served: who, when.'},
+            options={'table': 'deliverable_download', 'app': 'settle', 'pk_attr': 'id', 'table_description': 'One row per file served: who downloaded it, and when.'},
             bases=['Model'],
         ),
         ops.CreateModel(

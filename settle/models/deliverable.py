@@ -61,7 +61,7 @@ class Deliverable(TenantModel):
 
 
 class DeliverableDownload(Model):
-    """One row per download URL handed out and per file served: who, when."""
+    """One row per file served: who downloaded it, and when."""
 
     id = fields.UUIDField(primary_key=True, default=uuid.uuid4)
     agency_id = fields.UUIDField(db_index=True)

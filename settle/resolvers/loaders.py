@@ -11,7 +11,15 @@ from strawberry.dataloader import DataLoader
 from settle.core.tenancy import Actor
 from settle.models.agency import Agency, User
 from settle.models.client import Client, Contact, Note
+from settle.models.deliverable import Deliverable
+from settle.models.milestone import Milestone
+from settle.models.project import Task, TimeEntry
 from settle.services import client as client_service
+from settle.services import deliverable as deliverable_service
+from settle.services import milestone as milestone_service
+from settle.services import project as project_service
+from settle.services import task as task_service
+from settle.services import time_entry as time_entry_service
 
 
 class Loaders:
@@ -23,7 +31,16 @@ class Loaders:
         self.contacts = DataLoader(self._contacts, cache=cache)
         self.user = DataLoader(self._users, cache=cache)
         self.agency = DataLoader(self._agencies, cache=cache)
+        self.project_statistics = DataLoader(self._project_statistics, cache=cache)
+        self.project_milestones = DataLoader(self._project_milestones, cache=cache)
+        self.project_deliverables = DataLoader(self._project_deliverables, cache=cache)
+        self.payment_state = DataLoader(self._payment_states, cache=cache)
+        self.task = DataLoader(self._tasks, cache=cache)
         self._latest_notes: dict[int, DataLoader[uuid.UUID, tuple[list[Note], int]]] = {}
+        self._project_tasks: dict[int, DataLoader[uuid.UUID, tuple[list[Task], int]]] = {}
+        self._project_time_entries: dict[
+            int, DataLoader[uuid.UUID, tuple[list[TimeEntry], int]]
+        ] = {}
         self._cache = cache
 
     def latest_notes(self, first: int) -> DataLoader[uuid.UUID, tuple[list[Note], int]]:
@@ -31,6 +48,24 @@ class Loaders:
         if first not in self._latest_notes:
             self._latest_notes[first] = DataLoader(partial(self._notes, first), cache=self._cache)
         return self._latest_notes[first]
+
+    def project_tasks(self, first: int) -> DataLoader[uuid.UUID, tuple[list[Task], int]]:
+        """First ``first`` tasks in order and the task count per project (one per page size)."""
+        if first not in self._project_tasks:
+            self._project_tasks[first] = DataLoader(
+                partial(self._first_tasks, first), cache=self._cache
+            )
+        return self._project_tasks[first]
+
+    def project_time_entries(
+        self, first: int
+    ) -> DataLoader[uuid.UUID, tuple[list[TimeEntry], int]]:
+        """Newest ``first`` time entries and the entry count per project (one per page size)."""
+        if first not in self._project_time_entries:
+            self._project_time_entries[first] = DataLoader(
+                partial(self._latest_time_entries, first), cache=self._cache
+            )
+        return self._project_time_entries[first]
 
     def _require_actor(self) -> Actor:
         if self.actor is None:
@@ -47,6 +82,46 @@ class Loaders:
 
     async def _notes(self, first: int, ids: Sequence[uuid.UUID]) -> list[tuple[list[Note], int]]:
         found = await client_service.latest_notes_for_clients(self._require_actor(), ids, first)
+        return [found[i] for i in ids]
+
+    async def _tasks(self, ids: Sequence[uuid.UUID]) -> list[Task | None]:
+        found = await task_service.tasks_by_ids(self._require_actor(), ids)
+        return [found.get(i) for i in ids]
+
+    async def _first_tasks(
+        self, first: int, ids: Sequence[uuid.UUID]
+    ) -> list[tuple[list[Task], int]]:
+        found = await task_service.first_tasks_for_projects(self._require_actor(), ids, first)
+        return [found[i] for i in ids]
+
+    async def _latest_time_entries(
+        self, first: int, ids: Sequence[uuid.UUID]
+    ) -> list[tuple[list[TimeEntry], int]]:
+        found = await time_entry_service.latest_entries_for_projects(
+            self._require_actor(), ids, first
+        )
+        return [found[i] for i in ids]
+
+    async def _project_milestones(self, ids: Sequence[uuid.UUID]) -> list[list[Milestone]]:
+        found = await milestone_service.milestones_for_projects(self._require_actor(), ids)
+        return [found.get(i, []) for i in ids]
+
+    async def _project_statistics(
+        self, ids: Sequence[uuid.UUID]
+    ) -> list[project_service.ProjectStatistics | None]:
+        found = await project_service.project_statistics(self._require_actor(), ids)
+        return [found.get(i) for i in ids]
+
+    async def _project_deliverables(self, ids: Sequence[uuid.UUID]) -> list[list[Deliverable]]:
+        found = await deliverable_service.deliverables_for_projects(self._require_actor(), ids)
+        return [found.get(i, []) for i in ids]
+
+    async def _payment_states(
+        self, ids: Sequence[uuid.UUID]
+    ) -> list[milestone_service.ProjectPaymentState]:
+        """Payment state per project id; callers pass ids of rows the actor already sees."""
+        self._require_actor()
+        found = await milestone_service.payment_state(ids)
         return [found[i] for i in ids]
 
     async def _users(self, ids: Sequence[uuid.UUID]) -> list[User | None]:

@@ -43,6 +43,14 @@ class InvalidTransitionError(Error):
     current_state: str
 
 
+@strawberry.type(
+    description="Content locked for the caller: `code` is ADVANCE_UNPAID, BALANCE_UNPAID "
+    "or ACCESS_EXPIRED."
+)
+class AccessLockedError(Error):
+    pass
+
+
 ERROR_TYPES: tuple[type, ...] = (
     ValidationError,
     NotFoundError,
@@ -50,6 +58,7 @@ ERROR_TYPES: tuple[type, ...] = (
     ConflictError,
     AuthenticationError,
     InvalidTransitionError,
+    AccessLockedError,
 )
 
 
@@ -65,6 +74,8 @@ def to_error(exc: domain.AppError) -> Error:
         return AuthenticationError(code=exc.code, message=exc.message)
     if isinstance(exc, domain.InvalidTransitionError):
         return InvalidTransitionError(code=exc.code, message=exc.message, current_state=exc.current)
+    if isinstance(exc, domain.AccessLockedError):
+        return AccessLockedError(code=exc.code, message=exc.message)
     if isinstance(exc, domain.ConflictError):
         return ConflictError(code=exc.code, message=exc.message)
     raise TypeError(f"no schema error type for {type(exc).__name__}") from exc

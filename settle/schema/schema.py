@@ -15,6 +15,11 @@ from settle.core.errors import AppError
 from settle.resolvers import activity as activity_resolvers
 from settle.resolvers import auth as auth_resolvers
 from settle.resolvers import client as client_resolvers
+from settle.resolvers.deliverable import DeliverableMutation, DeliverableQuery
+from settle.resolvers.milestone import MilestoneMutation, MilestoneQuery
+from settle.resolvers.project import ProjectMutation, ProjectQuery
+from settle.resolvers.task import TaskMutation, TaskQuery
+from settle.resolvers.time_entry import TimeEntryMutation, TimeEntryQuery
 from settle.schema import errors
 from settle.schema.activity import ActivityEvent
 from settle.schema.auth import User
@@ -78,8 +83,22 @@ class CrmMutation:
 
 # Each domain contributes its own query and mutation types; they merge into one root.
 # A domain adds its pair here (types defined beside its resolvers).
-QUERY_TYPES: tuple[type, ...] = (CrmQuery,)
-MUTATION_TYPES: tuple[type, ...] = (CrmMutation,)
+QUERY_TYPES: tuple[type, ...] = (
+    CrmQuery,
+    DeliverableQuery,
+    MilestoneQuery,
+    ProjectQuery,
+    TaskQuery,
+    TimeEntryQuery,
+)
+MUTATION_TYPES: tuple[type, ...] = (
+    CrmMutation,
+    DeliverableMutation,
+    MilestoneMutation,
+    ProjectMutation,
+    TaskMutation,
+    TimeEntryMutation,
+)
 
 Query = merge_types("Query", QUERY_TYPES)
 Mutation = merge_types("Mutation", MUTATION_TYPES)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import date
 from enum import Enum
 from typing import Any
 
@@ -34,6 +35,9 @@ from tortoise import Tortoise
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Role, User
 from settle.models.client import Client, Contact, Note
+from settle.models.deliverable import Deliverable, DeliverableKind, DeliverableStatus
+from settle.models.milestone import Milestone
+from settle.models.project import Project, Task, TimeEntry
 from settle.schema.schema import schema
 from tests.conftest import Backend
 from tests.fixtures.factories import (
@@ -193,25 +197,273 @@ query Lists {
 }
 """
 
+MILESTONE_QUERY = """
+query Milestone($id: ID!) {
+  milestone(id: $id) { __typename id title }
+}
+"""
+
+MILESTONES_QUERY = """
+query Milestones($filter: MilestoneFilter) {
+  milestones(first: 100, filter: $filter) {
+    __typename
+    totalCount
+    edges { node { id title } }
+  }
+}
+"""
+
+CREATE_MILESTONE = """
+mutation CreateMilestone($input: CreateMilestoneInput!) {
+  createMilestone(input: $input) {
+    __typename
+    ... on Milestone { id }
+    ... on Error { code message }
+  }
+}
+"""
+
+UPDATE_MILESTONE = """
+mutation UpdateMilestone($id: ID!, $input: UpdateMilestoneInput!) {
+  updateMilestone(id: $id, input: $input) {
+    __typename
+    ... on Milestone { id amount { amount } }
+    ... on Error { code message }
+  }
+}
+"""
+
+
+def milestone_action(field: str, *arguments: str) -> str:
+    """A milestone transition taking ``$id`` and the given String! arguments."""
+    declared = "".join(f", ${name}: String!" for name in arguments)
+    passed = "".join(f", {name}: ${name}" for name in arguments)
+    return f"""
+mutation Action($id: ID!{declared}) {{
+  {field}(id: $id{passed}) {{
+    __typename
+    ... on Milestone {{ id status }}
+    ... on Error {{ code message }}
+  }}
+}}
+"""
+
+
+APPLY_PAYMENT_TERMS = """
+mutation ApplyPaymentTerms($projectId: ID!, $total: String!) {
+  applyPaymentTerms(projectId: $projectId, total: $total) {
+    __typename
+    ... on PaymentTerms { milestones { id } }
+    ... on Error { code message }
+  }
+}
+"""
+
+PROJECT_QUERY = """
+query Project($id: ID!) {
+  project(id: $id) { __typename id name }
+}
+"""
+
+PROJECTS_QUERY = """
+query Projects($filter: ProjectFilter) {
+  projects(first: 100, filter: $filter) {
+    __typename
+    totalCount
+    edges { node { id name } }
+  }
+}
+"""
+
+CREATE_PROJECT = """
+mutation CreateProject($input: CreateProjectInput!) {
+  createProject(input: $input) {
+    __typename
+    ... on Project { id name }
+    ... on Error { code message }
+  }
+}
+"""
+
+UPDATE_PROJECT = """
+mutation UpdateProject($id: ID!, $input: UpdateProjectInput!) {
+  updateProject(id: $id, input: $input) {
+    __typename
+    ... on Project { id name }
+    ... on Error { code message }
+  }
+}
+"""
+
+ARCHIVE_PROJECT = """
+mutation ArchiveProject($id: ID!) {
+  archiveProject(id: $id) {
+    __typename
+    ... on Project { id archivedAt }
+    ... on Error { code message }
+  }
+}
+"""
+
+DELIVERABLE_QUERY = """
+query Deliverable($id: ID!) {
+  deliverable(id: $id) { __typename id title }
+}
+"""
+
+DELIVERABLES_QUERY = """
+query Deliverables($filter: DeliverableFilter) {
+  deliverables(first: 100, filter: $filter) {
+    __typename
+    totalCount
+    edges { node { id title } }
+  }
+}
+"""
+
+DELIVERABLE_DOWNLOAD_URL = """
+query DeliverableDownloadUrl($id: ID!) {
+  deliverableDownloadUrl(id: $id) {
+    __typename
+    ... on DownloadUrl { url }
+    ... on Error { code message }
+  }
+}
+"""
+
+CREATE_DELIVERABLE_UPLOAD = """
+mutation CreateDeliverableUpload($input: CreateDeliverableUploadInput!) {
+  createDeliverableUpload(input: $input) {
+    __typename
+    ... on DeliverableUpload { uploadUrl deliverable { id } }
+    ... on Error { code message }
+  }
+}
+"""
+
+DELETE_DELIVERABLE = """
+mutation DeleteDeliverable($id: ID!) {
+  deleteDeliverable(id: $id) {
+    __typename
+    ... on Deliverable { id }
+    ... on Error { code message }
+  }
+}
+"""
+
+TASK_QUERY = """
+query Task($id: ID!) {
+  task(id: $id) { __typename id title }
+}
+"""
+
+TASKS_QUERY = """
+query Tasks($filter: TaskFilter) {
+  tasks(first: 100, filter: $filter) {
+    __typename
+    totalCount
+    edges { node { id title } }
+  }
+}
+"""
+
+
+def task_mutation(field: str, signature: str, arguments: str) -> str:
+    """A task mutation answering with the task (or an error)."""
+    return f"""
+mutation Action({signature}) {{
+  {field}({arguments}) {{
+    __typename
+    ... on Task {{ id title status }}
+    ... on Error {{ code message }}
+  }}
+}}
+"""
+
+
+REORDER_TASKS = """
+mutation ReorderTasks($projectId: ID!, $taskIds: [ID!]!) {
+  reorderTasks(projectId: $projectId, taskIds: $taskIds) {
+    __typename
+    ... on ReorderedTasks { tasks { id position } }
+    ... on Error { code message }
+  }
+}
+"""
+
+TIME_ENTRY_QUERY = """
+query TimeEntry($id: ID!) {
+  timeEntry(id: $id) { __typename id minutes }
+}
+"""
+
+TIME_ENTRIES_QUERY = """
+query TimeEntries($filter: TimeEntryFilter) {
+  timeEntries(first: 100, filter: $filter) {
+    __typename
+    totalCount
+    edges { node { id minutes } }
+  }
+}
+"""
+
+TIME_SUMMARY_QUERY = """
+query TimeSummary($projectId: ID!) {
+  timeSummary(projectId: $projectId) { __typename minutes byUser { minutes } }
+}
+"""
+
+
+def time_entry_mutation(field: str, signature: str, arguments: str) -> str:
+    """A time entry mutation answering with the entry (or an error)."""
+    return f"""
+mutation Action({signature}) {{
+  {field}({arguments}) {{
+    __typename
+    ... on TimeEntry {{ id minutes isRunning }}
+    ... on Error {{ code message }}
+  }}
+}}
+"""
+
+
 # --- the registry -----------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Target:
-    """The ids a probe aims at: one client and a contact and a note of it."""
+    """The ids a probe aims at: a client, a contact and a note of it, a project, a milestone."""
 
     client_id: str
     contact_id: str  # not the primary one, so setPrimaryContact would have work to do
     note_id: str
+    project_id: str
+    milestone_id: str  # pending
+    deliverable_id: str  # uploaded (ready)
+    task_id: str  # the project's only task, assigned to user_id
+    time_entry_id: str  # stopped, not billed, on task_id, logged by user_id
+    user_id: str  # the agency member who logged time_entry_id
 
     @classmethod
     def unknown(cls) -> Target:
         """Ids that exist in no agency."""
-        return cls(str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()))
+        return cls(*(str(uuid.uuid4()) for _ in fields(cls)))
 
     @property
     def ids(self) -> frozenset[str]:
-        return frozenset({self.client_id, self.contact_id, self.note_id})
+        return frozenset(
+            {
+                self.client_id,
+                self.contact_id,
+                self.note_id,
+                self.project_id,
+                self.milestone_id,
+                self.deliverable_id,
+                self.task_id,
+                self.time_entry_id,
+                self.user_id,
+            }
+        )
 
 
 class Answer(Enum):
@@ -325,6 +577,227 @@ REGISTRY: dict[str, Probe] = {
         entity="Client",
         viewer_denied=True,
     ),
+    "project": Probe(PROJECT_QUERY, lambda t: {"id": t.project_id}, Answer.NULL, "Project"),
+    "projects": Probe(
+        PROJECTS_QUERY,
+        lambda t: {"filter": {"clientId": t.client_id, "includeArchived": True}},
+        Answer.EMPTY,
+        "ProjectConnection",
+    ),
+    "createProject": Probe(
+        CREATE_PROJECT,
+        lambda t: {"input": {"clientId": t.client_id, "name": "Planted", "budget": "1.00"}},
+        Answer.NOT_FOUND,
+        "Project",
+        entity="Client",
+        viewer_denied=True,
+    ),
+    "updateProject": Probe(
+        UPDATE_PROJECT,
+        lambda t: {"id": t.project_id, "input": {"name": "Taken over", "status": "CANCELLED"}},
+        Answer.NOT_FOUND,
+        "Project",
+    ),
+    "archiveProject": Probe(
+        ARCHIVE_PROJECT, lambda t: {"id": t.project_id}, Answer.NOT_FOUND, "Project"
+    ),
+    "milestone": Probe(MILESTONE_QUERY, lambda t: {"id": t.milestone_id}, Answer.NULL, "Milestone"),
+    "milestones": Probe(
+        MILESTONES_QUERY,
+        lambda t: {"filter": {"projectId": t.project_id}},
+        Answer.EMPTY,
+        "MilestoneConnection",
+    ),
+    "createMilestone": Probe(
+        CREATE_MILESTONE,
+        lambda t: {"input": {"projectId": t.project_id, "title": "Planted", "amount": "1.00"}},
+        Answer.NOT_FOUND,
+        "Milestone",
+        entity="Project",
+        viewer_denied=True,
+    ),
+    "updateMilestone": Probe(
+        UPDATE_MILESTONE,
+        lambda t: {"id": t.milestone_id, "input": {"title": "Taken", "amount": "0.01"}},
+        Answer.NOT_FOUND,
+        "Milestone",
+    ),
+    # The target milestone is pending: the owner's own request proves it reached the row
+    # when it starts or cancels it, or is told the move is not allowed from pending.
+    "startMilestone": Probe(
+        milestone_action("startMilestone"),
+        lambda t: {"id": t.milestone_id},
+        Answer.NOT_FOUND,
+        "Milestone",
+    ),
+    "submitMilestone": Probe(
+        milestone_action("submitMilestone"),
+        lambda t: {"id": t.milestone_id},
+        Answer.NOT_FOUND,
+        "InvalidTransitionError",
+        entity="Milestone",
+    ),
+    "approveMilestone": Probe(
+        milestone_action("approveMilestone"),
+        lambda t: {"id": t.milestone_id},
+        Answer.NOT_FOUND,
+        "InvalidTransitionError",
+        entity="Milestone",
+    ),
+    "rejectMilestone": Probe(
+        milestone_action("rejectMilestone", "reason"),
+        lambda t: {"id": t.milestone_id, "reason": "Not good enough"},
+        Answer.NOT_FOUND,
+        "InvalidTransitionError",
+        entity="Milestone",
+    ),
+    "cancelMilestone": Probe(
+        milestone_action("cancelMilestone", "reason"),
+        lambda t: {"id": t.milestone_id, "reason": "Sabotage"},
+        Answer.NOT_FOUND,
+        "Milestone",
+    ),
+    "markMilestonePaid": Probe(
+        milestone_action("markMilestonePaid", "reference"),
+        lambda t: {"id": t.milestone_id, "reference": "FAKE-1"},
+        Answer.NOT_FOUND,
+        "InvalidTransitionError",
+        entity="Milestone",
+    ),
+    "applyPaymentTerms": Probe(
+        APPLY_PAYMENT_TERMS,
+        lambda t: {"projectId": t.project_id, "total": "100.00"},
+        Answer.NOT_FOUND,
+        "PaymentTerms",
+        entity="Project",
+        viewer_denied=True,
+    ),
+    "deliverable": Probe(
+        DELIVERABLE_QUERY, lambda t: {"id": t.deliverable_id}, Answer.NULL, "Deliverable"
+    ),
+    "deliverables": Probe(
+        DELIVERABLES_QUERY,
+        lambda t: {"filter": {"projectId": t.project_id}},
+        Answer.EMPTY,
+        "DeliverableConnection",
+    ),
+    "deliverableDownloadUrl": Probe(
+        DELIVERABLE_DOWNLOAD_URL,
+        lambda t: {"id": t.deliverable_id},
+        Answer.NOT_FOUND,
+        "DownloadUrl",
+        entity="Deliverable",
+    ),
+    "createDeliverableUpload": Probe(
+        CREATE_DELIVERABLE_UPLOAD,
+        lambda t: {
+            "input": {
+                "projectId": t.project_id,
+                "milestoneId": t.milestone_id,
+                "title": "Planted",
+                "kind": "FINAL",
+                "filename": "planted.zip",
+                "contentType": "application/zip",
+                "sizeBytes": 10,
+            }
+        },
+        Answer.NOT_FOUND,
+        "DeliverableUpload",
+        entity="Project",
+        viewer_denied=True,
+    ),
+    "deleteDeliverable": Probe(
+        DELETE_DELIVERABLE, lambda t: {"id": t.deliverable_id}, Answer.NOT_FOUND, "Deliverable"
+    ),
+    "task": Probe(TASK_QUERY, lambda t: {"id": t.task_id}, Answer.NULL, "Task"),
+    "tasks": Probe(
+        TASKS_QUERY,
+        lambda t: {"filter": {"projectId": t.project_id, "assigneeId": t.user_id}},
+        Answer.EMPTY,
+        "TaskConnection",
+    ),
+    "createTask": Probe(
+        task_mutation("createTask", "$input: CreateTaskInput!", "input: $input"),
+        lambda t: {
+            "input": {"projectId": t.project_id, "title": "Planted", "assigneeId": t.user_id}
+        },
+        Answer.NOT_FOUND,
+        "Task",
+        entity="Project",
+        viewer_denied=True,
+    ),
+    "updateTask": Probe(
+        task_mutation("updateTask", "$id: ID!, $input: UpdateTaskInput!", "id: $id, input: $input"),
+        lambda t: {"id": t.task_id, "input": {"title": "Taken over", "assigneeId": t.user_id}},
+        Answer.NOT_FOUND,
+        "Task",
+    ),
+    "setTaskStatus": Probe(
+        task_mutation(
+            "setTaskStatus", "$id: ID!, $status: TaskStatus!", "id: $id, status: $status"
+        ),
+        lambda t: {"id": t.task_id, "status": "COMPLETED"},
+        Answer.NOT_FOUND,
+        "Task",
+    ),
+    "deleteTask": Probe(
+        task_mutation("deleteTask", "$id: ID!", "id: $id"),
+        lambda t: {"id": t.task_id},
+        Answer.NOT_FOUND,
+        "Task",
+    ),
+    "reorderTasks": Probe(
+        REORDER_TASKS,
+        lambda t: {"projectId": t.project_id, "taskIds": [t.task_id]},
+        Answer.NOT_FOUND,
+        "ReorderedTasks",
+        entity="Project",
+        viewer_denied=True,
+    ),
+    "timeEntry": Probe(
+        TIME_ENTRY_QUERY, lambda t: {"id": t.time_entry_id}, Answer.NULL, "TimeEntry"
+    ),
+    "timeEntries": Probe(
+        TIME_ENTRIES_QUERY,
+        lambda t: {"filter": {"projectId": t.project_id, "userId": t.user_id, "taskId": t.task_id}},
+        Answer.EMPTY,
+        "TimeEntryConnection",
+    ),
+    "timeSummary": Probe(
+        TIME_SUMMARY_QUERY, lambda t: {"projectId": t.project_id}, Answer.NULL, "TimeSummary"
+    ),
+    "logTime": Probe(
+        time_entry_mutation("logTime", "$input: LogTimeInput!", "input: $input"),
+        lambda t: {"input": {"projectId": t.project_id, "taskId": t.task_id, "hours": "1"}},
+        Answer.NOT_FOUND,
+        "TimeEntry",
+        entity="Project",
+        viewer_denied=True,
+    ),
+    "updateTimeEntry": Probe(
+        time_entry_mutation(
+            "updateTimeEntry", "$id: ID!, $input: UpdateTimeEntryInput!", "id: $id, input: $input"
+        ),
+        lambda t: {"id": t.time_entry_id, "input": {"hours": "8", "taskId": t.task_id}},
+        Answer.NOT_FOUND,
+        "TimeEntry",
+    ),
+    "deleteTimeEntry": Probe(
+        time_entry_mutation("deleteTimeEntry", "$id: ID!", "id: $id"),
+        lambda t: {"id": t.time_entry_id},
+        Answer.NOT_FOUND,
+        "TimeEntry",
+    ),
+    "startTimer": Probe(
+        time_entry_mutation(
+            "startTimer", "$projectId: ID!, $taskId: ID", "projectId: $projectId, taskId: $taskId"
+        ),
+        lambda t: {"projectId": t.project_id, "taskId": t.task_id},
+        Answer.NOT_FOUND,
+        "TimeEntry",
+        entity="Project",
+        viewer_denied=True,
+    ),
 }
 
 # --- reading the schema -----------------------------------------------------
@@ -400,19 +873,85 @@ class Rows:
     primary: Contact
     contact: Contact
     note: Note
+    project: Project
+    milestone: Milestone
+    deliverable: Deliverable
+    task: Task
+    time_entry: TimeEntry
 
     @property
     def target(self) -> Target:
-        return Target(str(self.client.id), str(self.contact.id), str(self.note.id))
+        return Target(
+            str(self.client.id),
+            str(self.contact.id),
+            str(self.note.id),
+            str(self.project.id),
+            str(self.milestone.id),
+            str(self.deliverable.id),
+            str(self.task.id),
+            str(self.time_entry.id),
+            str(self.time_entry.user_id),
+        )
 
 
 async def client_rows(account: Account, name: str) -> Rows:
-    """A client with a primary and a second contact and a note, each on the timeline."""
+    """A client with a primary and a second contact and a note, each on the timeline.
+
+    And a project with a pending milestone, and a task with an hour logged on it,
+    written directly (off the timeline, so the timeline counts below stay those of
+    the CRM rows).
+    """
     client = await create_client(account, name=name, email=f"{name.lower()}@example.com")
     primary = await create_contact(account, client, name=f"{name} Primary", primary=True)
     contact = await create_contact(account, client, name=f"{name} Second")
     note = await create_note(account, client, f"{name} internal note")
-    return Rows(client, primary, contact, note)
+    project = await Project.create(
+        agency_id=account.agency_id,
+        client_id=client.id,
+        name=f"{name} Website",
+        currency="USD",
+        advance_percent=40,
+    )
+    milestone = await Milestone.create(
+        agency_id=account.agency_id,
+        project_id=project.id,
+        client_id=client.id,
+        currency="USD",
+        title=f"{name} Design",
+        amount_minor=100_000,
+    )
+    deliverable = Deliverable(
+        agency_id=account.agency_id,
+        project_id=project.id,
+        client_id=client.id,
+        milestone_id=milestone.id,
+        title=f"{name} Beta",
+        kind=DeliverableKind.BETA,
+        status=DeliverableStatus.READY,
+        filename="beta.zip",
+        content_type="application/zip",
+        size_bytes=10,
+    )
+    deliverable.storage_key = f"deliverables/{account.agency_id}/{project.id}/{deliverable.id}"
+    await deliverable.save()
+    task = await Task.create(
+        agency_id=account.agency_id,
+        project_id=project.id,
+        client_id=client.id,
+        title=f"{name} Task",
+        assignee_id=account.user.id,
+    )
+    time_entry = await TimeEntry.create(
+        agency_id=account.agency_id,
+        project_id=project.id,
+        client_id=client.id,
+        task_id=task.id,
+        user_id=account.user.id,
+        work_date=date(2026, 3, 2),
+        minutes=60,
+        currency="USD",
+    )
+    return Rows(client, primary, contact, note, project, milestone, deliverable, task, time_entry)
 
 
 async def snapshot() -> dict[str, list[dict[str, Any]]]:
@@ -437,7 +976,7 @@ def strings_in(value: Any) -> Iterator[str]:
 async def agency_ids(agency_id: uuid.UUID) -> set[str]:
     """The ids of every row an agency owns."""
     ids: set[str] = set()
-    for model in (Client, Contact, Note, ActivityEvent, User):
+    for model in (Client, Contact, Note, ActivityEvent, User, Project, Milestone, Deliverable):
         rows = await model.filter(agency_id=agency_id).values_list("id", flat=True)
         ids |= {str(row) for row in rows}
     return ids
