@@ -7,13 +7,12 @@ from typing import Annotated
 
 import strawberry
 
-from settle.core.errors import AppError
 from settle.core.pagination import Page, check_page_size, encode_cursor
 from settle.models.client import Note as NoteModel
 from settle.resolvers.common import (
+    find_one,
     mutate,
     parse_id,
-    parse_optional_id,
     provided,
     public_errors,
     require_actor,
@@ -75,35 +74,23 @@ async def clients(
 
 async def client(info: Info, id: strawberry.ID) -> Client | None:
     actor = require_actor(info)
-    client_id = parse_optional_id(id)
-    if client_id is None:
-        return None
-    try:
-        return Client.from_model(await client_service.get_client(actor, client_id))
-    except AppError:
-        return None
+    return await find_one(
+        id, lambda row_id: client_service.get_client(actor, row_id), Client.from_model
+    )
 
 
 async def contact(info: Info, id: strawberry.ID) -> Contact | None:
     actor = require_actor(info)
-    contact_id = parse_optional_id(id)
-    if contact_id is None:
-        return None
-    try:
-        return Contact.from_model(await client_service.get_contact(actor, contact_id))
-    except AppError:
-        return None
+    return await find_one(
+        id, lambda row_id: client_service.get_contact(actor, row_id), Contact.from_model
+    )
 
 
 async def note(info: Info, id: strawberry.ID) -> Note | None:
     actor = require_actor(info)
-    note_id = parse_optional_id(id)
-    if note_id is None:
-        return None
-    try:
-        return Note.from_model(await client_service.get_note(actor, note_id))
-    except AppError:
-        return None
+    return await find_one(
+        id, lambda row_id: client_service.get_note(actor, row_id), Note.from_model
+    )
 
 
 async def client_notes(

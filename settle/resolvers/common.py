@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from graphql import GraphQLError
 from strawberry.types.unset import UnsetType
 
-from settle.core.errors import AppError, ValidationError
+from settle.core.errors import AppError, NotFoundError, ValidationError
 from settle.core.outbox import transaction
 from settle.core.tenancy import Actor
 from settle.schema.context import Info
@@ -52,6 +52,22 @@ def parse_optional_id(value: Any) -> uuid.UUID | None:
 def provided(values: dict[str, Any]) -> dict[str, Any]:
     """Keep only the fields an update input actually set (UNSET means "leave alone")."""
     return {key: value for key, value in values.items() if not isinstance(value, UnsetType)}
+
+
+M = TypeVar("M")
+
+
+async def find_one(
+    id: Any, fetch: Callable[[uuid.UUID], Awaitable[M]], convert: Callable[[M], T]
+) -> T | None:
+    """A single-row query field: null for a malformed, unknown or foreign id alike."""
+    row_id = parse_optional_id(id)
+    if row_id is None:
+        return None
+    try:
+        return convert(await fetch(row_id))
+    except NotFoundError:
+        return None
 
 
 async def mutate(action: Callable[[], Awaitable[T]]) -> T | Error:

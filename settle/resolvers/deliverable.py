@@ -8,11 +8,10 @@ from typing import Annotated
 
 import strawberry
 
-from settle.core.errors import AppError
 from settle.resolvers.common import (
+    find_one,
     mutate,
     parse_id,
-    parse_optional_id,
     public_errors,
     query,
     require_actor,
@@ -72,15 +71,11 @@ async def deliverables(
 
 async def deliverable(info: Info, id: strawberry.ID) -> Deliverable | None:
     actor = require_actor(info)
-    deliverable_id = parse_optional_id(id)
-    if deliverable_id is None:
-        return None
-    try:
-        return Deliverable.from_model(
-            await deliverable_service.get_deliverable(actor, deliverable_id)
-        )
-    except AppError:
-        return None
+    return await find_one(
+        id,
+        lambda row_id: deliverable_service.get_deliverable(actor, row_id),
+        Deliverable.from_model,
+    )
 
 
 async def project_deliverables(info: Info, project_id: uuid.UUID) -> list[Deliverable]:

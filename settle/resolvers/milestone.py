@@ -7,11 +7,10 @@ from typing import Annotated, Any
 
 import strawberry
 
-from settle.core.errors import AppError
 from settle.resolvers.common import (
+    find_one,
     mutate,
     parse_id,
-    parse_optional_id,
     provided,
     public_errors,
     require_actor,
@@ -70,13 +69,9 @@ async def milestones(
 
 async def milestone(info: Info, id: strawberry.ID) -> Milestone | None:
     actor = require_actor(info)
-    milestone_id = parse_optional_id(id)
-    if milestone_id is None:
-        return None
-    try:
-        return Milestone.from_model(await milestone_service.get_milestone(actor, milestone_id))
-    except AppError:
-        return None
+    return await find_one(
+        id, lambda row_id: milestone_service.get_milestone(actor, row_id), Milestone.from_model
+    )
 
 
 async def project_milestones(info: Info, project_id: uuid.UUID) -> list[Milestone]:

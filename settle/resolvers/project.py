@@ -7,12 +7,11 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.types.unset import UnsetType
 
-from settle.core.errors import AppError
 from settle.models.project import ProjectStatus as ProjectStatusModel
 from settle.resolvers.common import (
+    find_one,
     mutate,
     parse_id,
-    parse_optional_id,
     provided,
     public_errors,
     require_actor,
@@ -82,13 +81,9 @@ async def projects(
 async def project(info: Info, id: strawberry.ID) -> Project | None:
     """A project by id, archived or not; null when it does not exist or is not yours."""
     actor = require_actor(info)
-    project_id = parse_optional_id(id)
-    if project_id is None:
-        return None
-    try:
-        return Project.from_model(await project_service.get_project(actor, project_id))
-    except AppError:
-        return None
+    return await find_one(
+        id, lambda row_id: project_service.get_project(actor, row_id), Project.from_model
+    )
 
 
 async def create_project(info: Info, input: CreateProjectInput) -> ProjectResult:

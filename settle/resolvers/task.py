@@ -8,13 +8,12 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.types.unset import UnsetType
 
-from settle.core.errors import AppError
 from settle.core.pagination import Page, check_page_size, encode_cursor
 from settle.models import project as models
 from settle.resolvers.common import (
+    find_one,
     mutate,
     parse_id,
-    parse_optional_id,
     provided,
     public_errors,
     require_actor,
@@ -79,13 +78,7 @@ async def tasks(
 
 async def task(info: Info, id: strawberry.ID) -> Task | None:
     actor = require_actor(info)
-    task_id = parse_optional_id(id)
-    if task_id is None:
-        return None
-    try:
-        return Task.from_model(await task_service.get_task(actor, task_id))
-    except AppError:
-        return None
+    return await find_one(id, lambda row_id: task_service.get_task(actor, row_id), Task.from_model)
 
 
 async def project_tasks(

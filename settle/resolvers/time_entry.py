@@ -9,11 +9,11 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.types.unset import UnsetType
 
-from settle.core.errors import AppError
 from settle.core.errors import NotFoundError as DomainNotFoundError
 from settle.core.pagination import Page, check_page_size, encode_cursor
 from settle.models import project as models
 from settle.resolvers.common import (
+    find_one,
     mutate,
     parse_id,
     parse_optional_id,
@@ -78,13 +78,9 @@ async def time_entries(
 
 async def time_entry(info: Info, id: strawberry.ID) -> TimeEntry | None:
     actor = require_actor(info)
-    entry_id = parse_optional_id(id)
-    if entry_id is None:
-        return None
-    try:
-        return TimeEntry.from_model(await time_entry_service.get_time_entry(actor, entry_id))
-    except AppError:
-        return None
+    return await find_one(
+        id, lambda row_id: time_entry_service.get_time_entry(actor, row_id), TimeEntry.from_model
+    )
 
 
 async def running_timer(info: Info) -> TimeEntry | None:
