@@ -29,6 +29,16 @@ class Page(Generic[M]):
     total_count: int
     has_next_page: bool
 
+    @classmethod
+    def first_of(cls, items: list[M], total_count: int, ordering: Ordering) -> Page[M]:
+        """The first page from rows a loader fetched (``items``) and the full count."""
+        return cls(
+            items=items,
+            cursors=[encode_cursor(item, ordering) for item in items],
+            total_count=total_count,
+            has_next_page=total_count > len(items),
+        )
+
     @property
     def end_cursor(self) -> str | None:
         return self.cursors[-1] if self.cursors else None

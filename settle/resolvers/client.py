@@ -7,7 +7,7 @@ from typing import Annotated
 
 import strawberry
 
-from settle.core.pagination import Page, check_page_size, encode_cursor
+from settle.core.pagination import Page, check_page_size
 from settle.models.client import Note as NoteModel
 from settle.resolvers.common import (
     find_one,
@@ -103,12 +103,7 @@ async def client_notes(
         if after is None and pinned is None:
             check_page_size(first)
             notes, total = await info.context.loaders.latest_notes(first).load(client_id)
-            page = Page(
-                items=notes,
-                cursors=[encode_cursor(n, client_service.note_ordering()) for n in notes],
-                total_count=total,
-                has_next_page=total > len(notes),
-            )
+            page = Page.first_of(notes, total, client_service.note_ordering())
         else:
             page = await client_service.list_notes(
                 actor, client_id, first=first, after=after, pinned=pinned

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.types.unset import UnsetType
 
-from settle.core.pagination import Page, check_page_size, encode_cursor
+from settle.core.pagination import Page, check_page_size
 from settle.models import project as models
 from settle.resolvers.common import (
     find_one,
@@ -91,12 +91,7 @@ async def project_tasks(
         if after is None:
             check_page_size(first)
             rows, total = await info.context.loaders.project_tasks(first).load(project_id)
-            page = Page(
-                items=rows,
-                cursors=[encode_cursor(row, task_service.TASK_ORDERING) for row in rows],
-                total_count=total,
-                has_next_page=total > len(rows),
-            )
+            page = Page.first_of(rows, total, task_service.TASK_ORDERING)
         else:
             page = await task_service.list_tasks(
                 actor, task_service.TaskFilter(project_id=project_id), first=first, after=after

@@ -10,7 +10,7 @@ import strawberry
 from strawberry.types.unset import UnsetType
 
 from settle.core.errors import NotFoundError as DomainNotFoundError
-from settle.core.pagination import Page, check_page_size, encode_cursor
+from settle.core.pagination import Page, check_page_size
 from settle.models import project as models
 from settle.resolvers.common import (
     find_one,
@@ -119,12 +119,7 @@ async def project_time_entries(
             check_page_size(first)
             rows, total = await info.context.loaders.project_time_entries(first).load(project_id)
             ordering = time_entry_service.TIME_ENTRY_ORDERING
-            page = Page(
-                items=rows,
-                cursors=[encode_cursor(row, ordering) for row in rows],
-                total_count=total,
-                has_next_page=total > len(rows),
-            )
+            page = Page.first_of(rows, total, ordering)
         else:
             page = await time_entry_service.list_time_entries(
                 actor,
