@@ -9,6 +9,8 @@ from tortoise.migrations.api import migrate as run_migrations
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
+from settle.core.errors import NotFoundError
+
 APP_LABEL = "settle"
 
 M = TypeVar("M", bound=Model)
@@ -85,3 +87,16 @@ def lock_rows(qs: QuerySet[M]) -> QuerySet[M]:
     if Tortoise.get_connection("default").capabilities.dialect == "postgres":
         return qs.select_for_update(no_key=True, of=(qs.model._meta.db_table,))
     return qs
+
+
+async def get_visible(qs: QuerySet[M], row_id: Any, entity: str, *, lock: bool = False) -> M:
+    """The row ``row_id`` of a tenant-scoped queryset, or NotFoundError naming ``entity``.
+
+    With ``lock`` the row stays locked until commit (see ``lock_rows``). A row of
+    another agency is simply not in the scope, so it is "not found" like any other.
+    """
+    query = qs.filter(id=row_id)
+    row = await (lock_rows(query) if lock else query).first()
+    if row is None:
+        raise NotFoundError(entity, row_id)
+    return row

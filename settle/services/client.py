@@ -14,8 +14,8 @@ from tortoise.expressions import Q
 from tortoise.functions import Count
 
 from settle.core import clock, validation
-from settle.core.db import lock_rows
-from settle.core.errors import NotFoundError, ValidationError
+from settle.core.db import get_visible
+from settle.core.errors import ValidationError
 from settle.core.money import normalize_currency
 from settle.core.pagination import (
     Ordering,
@@ -75,18 +75,12 @@ def _clients(actor: Actor) -> Any:
 
 async def get_client(actor: Actor, client_id: uuid.UUID) -> Client:
     """A live client the actor may see, or NotFoundError (also for other agencies' ids)."""
-    client = await _clients(actor).get_or_none(id=client_id)
-    if client is None:
-        raise NotFoundError("Client", client_id)
-    return client
+    return await get_visible(_clients(actor), client_id, "Client")
 
 
 async def _lock_client(actor: Actor, client_id: uuid.UUID) -> Client:
     """Like get_client, holding a row lock until commit (serialises contact changes)."""
-    client = await lock_rows(_clients(actor).filter(id=client_id)).first()
-    if client is None:
-        raise NotFoundError("Client", client_id)
-    return client
+    return await get_visible(_clients(actor), client_id, "Client", lock=True)
 
 
 async def list_clients(
@@ -213,10 +207,7 @@ def _contacts(actor: Actor) -> Any:
 
 
 async def get_contact(actor: Actor, contact_id: uuid.UUID) -> Contact:
-    contact = await _contacts(actor).get_or_none(id=contact_id)
-    if contact is None:
-        raise NotFoundError("Contact", contact_id)
-    return contact
+    return await get_visible(_contacts(actor), contact_id, "Contact")
 
 
 async def contacts_for_clients(
@@ -355,10 +346,7 @@ def _notes(actor: Actor) -> Any:
 
 
 async def get_note(actor: Actor, note_id: uuid.UUID) -> Note:
-    note = await _notes(actor).get_or_none(id=note_id)
-    if note is None:
-        raise NotFoundError("Note", note_id)
-    return note
+    return await get_visible(_notes(actor), note_id, "Note")
 
 
 def note_ordering() -> Ordering:

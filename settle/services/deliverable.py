@@ -30,7 +30,7 @@ from tortoise.expressions import F
 from tortoise.queryset import QuerySet
 
 from settle.core import clock, validation
-from settle.core.db import lock_rows
+from settle.core.db import get_visible, lock_rows
 from settle.core.errors import (
     AccessLockedError,
     ConflictError,
@@ -139,10 +139,7 @@ def _deliverables(actor: Actor) -> QuerySet[Deliverable]:
 
 async def get_deliverable(actor: Actor, deliverable_id: uuid.UUID) -> Deliverable:
     """A deliverable the actor may see, or NotFoundError (also for other agencies' ids)."""
-    deliverable = await _deliverables(actor).get_or_none(id=deliverable_id)
-    if deliverable is None:
-        raise NotFoundError("Deliverable", deliverable_id)
-    return deliverable
+    return await get_visible(_deliverables(actor), deliverable_id, "Deliverable")
 
 
 async def list_deliverables(

@@ -23,7 +23,7 @@ from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
 from settle.core import clock, validation
-from settle.core.db import lock_rows
+from settle.core.db import get_visible, lock_rows
 from settle.core.errors import (
     ConflictError,
     InvalidTransitionError,
@@ -124,18 +124,12 @@ def _milestones(actor: Actor) -> QuerySet[Milestone]:
 
 async def get_milestone(actor: Actor, milestone_id: uuid.UUID) -> Milestone:
     """A milestone the actor may see, or NotFoundError (also for other agencies' ids)."""
-    milestone = await _milestones(actor).get_or_none(id=milestone_id)
-    if milestone is None:
-        raise NotFoundError("Milestone", milestone_id)
-    return milestone
+    return await get_visible(_milestones(actor), milestone_id, "Milestone")
 
 
 async def _lock_milestone(actor: Actor, milestone_id: uuid.UUID) -> Milestone:
     """Like get_milestone, holding a row lock until commit (serialises transitions)."""
-    milestone = await lock_rows(_milestones(actor).filter(id=milestone_id)).first()
-    if milestone is None:
-        raise NotFoundError("Milestone", milestone_id)
-    return milestone
+    return await get_visible(_milestones(actor), milestone_id, "Milestone", lock=True)
 
 
 async def list_milestones(

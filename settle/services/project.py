@@ -16,8 +16,8 @@ from tortoise.functions import Count, Sum
 from tortoise.queryset import QuerySet
 
 from settle.core import clock, validation
-from settle.core.db import lock_rows
-from settle.core.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
+from settle.core.db import get_visible, lock_rows
+from settle.core.errors import ConflictError, PermissionDeniedError, ValidationError
 from settle.core.money import Money, normalize_currency
 from settle.core.pagination import (
     Ordering,
@@ -270,18 +270,12 @@ def _projects(actor: Actor) -> QuerySet[Project]:
 
 async def get_project(actor: Actor, project_id: uuid.UUID) -> Project:
     """A project the actor may see (archived ones too), or NotFoundError."""
-    project = await _projects(actor).get_or_none(id=project_id)
-    if project is None:
-        raise NotFoundError("Project", project_id)
-    return project
+    return await get_visible(_projects(actor), project_id, "Project")
 
 
 async def _lock_project(actor: Actor, project_id: uuid.UUID) -> Project:
     """Like get_project, holding a row lock until commit (serialises changes)."""
-    project = await lock_rows(_projects(actor).filter(id=project_id)).first()
-    if project is None:
-        raise NotFoundError("Project", project_id)
-    return project
+    return await get_visible(_projects(actor), project_id, "Project", lock=True)
 
 
 async def list_projects(

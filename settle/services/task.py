@@ -21,7 +21,7 @@ from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
 from settle.core import clock, validation
-from settle.core.db import lock_rows
+from settle.core.db import get_visible, lock_rows
 from settle.core.errors import ConflictError, NotFoundError, ValidationError
 from settle.core.pagination import Ordering, Page, check_page_size, paginate
 from settle.core.tenancy import MEMBERS, Actor, scoped
@@ -208,17 +208,11 @@ def _tasks(actor: Actor) -> QuerySet[Task]:
 
 async def get_task(actor: Actor, task_id: uuid.UUID) -> Task:
     """A task the actor may see, or NotFoundError (also for other agencies' ids)."""
-    task = await _tasks(actor).get_or_none(id=task_id)
-    if task is None:
-        raise NotFoundError("Task", task_id)
-    return task
+    return await get_visible(_tasks(actor), task_id, "Task")
 
 
 async def _lock_task(actor: Actor, task_id: uuid.UUID) -> Task:
-    task = await lock_rows(_tasks(actor).filter(id=task_id)).first()
-    if task is None:
-        raise NotFoundError("Task", task_id)
-    return task
+    return await get_visible(_tasks(actor), task_id, "Task", lock=True)
 
 
 async def project_task(actor: Actor, project: Project, task_id: uuid.UUID | None) -> Task | None:

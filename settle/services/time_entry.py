@@ -29,7 +29,7 @@ from tortoise.functions import Sum
 from tortoise.queryset import QuerySet
 
 from settle.core import clock, validation
-from settle.core.db import lock_rows
+from settle.core.db import get_visible, lock_rows
 from settle.core.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from settle.core.pagination import Ordering, Page, check_page_size, paginate
 from settle.core.tenancy import MANAGERS, MEMBERS, Actor, scoped
@@ -257,10 +257,7 @@ def _entries(actor: Actor) -> QuerySet[TimeEntry]:
 
 async def get_time_entry(actor: Actor, entry_id: uuid.UUID) -> TimeEntry:
     """A time entry the actor may see, or NotFoundError (also for other agencies' ids)."""
-    entry = await _entries(actor).get_or_none(id=entry_id)
-    if entry is None:
-        raise NotFoundError("TimeEntry", entry_id)
-    return entry
+    return await get_visible(_entries(actor), entry_id, "TimeEntry")
 
 
 async def _changeable(actor: Actor, entry_id: uuid.UUID) -> TimeEntry:
