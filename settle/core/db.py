@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, TypeVar
 
 from tortoise import Tortoise
@@ -100,3 +101,8 @@ async def get_visible(qs: QuerySet[M], row_id: Any, entity: str, *, lock: bool =
     if row is None:
         raise NotFoundError(entity, row_id)
     return row
+
+
+def as_uuid(value: Any) -> uuid.UUID:
+    """A UUID column read through ``values()``: SQLite gives it back as text."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))

@@ -14,7 +14,7 @@ from tortoise.expressions import Q
 from tortoise.functions import Count
 
 from settle.core import clock, validation
-from settle.core.db import get_visible
+from settle.core.db import as_uuid, get_visible
 from settle.core.errors import ValidationError
 from settle.core.money import normalize_currency
 from settle.core.pagination import (
@@ -383,7 +383,7 @@ async def latest_notes_for_clients(
         .annotate(n=Count("id"))
         .values("client_id", "n")
     )
-    total = {uuid.UUID(str(row["client_id"])): int(row["n"]) for row in counts}
+    total = {as_uuid(row["client_id"]): int(row["n"]) for row in counts}
     conn = Tortoise.get_connection("default")
     # Parameters are numbered in the order they appear: SQLite's "?" binds by position.
     placeholders = ", ".join(_param(conn, i + 2) for i in range(len(ids)))

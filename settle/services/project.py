@@ -16,7 +16,7 @@ from tortoise.functions import Count, Sum
 from tortoise.queryset import QuerySet
 
 from settle.core import clock, validation
-from settle.core.db import get_visible, lock_rows
+from settle.core.db import as_uuid, get_visible, lock_rows
 from settle.core.errors import ConflictError, PermissionDeniedError, ValidationError
 from settle.core.money import Money, normalize_currency
 from settle.core.pagination import (
@@ -565,7 +565,7 @@ async def project_statistics(
     )
     if not projects:
         return {}
-    ids = [_uuid(pid) for pid, _, _ in projects]
+    ids = [as_uuid(pid) for pid, _, _ in projects]
     values: dict[uuid.UUID, dict[str, Any]] = defaultdict(dict)
     time_rows = (
         await scoped(TimeEntry, actor)
@@ -575,7 +575,7 @@ async def project_statistics(
         .values_list("project_id", "billable", "minutes", "hourly_rate_minor", "n")
     )
     for pid, billable, minutes, rate, n in time_rows:
-        stats = values[_uuid(pid)]
+        stats = values[as_uuid(pid)]
         key = "billable_minutes" if billable else "non_billable_minutes"
         stats[key] = stats.get(key, 0) + int(minutes) * int(n)
         if billable and rate is not None:
@@ -589,7 +589,7 @@ async def project_statistics(
         .values_list("project_id", "status", "n")
     )
     for pid, status, n in task_rows:
-        stats = values[_uuid(pid)]
+        stats = values[as_uuid(pid)]
         stats["tasks_total"] = stats.get("tasks_total", 0) + int(n)
         if status == TaskStatus.COMPLETED:
             stats["tasks_completed"] = int(n)
@@ -601,7 +601,7 @@ async def project_statistics(
         .values_list("project_id", "status", "amount", "paid")
     )
     for pid, status, amount, paid in milestone_rows:
-        stats = values[_uuid(pid)]
+        stats = values[as_uuid(pid)]
         owed, settled = int(amount or 0), int(paid or 0)
         stats["milestones_paid_minor"] = stats.get("milestones_paid_minor", 0) + settled
         if status == MilestoneStatus.APPROVED:
@@ -611,14 +611,10 @@ async def project_statistics(
             key = "milestones_pending_minor"
             stats[key] = stats.get(key, 0) + owed
     return {
-        _uuid(pid): ProjectStatistics(
+        as_uuid(pid): ProjectStatistics(
             currency=currency,
             budget_minor=budget,
-            **values.get(_uuid(pid), {}),
+            **values.get(as_uuid(pid), {}),
         )
         for pid, currency, budget in projects
     }
-
-
-def _uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))

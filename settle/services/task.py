@@ -21,7 +21,7 @@ from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
 from settle.core import clock, validation
-from settle.core.db import get_visible, lock_rows
+from settle.core.db import as_uuid, get_visible, lock_rows
 from settle.core.errors import ConflictError, NotFoundError, ValidationError
 from settle.core.pagination import Ordering, Page, check_page_size, paginate
 from settle.core.tenancy import MEMBERS, Actor, scoped
@@ -293,7 +293,7 @@ async def first_rows_per_project(
         f'FROM "{model._meta.db_table}" WHERE {where}) AS "ranked" WHERE "rn" <= {param(size)}'
     )
     _, rows = await conn.execute_query(sql, params)
-    totals = {_uuid(row["project_id"]): int(row["n"]) for row in rows}
+    totals = {as_uuid(row["project_id"]): int(row["n"]) for row in rows}
     chosen = [row["id"] for row in rows]
     ordering = [f"{'-' if desc else ''}{column}" for column, desc in order]
     found = await model.filter(id__in=chosen).order_by(*ordering) if chosen else []
@@ -301,10 +301,6 @@ async def first_rows_per_project(
     for item in found:
         grouped[item.project_id].append(item)  # type: ignore[attr-defined]
     return {pid: (grouped.get(pid, []), totals.get(pid, 0)) for pid in ids}
-
-
-def _uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 # --- changes ---------------------------------------------------------------

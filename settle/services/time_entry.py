@@ -29,7 +29,7 @@ from tortoise.functions import Sum
 from tortoise.queryset import QuerySet
 
 from settle.core import clock, validation
-from settle.core.db import get_visible, lock_rows
+from settle.core.db import as_uuid, get_visible, lock_rows
 from settle.core.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from settle.core.pagination import Ordering, Page, check_page_size, paginate
 from settle.core.tenancy import MANAGERS, MEMBERS, Actor, scoped
@@ -376,7 +376,7 @@ async def time_summary(
         )
         found = [
             TimeTotal(
-                None if key is None else _uuid(key),
+                None if key is None else as_uuid(key),
                 int(minutes or 0),
                 int(billable or 0),
                 int(amount or 0),
@@ -534,7 +534,3 @@ async def stop_timer(actor: Actor) -> TimeEntry:
     )
     await _after_time_change(actor, entry.project_id, entry.billable)
     return entry
-
-
-def _uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
