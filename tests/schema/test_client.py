@@ -14,8 +14,8 @@ from settle.core.outbox import transaction
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Role
 from settle.models.client import Client, Contact, Note
-from settle.models.outbox import OutboxMessage
 from settle.services import client as client_service
+from tests.fixtures.db import row_counts
 from tests.fixtures.factories import (
     Account,
     create_client,
@@ -205,17 +205,6 @@ query ClientsWithChildren {
 """
 
 
-async def _row_counts() -> dict[str, int]:
-    """What a rejected request must not have written."""
-    return {
-        "clients": await Client.all().count(),
-        "contacts": await Contact.all().count(),
-        "notes": await Note.all().count(),
-        "events": await ActivityEvent.all().count(),
-        "outbox": await OutboxMessage.all().count(),
-    }
-
-
 async def _latest_event(**filters: Any) -> ActivityEvent:
     event = await ActivityEvent.filter(**filters).order_by("-created_at", "-id").first()
     assert event is not None, f"no event matching {filters}"
@@ -362,14 +351,14 @@ async def test_update_client_records_exactly_what_changed(
 async def test_update_without_changes_records_nothing(gql: GraphQLClient, owner: Account) -> None:
     # given a client
     client = await create_client(owner, name="Acme")
-    before = await _row_counts()
+    before = await row_counts(Client, Contact, Note)
     # when an update sends the values it already has
     data = await gql.execute(
         UPDATE_CLIENT, {"id": str(client.id), "input": {"name": "Acme"}}, token=owner.token
     )
     # then it succeeds and no event is recorded
     assert data["updateClient"]["name"] == "Acme"
-    assert await _row_counts() == before
+    assert await row_counts(Client, Contact, Note) == before
 
 
 async def test_deactivation_is_a_status_change(gql: GraphQLClient, owner: Account) -> None:
@@ -438,21 +427,21 @@ async def test_delete_client_is_a_soft_delete(gql: GraphQLClient, owner: Account
     }
     assert (await Client.get(id=kept.id)).deleted_at is None
     # and deleting it again is a NotFoundError that writes nothing
-    before = await _row_counts()
+    before = await row_counts(Client, Contact, Note)
     again = await gql.execute(DELETE_CLIENT, {"id": str(gone.id)}, token=owner.token)
     assert again["deleteClient"] == {
         "__typename": "NotFoundError",
         "code": "NOT_FOUND",
         "message": "Client not found",
     }
-    assert await _row_counts() == before
+    assert await row_counts(Client, Contact, Note) == before
 
 
 async def test_member_cannot_delete_a_client(gql: GraphQLClient, owner: Account) -> None:
     # given a member of the agency and a client
     member = await create_user(owner, role=Role.MEMBER)
     client = await create_client(owner, name="Acme")
-    before = await _row_counts()
+    before = await row_counts(Client, Contact, Note)
     # when the member tries to delete it
     data = await gql.execute(DELETE_CLIENT, {"id": str(client.id)}, token=member.token)
     # then permission is denied and nothing changed
@@ -462,7 +451,7 @@ async def test_member_cannot_delete_a_client(gql: GraphQLClient, owner: Account)
         "message": "You are not allowed to do this",
     }
     assert (await Client.get(id=client.id)).deleted_at is None
-    assert await _row_counts() == before
+    assert await row_counts(Client, Contact, Note) == before
 
 
 async def test_clients_filters(gql: GraphQLClient, owner: Account, rival: Account) -> None:
@@ -577,7 +566,7 @@ async def test_cursor_stays_valid_when_rows_are_added(gql: GraphQLClient, owner:
 async def test_first_out_of_range_is_a_validation_error(gql: GraphQLClient, owner: Account) -> None:
     # given a client
     await create_client(owner, name="Acme")
-    before = await _row_counts()
+    before = await row_counts(Client, Contact, Note)
     for first in (0, -1, 101, 1000):
         # when a page of an impossible size is asked for
         body = await gql.execute(CLIENTS, {"first": first}, token=owner.token, expect_errors=True)
@@ -591,7 +580,7 @@ async def test_first_out_of_range_is_a_validation_error(gql: GraphQLClient, owne
             )
         ], first
     # or written
-    assert await _row_counts() == before
+    assert await row_counts(Client, Contact, Note) == before
 
 
 async def test_list_fields_check_first_too(gql: GraphQLClient, owner: Account) -> None:
@@ -673,7 +662,7 @@ async def test_create_client_rejects_bad_input_and_writes_nothing(
     gql: GraphQLClient, owner: Account
 ) -> None:
     # given an agency with no clients
-    before = await _row_counts()
+    before = await row_counts(Client, Contact, Note)
     for values, field, code in BAD_CLIENT_INPUT:
         # when a client is created with one bad field
         data = await gql.execute(CREATE_CLIENT, {"input": values}, token=owner.token)
@@ -686,7 +675,7 @@ async def test_create_client_rejects_bad_input_and_writes_nothing(
         ), values
         assert result["message"]
     # and no client, timeline event or outbox message was written
-    assert await _row_counts() == before
+    assert await row_counts(Client, Contact, Note) == before
 
 
 BAD_CLIENT_UPDATES: list[tuple[dict[str, Any], str, str]] = [
@@ -708,7 +697,7 @@ async def test_update_client_rejects_bad_input_and_changes_nothing(
 ) -> None:
     # given a client
     client = await create_client(owner, name="Acme", email="ap@acme.com", currency="USD")
-    before = await _row_counts()
+    before = await row_counts(Client, Contact, Note)
     for values, field, code in BAD_CLIENT_UPDATES:
         # when it is updated with a bad field
         data = await gql.execute(
@@ -730,7 +719,7 @@ async def test_update_client_rejects_bad_input_and_changes_nothing(
         True,
         None,
     )
-    assert await _row_counts() == before
+    assert await row_counts(Client, Contact, Note) == before
 
 
 async def test_malformed_ids_are_validation_errors(gql: GraphQLClient, owner: Account) -> None:
@@ -836,7 +825,7 @@ async def test_set_primary_on_the_primary_changes_nothing(
     # given a client whose only contact is primary
     client = await create_client(owner, name="Acme")
     ann = await create_contact(owner, client, name="Ann")
-    before = await _row_counts()
+    before = await row_counts(Client, Contact, Note)
     # when it is set primary again
     data = await gql.execute(SET_PRIMARY_CONTACT, {"id": str(ann.id)}, token=owner.token)
     # then it is returned as primary and no event is recorded for a non-change
@@ -845,7 +834,7 @@ async def test_set_primary_on_the_primary_changes_nothing(
         "id": str(ann.id),
         "isPrimary": True,
     }
-    assert await _row_counts() == before
+    assert await row_counts(Client, Contact, Note) == before
 
 
 BAD_CONTACT_INPUT: list[tuple[dict[str, Any], str, str]] = [
@@ -861,7 +850,7 @@ async def test_create_contact_rejects_bad_input(gql: GraphQLClient, owner: Accou
     # given a client with a primary contact
     client = await create_client(owner, name="Acme")
     ann = await create_contact(owner, client, name="Ann")
-    before = await _row_counts()
+    before = await row_counts(Client, Contact, Note)
     for values, field, code in BAD_CONTACT_INPUT:
         # when a bad contact is added
         data = await gql.execute(
@@ -875,7 +864,7 @@ async def test_create_contact_rejects_bad_input(gql: GraphQLClient, owner: Accou
             code,
         ), values
     # and nothing changed: no contact, no event, and Ann is still the one primary
-    assert await _row_counts() == before
+    assert await row_counts(Client, Contact, Note) == before
     assert await Contact.filter(client_id=client.id, is_primary=True).values_list(
         "id", flat=True
     ) == [ann.id]
@@ -974,7 +963,7 @@ async def test_notes_add_pin_unpin_delete(gql: GraphQLClient, owner: Account) ->
 async def test_add_note_rejects_bad_body(gql: GraphQLClient, owner: Account) -> None:
     # given a client
     client = await create_client(owner, name="Acme")
-    before = await _row_counts()
+    before = await row_counts(Client, Contact, Note)
     for body, code in [("", "REQUIRED"), ("   ", "REQUIRED"), ("x" * 20_001, "TOO_LONG")]:
         # when a note with a bad body is added
         data = await gql.execute(
@@ -988,7 +977,7 @@ async def test_add_note_rejects_bad_body(gql: GraphQLClient, owner: Account) -> 
             code,
         )
     # and nothing was written
-    assert await _row_counts() == before
+    assert await row_counts(Client, Contact, Note) == before
 
 
 async def test_notes_paginate_newest_first(gql: GraphQLClient, owner: Account) -> None:
@@ -1049,7 +1038,7 @@ async def test_client_user_reads_their_client_but_not_notes_and_cannot_change_it
     other = await create_client(owner, name="Other")
     note = await create_note(owner, client, "Internal: slow payer")
     lead = await create_user(owner, role=Role.CLIENT_LEAD, client=client)
-    before = await _row_counts()
+    before = await row_counts(Client, Contact, Note)
     # then the lead can read their own client, and only that one
     data = await gql.execute(CLIENT, {"id": str(client.id)}, token=lead.token)
     assert data["client"]["name"] == "Acme"
@@ -1085,7 +1074,7 @@ async def test_client_user_reads_their_client_but_not_notes_and_cannot_change_it
     )
     assert changed["updateNote"]["code"] == "NOT_FOUND"
     # and nothing was written
-    assert await _row_counts() == before
+    assert await row_counts(Client, Contact, Note) == before
     row = await Client.get(id=client.id)
     assert (row.name, row.deleted_at) == ("Acme", None)
 

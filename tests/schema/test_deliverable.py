@@ -23,11 +23,11 @@ from settle.models.milestone import (
     MilestonePaymentStatus,
     MilestoneStatus,
 )
-from settle.models.outbox import OutboxMessage
 from settle.models.project import Project
 from settle.resolvers.deliverable import project_deliverables
 from settle.schema.context import Context
 from tests.conftest import Backend
+from tests.fixtures.db import row_counts
 from tests.fixtures.factories import Account, create_client, create_user
 from tests.fixtures.graphql import GraphQLClient, count_queries
 
@@ -145,14 +145,6 @@ def upload_input(project: Project, **overrides: Any) -> dict[str, Any]:
     }
 
 
-async def row_counts() -> dict[str, int]:
-    return {
-        "deliverables": await Deliverable.all().count(),
-        "events": await ActivityEvent.all().count(),
-        "outbox": await OutboxMessage.all().count(),
-    }
-
-
 # --- createDeliverableUpload ---------------------------------------------------------
 
 
@@ -217,7 +209,7 @@ async def test_create_upload_rejects_bad_input_by_field(
 ) -> None:
     # given a project
     project = await make_project(owner)
-    before = await row_counts()
+    before = await row_counts(Deliverable)
     overrides, field, code = INVALID_INPUTS[case]
     # when a file is declared with one bad field
     data = await gql.execute(
@@ -230,7 +222,7 @@ async def test_create_upload_rejects_bad_input_by_field(
         field,
         code,
     )
-    assert await row_counts() == before
+    assert await row_counts(Deliverable) == before
 
 
 async def test_client_users_cannot_declare_uploads(gql: GraphQLClient, owner: Account) -> None:
@@ -238,7 +230,7 @@ async def test_client_users_cannot_declare_uploads(gql: GraphQLClient, owner: Ac
     project = await make_project(owner)
     client = await Client.get(id=project.client_id)
     lead = await create_user(owner, role=Role.CLIENT_LEAD, client=client)
-    before = await row_counts()
+    before = await row_counts(Deliverable)
     # when the lead declares a file
     data = await gql.execute(CREATE_UPLOAD, {"input": upload_input(project)}, token=lead.token)
     # then they may not, and nothing is written
@@ -247,7 +239,7 @@ async def test_client_users_cannot_declare_uploads(gql: GraphQLClient, owner: Ac
         "code": "PERMISSION_DENIED",
         "message": "You are not allowed to do this",
     }
-    assert await row_counts() == before
+    assert await row_counts(Deliverable) == before
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -368,11 +360,11 @@ async def test_delete_is_for_managers_and_recorded(gql: GraphQLClient, owner: Ac
     deliverable = await add_deliverable(project, "Beta build")
     admin = await create_user(owner, role=Role.ADMIN, name="Ada Admin")
     member = await create_user(owner, role=Role.MEMBER)
-    before = await row_counts()
+    before = await row_counts(Deliverable)
     # when the member deletes it, then they may not, and nothing changes
     refused = await gql.execute(DELETE_DELIVERABLE, {"id": str(deliverable.id)}, token=member.token)
     assert refused["deleteDeliverable"]["__typename"] == "PermissionDeniedError"
-    assert await row_counts() == before
+    assert await row_counts(Deliverable) == before
     # when the admin deletes it
     data = await gql.execute(DELETE_DELIVERABLE, {"id": str(deliverable.id)}, token=admin.token)
     # then it is gone from lookups and a second delete finds nothing

@@ -23,11 +23,11 @@ from settle.models.milestone import (
     MilestonePaymentStatus,
     MilestoneStatus,
 )
-from settle.models.outbox import OutboxMessage
 from settle.models.project import Project
 from settle.resolvers.loaders import Loaders
 from settle.resolvers.milestone import project_milestones
 from settle.services import client as client_service
+from tests.fixtures.db import row_counts
 from tests.fixtures.factories import Account, create_client, create_user
 from tests.fixtures.graphql import GraphQLClient, count_queries
 
@@ -319,15 +319,6 @@ def expected(milestone: Milestone | str, project: Project, **overrides: Any) -> 
     return {**node, **overrides}
 
 
-async def row_counts() -> dict[str, int]:
-    """What a refused request must not have written."""
-    return {
-        "milestones": await Milestone.all().count(),
-        "events": await ActivityEvent.all().count(),
-        "outbox": await OutboxMessage.all().count(),
-    }
-
-
 async def events(entity_id: uuid.UUID | str) -> list[tuple[str, str, dict[str, Any]]]:
     """A milestone's timeline, oldest first: (verb, summary, changes)."""
     rows = await ActivityEvent.filter(entity_type="milestone", entity_id=entity_id).order_by(
@@ -437,7 +428,7 @@ async def test_create_milestone_rejects_bad_input_naming_the_field(
     code: str,
 ) -> None:
     # given a project
-    before = await row_counts()
+    before = await row_counts(Milestone)
     # when a milestone is created with one bad field
     data = await gql.execute(
         CREATE_MILESTONE,
@@ -458,7 +449,7 @@ async def test_create_milestone_rejects_bad_input_naming_the_field(
         field,
         code,
     )
-    assert await row_counts() == before
+    assert await row_counts(Milestone) == before
 
 
 async def test_create_milestone_in_yen_takes_no_decimals(
@@ -501,7 +492,7 @@ async def test_only_owners_and_admins_define_milestones(
 ) -> None:
     # given a project and a user of every other role
     variables = {"input": {"projectId": str(project.id), "title": "Design", "amount": "100.00"}}
-    before = await row_counts()
+    before = await row_counts(Milestone)
     # when each tries to add a milestone
     results = {
         account.user.role: (await gql.execute(CREATE_MILESTONE, variables, token=account.token))[
@@ -516,7 +507,7 @@ async def test_only_owners_and_admins_define_milestones(
         Role.CLIENT_VIEWER: "PermissionDeniedError",
         Role.ADMIN: "Milestone",
     }
-    assert (await row_counts())["milestones"] == before["milestones"] + 1
+    assert (await row_counts(Milestone))["milestone"] == before["milestone"] + 1
 
 
 async def test_update_milestone_records_exactly_what_changed(
@@ -562,14 +553,14 @@ async def test_update_milestone_records_exactly_what_changed(
         )
     ]
     # and sending the same values again records nothing
-    before = await row_counts()
+    before = await row_counts(Milestone)
     again = await gql.execute(
         UPDATE_MILESTONE,
         {"id": str(milestone.id), "input": {"title": "Design v2", "amount": "1500.250"}},
         token=owner.token,
     )
     assert again["updateMilestone"]["title"] == "Design v2"
-    assert await row_counts() == before
+    assert await row_counts(Milestone) == before
 
 
 @pytest.mark.parametrize("status", ["approved", "paid", "cancelled"])
@@ -578,7 +569,7 @@ async def test_milestone_terms_are_locked_once_approved(
 ) -> None:
     # given a milestone that is approved, paid or cancelled
     milestone = await create_milestone(project, status=MilestoneStatus(status))
-    before = await row_counts()
+    before = await row_counts(Milestone)
     # when the owner tries to change its amount
     data = await gql.execute(
         UPDATE_MILESTONE,
@@ -592,7 +583,7 @@ async def test_milestone_terms_are_locked_once_approved(
         "message": f"Milestone is {status} and can no longer be changed",
     }
     assert (await Milestone.get(id=milestone.id)).amount_minor == 100_000
-    assert await row_counts() == before
+    assert await row_counts(Milestone) == before
 
 
 @pytest.mark.parametrize("status", ["pending", "in_progress", "submitted", "rejected"])
@@ -828,7 +819,7 @@ async def test_a_reason_or_reference_is_required(
     submitted = await create_milestone(project, status=MilestoneStatus.SUBMITTED)
     approved = await create_milestone(project, status=MilestoneStatus.APPROVED)
     target = submitted if field == "rejectMilestone" else approved
-    before = await row_counts()
+    before = await row_counts(Milestone)
     # when the owner rejects without a reason, or marks paid without a reference
     data = await gql.execute(operation, {"id": str(target.id), **variables}, token=owner.token)
     # then the missing field is named and nothing changes
@@ -840,7 +831,7 @@ async def test_a_reason_or_reference_is_required(
         "field": name,
     }
     assert (await Milestone.get(id=target.id)).status == target.status
-    assert await row_counts() == before
+    assert await row_counts(Milestone) == before
 
 
 @pytest.mark.parametrize("action", sorted(ACTIONS))
@@ -855,7 +846,7 @@ async def test_each_action_only_from_the_statuses_the_workflow_allows(
     }
     target, sources = ALLOWED[action]
     for status, row in rows.items():
-        before = await row_counts()
+        before = await row_counts(Milestone)
         # when the owner (who may do anything) applies the action
         data = await gql.execute(operation, {"id": str(row.id), **extra}, token=owner.token)
         result = data[action]
@@ -872,7 +863,7 @@ async def test_each_action_only_from_the_statuses_the_workflow_allows(
                 "currentState": status.value,
             }, status
             assert (await Milestone.get(id=row.id)).status == status
-            assert await row_counts() == before
+            assert await row_counts(Milestone) == before
 
 
 # Who may take each action (with the milestone in a status the action starts from).
@@ -910,7 +901,7 @@ async def test_who_may_take_each_action(
     for account in (viewer, member, lead, admin, owner):
         # given a milestone the action may start from
         row = await create_milestone(project, status=SOURCE[action])
-        before = await row_counts()
+        before = await row_counts(Milestone)
         # when a user of each role tries it
         data = await gql.execute(operation, {"id": str(row.id), **extra}, token=account.token)
         result = data[action]
@@ -926,7 +917,7 @@ async def test_who_may_take_each_action(
                 "message": "You are not allowed to do this",
             }, role
             assert (await Milestone.get(id=row.id)).status == SOURCE[action]
-            assert await row_counts() == before
+            assert await row_counts(Milestone) == before
 
 
 async def test_the_lead_of_another_client_cannot_reach_a_milestone(
@@ -936,7 +927,7 @@ async def test_the_lead_of_another_client_cannot_reach_a_milestone(
     milestone = await create_milestone(project, status=MilestoneStatus.SUBMITTED)
     other = await create_client(owner, name="Bolt")
     stranger = await create_user(owner, role=Role.CLIENT_LEAD, client=other)
-    before = await row_counts()
+    before = await row_counts(Milestone)
     # when that lead tries to read and approve it
     read = await gql.execute(MILESTONE, {"id": str(milestone.id)}, token=stranger.token)
     approve = await gql.execute(APPROVE_MILESTONE, {"id": str(milestone.id)}, token=stranger.token)
@@ -948,7 +939,7 @@ async def test_the_lead_of_another_client_cannot_reach_a_milestone(
         "message": "Milestone not found",
     }
     assert (await Milestone.get(id=milestone.id)).status == MilestoneStatus.SUBMITTED
-    assert await row_counts() == before
+    assert await row_counts(Milestone) == before
 
 
 async def test_cancel_records_when_and_why(
@@ -1159,7 +1150,7 @@ async def test_payment_terms_apply_once(
     # given a project whose terms were applied
     variables = {"projectId": str(project.id), "total": "1000.00"}
     first = await gql.execute(APPLY_PAYMENT_TERMS, variables, token=owner.token)
-    before = await row_counts()
+    before = await row_counts(Milestone)
     # when they are applied again
     again = await gql.execute(APPLY_PAYMENT_TERMS, variables, token=owner.token)
     # then it is a conflict and nothing is written
@@ -1168,7 +1159,7 @@ async def test_payment_terms_apply_once(
         "code": "CONFLICT",
         "message": "The project already has advance and balance milestones",
     }
-    assert await row_counts() == before
+    assert await row_counts(Milestone) == before
     # until both are cancelled: then new terms may replace them
     for node in first["applyPaymentTerms"]["milestones"]:
         await gql.execute(CANCEL_MILESTONE, {"id": node["id"]}, token=owner.token)
@@ -1196,7 +1187,7 @@ async def test_payment_terms_reject_a_bad_total(
     gql: GraphQLClient, owner: Account, project: Project, total: str, code: str, message: str
 ) -> None:
     # given a project
-    before = await row_counts()
+    before = await row_counts(Milestone)
     # when the terms are applied to a total that is not an amount of rupees above zero
     data = await gql.execute(
         APPLY_PAYMENT_TERMS, {"projectId": str(project.id), "total": total}, token=owner.token
@@ -1208,7 +1199,7 @@ async def test_payment_terms_reject_a_bad_total(
         "message": message,
         "field": "total",
     }
-    assert await row_counts() == before
+    assert await row_counts(Milestone) == before
 
 
 async def test_only_owners_and_admins_apply_payment_terms(
@@ -1394,7 +1385,7 @@ async def test_a_deleted_clients_milestones_go_with_it(
     milestone = await create_milestone(project)
     async with transaction():
         await client_service.delete_client(owner.actor, client.id)
-    before = await row_counts()
+    before = await row_counts(Milestone)
     # when the owner looks it up, lists it, moves it, or adds to its project
     read = await gql.execute(MILESTONE, {"id": str(milestone.id)}, token=owner.token)
     listed = await gql.execute(MILESTONES, {"first": 20}, token=owner.token)
@@ -1413,4 +1404,4 @@ async def test_a_deleted_clients_milestones_go_with_it(
         "code": "NOT_FOUND",
         "message": "Project not found",
     }
-    assert await row_counts() == before
+    assert await row_counts(Milestone) == before

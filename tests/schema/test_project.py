@@ -7,14 +7,13 @@ from datetime import date
 from typing import Any
 
 from settle.core.outbox import transaction
-from settle.models.activity import ActivityEvent
 from settle.models.agency import Role
 from settle.models.client import Client
 from settle.models.milestone import Milestone, MilestonePaymentStatus, MilestoneStatus
-from settle.models.outbox import OutboxMessage
 from settle.models.project import Project, ProjectStatus, Task, TaskStatus, TimeEntry
 from settle.services import client as client_service
 from settle.services import project as project_service
+from tests.fixtures.db import row_counts
 from tests.fixtures.factories import Account, create_client, create_user
 from tests.fixtures.graphql import GraphQLClient, count_queries
 
@@ -125,15 +124,6 @@ TERMS_DENIED = {
 
 def money(amount: str, currency: str, minor: int) -> dict[str, Any]:
     return {"amount": amount, "currency": currency, "minorUnits": minor}
-
-
-async def _row_counts() -> dict[str, int]:
-    """What a rejected request must not have written."""
-    return {
-        "projects": await Project.all().count(),
-        "events": await ActivityEvent.all().count(),
-        "outbox": await OutboxMessage.all().count(),
-    }
 
 
 async def _project(account: Account, client: Client, **values: Any) -> Project:
@@ -334,7 +324,7 @@ BAD_CREATE_INPUT: list[tuple[dict[str, Any], str, str]] = [
 async def test_create_project_rejects_bad_input(gql: GraphQLClient, owner: Account) -> None:
     # given a client
     client = await create_client(owner, name="Acme", currency="USD")
-    before = await _row_counts()
+    before = await row_counts(Project)
     for values, field, code in BAD_CREATE_INPUT:
         # when a project with one bad field is created
         data = await gql.execute(
@@ -350,7 +340,7 @@ async def test_create_project_rejects_bad_input(gql: GraphQLClient, owner: Accou
             code,
         ), values
     # and nothing was written
-    assert await _row_counts() == before
+    assert await row_counts(Project) == before
 
 
 async def test_create_project_with_a_bad_or_unknown_client(
@@ -360,7 +350,7 @@ async def test_create_project_with_a_bad_or_unknown_client(
     deleted = await create_client(owner, name="Gone")
     async with transaction():
         await client_service.delete_client(owner.actor, deleted.id)
-    before = await _row_counts()
+    before = await row_counts(Project)
     # when projects are created for a malformed id, an unknown one and the deleted client
     malformed = await gql.execute(
         CREATE_PROJECT, {"input": {"clientId": "nope", "name": "X"}}, token=owner.token
@@ -381,7 +371,7 @@ async def test_create_project_with_a_bad_or_unknown_client(
     not_found = {"__typename": "NotFoundError", "code": "NOT_FOUND", "message": "Client not found"}
     assert unknown["createProject"] == not_found
     assert gone["createProject"] == not_found
-    assert await _row_counts() == before
+    assert await row_counts(Project) == before
 
 
 async def test_payment_terms_are_set_by_owners_and_admins_only(
@@ -391,7 +381,7 @@ async def test_payment_terms_are_set_by_owners_and_admins_only(
     member = await create_user(owner, role=Role.MEMBER)
     admin = await create_user(owner, role=Role.ADMIN)
     client = await create_client(owner, name="Acme")
-    before = await _row_counts()
+    before = await row_counts(Project)
     # when the member creates projects with a 50% advance, or 7 due days
     for terms in ({"advancePercent": 50}, {"invoiceDueDays": 7}, {"advancePercent": 500}):
         data = await gql.execute(
@@ -401,7 +391,7 @@ async def test_payment_terms_are_set_by_owners_and_admins_only(
         )
         # then each is refused, and nothing is written
         assert data["createProject"] == TERMS_DENIED, terms
-    assert await _row_counts() == before
+    assert await row_counts(Project) == before
     # when the member creates one with the default terms spelled out
     data = await gql.execute(
         CREATE_PROJECT,
@@ -541,7 +531,7 @@ async def test_update_without_changes_records_nothing(gql: GraphQLClient, owner:
     # given a project
     client = await create_client(owner, name="Acme", currency="USD")
     project = await _project(owner, client, name="Website", budget="1000.00")
-    before = await _row_counts()
+    before = await row_counts(Project)
     # when an update resends the values it has (the budget written differently)
     data = await gql.execute(
         UPDATE_PROJECT,
@@ -550,7 +540,7 @@ async def test_update_without_changes_records_nothing(gql: GraphQLClient, owner:
     )
     # then it succeeds and nothing is recorded
     assert data["updateProject"]["budget"] == money("1000.00", "USD", 100_000)
-    assert await _row_counts() == before
+    assert await row_counts(Project) == before
 
 
 async def test_status_change_is_its_own_event(gql: GraphQLClient, owner: Account) -> None:
@@ -623,7 +613,7 @@ async def test_update_rejects_bad_input(gql: GraphQLClient, owner: Account) -> N
         start_date=date(2026, 3, 1),
         due_date=date(2026, 6, 30),
     )
-    before = await _row_counts()
+    before = await row_counts(Project)
     for values, field, code in BAD_UPDATE_INPUT:
         # when one bad change is sent
         data = await gql.execute(
@@ -637,7 +627,7 @@ async def test_update_rejects_bad_input(gql: GraphQLClient, owner: Account) -> N
             code,
         ), values
     # and nothing changed
-    assert await _row_counts() == before
+    assert await row_counts(Project) == before
     row = await Project.get(id=project.id)
     assert (row.name, row.currency, row.budget_minor, row.hourly_rate_minor) == (
         "Website",
@@ -709,7 +699,7 @@ async def test_currency_cannot_change_once_time_or_milestones_exist(
         amount_minor=50_000,
         currency="USD",
     )
-    before = await _row_counts()
+    before = await row_counts(Project)
     for project in (timed, staged):
         # when its currency is changed
         data = await gql.execute(
@@ -725,7 +715,7 @@ async def test_currency_cannot_change_once_time_or_milestones_exist(
         }
         row = await Project.get(id=project.id)
         assert (row.currency, row.name) == ("USD", project.name)
-    assert await _row_counts() == before
+    assert await row_counts(Project) == before
     # but other fields, and the same currency resent, still may change
     data = await gql.execute(
         UPDATE_PROJECT,
@@ -773,10 +763,10 @@ async def test_archive_hides_a_project_from_lists_only(gql: GraphQLClient, owner
         "changes": [{"field": "archivedAt", "before": None, "after": row.archived_at.isoformat()}],
     }
     # and archiving it again changes and records nothing
-    before = await _row_counts()
+    before = await row_counts(Project)
     again = await gql.execute(ARCHIVE_PROJECT, {"id": str(old.id)}, token=owner.token)
     assert again["archiveProject"] == data["archiveProject"]
-    assert await _row_counts() == before
+    assert await row_counts(Project) == before
 
 
 async def test_only_owners_and_admins_archive(gql: GraphQLClient, owner: Account) -> None:
@@ -786,13 +776,13 @@ async def test_only_owners_and_admins_archive(gql: GraphQLClient, owner: Account
     member = await create_user(owner, role=Role.MEMBER)
     admin = await create_user(owner, role=Role.ADMIN)
     lead = await create_user(owner, role=Role.CLIENT_LEAD, client=client)
-    before = await _row_counts()
+    before = await row_counts(Project)
     # when the member and the lead try to archive it
     for account in (member, lead):
         data = await gql.execute(ARCHIVE_PROJECT, {"id": str(project.id)}, token=account.token)
         # then they are refused and nothing changed
         assert data["archiveProject"] == DENIED
-    assert await _row_counts() == before
+    assert await row_counts(Project) == before
     assert (await Project.get(id=project.id)).archived_at is None
     # when the admin does
     data = await gql.execute(ARCHIVE_PROJECT, {"id": str(project.id)}, token=admin.token)
@@ -803,7 +793,7 @@ async def test_only_owners_and_admins_archive(gql: GraphQLClient, owner: Account
 async def test_missing_projects_are_not_found(gql: GraphQLClient, owner: Account) -> None:
     # given the id of no project, and a malformed one
     missing = str(uuid.uuid4())
-    before = await _row_counts()
+    before = await row_counts(Project)
     # then updating or archiving the first finds nothing, and reading it gives null
     not_found = {"__typename": "NotFoundError", "code": "NOT_FOUND", "message": "Project not found"}
     updated = await gql.execute(
@@ -823,7 +813,7 @@ async def test_missing_projects_are_not_found(gql: GraphQLClient, owner: Account
         "field": "id",
     }
     # and nothing was written
-    assert await _row_counts() == before
+    assert await row_counts(Project) == before
 
 
 # --- lists -----------------------------------------------------------------
@@ -992,7 +982,7 @@ async def test_client_user_reads_their_clients_projects_and_changes_nothing(
     mine = await _project(owner, acme, name="Acme website")
     theirs = await _project(owner, blue, name="Blue website")
     lead = await create_user(owner, role=Role.CLIENT_LEAD, client=acme)
-    before = await _row_counts()
+    before = await row_counts(Project)
     # then the lead lists and reads their client's project only
     assert await _names(gql, lead) == ["Acme website"]
     assert await _names(gql, lead, filter={"clientId": str(blue.id)}) == []
@@ -1016,7 +1006,7 @@ async def test_client_user_reads_their_clients_projects_and_changes_nothing(
     )
     assert other["updateProject"]["code"] == "NOT_FOUND"
     # and nothing was written
-    assert await _row_counts() == before
+    assert await row_counts(Project) == before
     assert (await Project.get(id=mine.id)).name == "Acme website"
 
 

@@ -11,8 +11,8 @@ from settle.core import clock
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Role
 from settle.models.client import Client
-from settle.models.outbox import OutboxMessage
 from settle.models.project import Project, Task, TaskPriority, TaskStatus, TimeEntry
+from tests.fixtures.db import row_counts
 from tests.fixtures.factories import Account, create_client, create_user
 from tests.fixtures.graphql import GraphQLClient, count_queries
 
@@ -163,14 +163,6 @@ async def _positions(project: Project) -> list[tuple[str, int]]:
     return [(row.title, row.position) for row in rows]
 
 
-async def _row_counts() -> dict[str, int]:
-    return {
-        "tasks": await Task.all().count(),
-        "events": await ActivityEvent.all().count(),
-        "outbox": await OutboxMessage.all().count(),
-    }
-
-
 async def _task_rows() -> list[dict[str, Any]]:
     return await Task.all().order_by("id").values()
 
@@ -311,7 +303,7 @@ async def test_create_task_rejects_bad_input_and_writes_nothing(
         ({"assigneeId": str(rival.user.id)}, "assigneeId", "NOT_FOUND"),
         ({"assigneeId": str(lead.user.id)}, "assigneeId", "NOT_A_MEMBER"),
     ]
-    before = await _row_counts()
+    before = await row_counts(Task)
     for values, field, code in cases:
         # when a task is created with one bad field
         data = await gql.execute(
@@ -334,7 +326,7 @@ async def test_create_task_rejects_bad_input_and_writes_nothing(
     )
     assert foreign["createTask"]["message"] == "Assignee not found"
     # and nothing was written
-    assert await _row_counts() == before
+    assert await row_counts(Task) == before
 
 
 async def test_create_task_on_unknown_or_archived_project(
@@ -343,7 +335,7 @@ async def test_create_task_on_unknown_or_archived_project(
     # given an archived project of the owner and a live project of a rival agency
     archived = await make_project(owner, archived_at=NOW)
     foreign = await make_project(rival)
-    before = await _row_counts()
+    before = await row_counts(Task)
     # when tasks are created on them
     results = [
         (
@@ -361,7 +353,7 @@ async def test_create_task_on_unknown_or_archived_project(
         ("NotFoundError", "NOT_FOUND"),
     ]
     assert results[1]["message"] == "Project not found"
-    assert await _row_counts() == before
+    assert await row_counts(Task) == before
 
 
 # --- update and status -----------------------------------------------------
@@ -473,7 +465,7 @@ async def test_update_task_rejects_bad_input_and_changes_nothing(
     # given a task
     project = await make_project(owner)
     [task] = await make_tasks(project, "Design")
-    rows, before = await _task_rows(), await _row_counts()
+    rows, before = await _task_rows(), await row_counts(Task)
     for values, field, code in BAD_TASK_UPDATES:
         # when it is updated with a bad field
         data = await gql.execute(
@@ -488,7 +480,7 @@ async def test_update_task_rejects_bad_input_and_changes_nothing(
         ), values
     # and nothing changed
     assert await _task_rows() == rows
-    assert await _row_counts() == before
+    assert await row_counts(Task) == before
 
 
 async def test_set_task_status_stamps_and_clears_completed_at(
@@ -608,7 +600,7 @@ async def test_task_with_billed_time_cannot_be_deleted(gql: GraphQLClient, owner
         currency="USD",
         invoice_line_id=uuid.uuid4(),
     )
-    rows, before = await _task_rows(), await _row_counts()
+    rows, before = await _task_rows(), await row_counts(Task)
     # when it is deleted
     data = await gql.execute(DELETE_TASK, {"id": str(task.id)}, token=owner.token)
     # then that is a conflict and nothing changed
@@ -618,7 +610,7 @@ async def test_task_with_billed_time_cannot_be_deleted(gql: GraphQLClient, owner
         "message": "A task with billed time cannot be deleted",
     }
     assert await _task_rows() == rows
-    assert await _row_counts() == before
+    assert await row_counts(Task) == before
 
 
 # --- reorder ---------------------------------------------------------------
@@ -655,14 +647,14 @@ async def test_reorder_tasks_rewrites_positions_at_once(gql: GraphQLClient, owne
         },
     )
     # and sending the same order again changes and records nothing
-    before = await _row_counts()
+    before = await row_counts(Task)
     again = await gql.execute(
         REORDER_TASKS,
         {"projectId": str(project.id), "taskIds": [str(t.id) for t in order]},
         token=owner.token,
     )
     assert again == data
-    assert await _row_counts() == before
+    assert await row_counts(Task) == before
 
 
 async def test_reorder_rejects_a_list_that_is_not_exactly_the_projects_tasks(
@@ -672,7 +664,7 @@ async def test_reorder_rejects_a_list_that_is_not_exactly_the_projects_tasks(
     project = await make_project(owner)
     a, b, c = await make_tasks(project, "A", "B", "C")
     [other] = await make_tasks(await make_project(owner, name="Other"), "X")
-    rows, before = await _task_rows(), await _row_counts()
+    rows, before = await _task_rows(), await row_counts(Task)
     lists = {
         "missing": [c, a],
         "extra": [c, a, b, other],
@@ -705,7 +697,7 @@ async def test_reorder_rejects_a_list_that_is_not_exactly_the_projects_tasks(
     )
     # and nothing changed anywhere
     assert await _task_rows() == rows
-    assert await _row_counts() == before
+    assert await row_counts(Task) == before
 
 
 # --- lists -----------------------------------------------------------------
@@ -770,7 +762,7 @@ async def test_client_users_read_their_clients_tasks_and_change_nothing(
     [hidden] = await make_tasks(theirs, "Hidden")
     client = await Client.get(id=mine.client_id)
     lead = await create_user(owner, role=Role.CLIENT_LEAD, client=client)
-    rows, before = await _task_rows(), await _row_counts()
+    rows, before = await _task_rows(), await row_counts(Task)
     # when the lead lists and looks up tasks
     listed = await gql.execute(TASKS, {"first": 100}, token=lead.token)
     seen = await gql.execute(TASK, {"id": str(task.id)}, token=lead.token)
@@ -798,7 +790,7 @@ async def test_client_users_read_their_clients_tasks_and_change_nothing(
     # then each is refused and nothing changed
     assert [next(iter(a.values()))["code"] for a in attempts] == ["PERMISSION_DENIED"] * 5
     assert await _task_rows() == rows
-    assert await _row_counts() == before
+    assert await row_counts(Task) == before
 
 
 async def test_archived_project_tasks_are_read_only(gql: GraphQLClient, owner: Account) -> None:

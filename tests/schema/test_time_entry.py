@@ -15,12 +15,12 @@ from settle.core.settings import Settings
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Role
 from settle.models.client import Client
-from settle.models.outbox import OutboxMessage
 from settle.models.project import Project, Task, TimeEntry
 from settle.resolvers.time_entry import project_time_entries
 from settle.schema.common import Connection
 from settle.schema.context import Context, Info
 from settle.schema.time_entry import TimeEntry as TimeEntryType
+from tests.fixtures.db import row_counts
 from tests.fixtures.factories import Account, create_client, create_user
 from tests.fixtures.graphql import GraphQLClient, count_queries
 
@@ -165,14 +165,6 @@ async def make_entry(
         currency=project.currency,
         **values,
     )
-
-
-async def _row_counts() -> dict[str, int]:
-    return {
-        "entries": await TimeEntry.all().count(),
-        "events": await ActivityEvent.all().count(),
-        "outbox": await OutboxMessage.all().count(),
-    }
 
 
 async def _entry_rows() -> list[dict[str, Any]]:
@@ -375,7 +367,7 @@ async def test_log_time_rejects_bad_input_and_writes_nothing(
         *BAD_LOG_INPUT,
         ({"hours": "1", "taskId": str(other_task.id)}, "taskId", "NOT_FOUND"),
     ]
-    before = await _row_counts()
+    before = await row_counts(TimeEntry)
     for values, field, code in cases:
         # when time is logged with one bad field
         data = await gql.execute(
@@ -389,7 +381,7 @@ async def test_log_time_rejects_bad_input_and_writes_nothing(
             code,
         ), values
     # and nothing was written
-    assert await _row_counts() == before
+    assert await row_counts(TimeEntry) == before
 
 
 async def test_log_time_on_unknown_or_archived_project(
@@ -398,7 +390,7 @@ async def test_log_time_on_unknown_or_archived_project(
     # given an archived project and another agency's project
     archived = await make_project(owner, archived_at=T0)
     foreign = await make_project(rival)
-    before = await _row_counts()
+    before = await row_counts(TimeEntry)
     # when time is logged on each
     results = [
         (
@@ -413,7 +405,7 @@ async def test_log_time_on_unknown_or_archived_project(
         ("ConflictError", "PROJECT_ARCHIVED"),
         ("NotFoundError", "NOT_FOUND"),
     ]
-    assert await _row_counts() == before
+    assert await row_counts(TimeEntry) == before
 
 
 async def test_logging_billable_time_announces_budget_thresholds(
@@ -537,7 +529,7 @@ async def test_update_rejects_bad_input_and_changes_nothing(
     # given an entry logged by hours
     project = await make_project(owner)
     entry = await make_entry(project, owner, date(2026, 3, 2), 60)
-    rows, before = await _entry_rows(), await _row_counts()
+    rows, before = await _entry_rows(), await row_counts(TimeEntry)
     for values, field, code in BAD_ENTRY_UPDATES:
         # when it is updated with a bad field
         data = await gql.execute(
@@ -552,7 +544,7 @@ async def test_update_rejects_bad_input_and_changes_nothing(
         ), values
     # and nothing changed
     assert await _entry_rows() == rows
-    assert await _row_counts() == before
+    assert await row_counts(TimeEntry) == before
 
 
 async def test_only_the_author_or_a_manager_changes_an_entry(
@@ -564,7 +556,7 @@ async def test_only_the_author_or_a_manager_changes_an_entry(
     other = await create_user(owner, role=Role.MEMBER, name="Otto Other")
     admin = await create_user(owner, role=Role.ADMIN, name="Ada Admin")
     entry = await make_entry(project, author, date(2026, 3, 2), 60)
-    rows, before = await _entry_rows(), await _row_counts()
+    rows, before = await _entry_rows(), await row_counts(TimeEntry)
     # when the other member edits and deletes it
     edit = await gql.execute(
         UPDATE_TIME_ENTRY, {"id": str(entry.id), "input": {"hours": "8"}}, token=other.token
@@ -578,7 +570,7 @@ async def test_only_the_author_or_a_manager_changes_an_entry(
     }
     assert (edit["updateTimeEntry"], delete["deleteTimeEntry"]) == (denied, denied)
     assert await _entry_rows() == rows
-    assert await _row_counts() == before
+    assert await row_counts(TimeEntry) == before
     # when the admin edits it, then the owner deletes it
     edited = await gql.execute(
         UPDATE_TIME_ENTRY, {"id": str(entry.id), "input": {"hours": "2"}}, token=admin.token
@@ -605,7 +597,7 @@ async def test_a_billed_entry_cannot_change(gql: GraphQLClient, owner: Account) 
     # given an entry already on an invoice line
     project = await make_project(owner)
     entry = await make_entry(project, owner, date(2026, 3, 2), 60, invoice_line_id=uuid.uuid4())
-    rows, before = await _entry_rows(), await _row_counts()
+    rows, before = await _entry_rows(), await row_counts(TimeEntry)
     # when its owner edits or deletes it
     edit = await gql.execute(
         UPDATE_TIME_ENTRY, {"id": str(entry.id), "input": {"hours": "2"}}, token=owner.token
@@ -619,7 +611,7 @@ async def test_a_billed_entry_cannot_change(gql: GraphQLClient, owner: Account) 
     }
     assert (edit["updateTimeEntry"], delete["deleteTimeEntry"]) == (billed, billed)
     assert await _entry_rows() == rows
-    assert await _row_counts() == before
+    assert await row_counts(TimeEntry) == before
 
 
 # --- timers --------------------------------------------------------------------
@@ -656,14 +648,14 @@ async def test_timer_start_and_stop(gql: GraphQLClient, owner: Account, at: Any)
         "task": {"title": "Design"},
     }
     # and a second timer is refused while it runs
-    before = await _row_counts()
+    before = await row_counts(TimeEntry)
     second = await gql.execute(START_TIMER, {"projectId": str(project.id)}, token=owner.token)
     assert second["startTimer"] == {
         "__typename": "ConflictError",
         "code": "TIMER_RUNNING",
         "message": "You already have a running timer: stop it first",
     }
-    assert await _row_counts() == before
+    assert await row_counts(TimeEntry) == before
     # when it is stopped 52 minutes later
     at(T0 + timedelta(minutes=52))
     stopped = await gql.execute(STOP_TIMER, token=owner.token)
@@ -944,7 +936,7 @@ async def test_client_users_read_their_clients_time_only(
     viewer = await create_user(
         owner, role=Role.CLIENT_VIEWER, client=await Client.get(id=mine.client_id)
     )
-    before = await _row_counts()
+    before = await row_counts(TimeEntry)
     # when the viewer lists time and sums both projects
     listed = await gql.execute(TIME_ENTRIES, {"first": 100}, token=viewer.token)
     own = await gql.execute(TIME_SUMMARY, {"projectId": str(mine.id)}, token=viewer.token)
@@ -969,7 +961,7 @@ async def test_client_users_read_their_clients_time_only(
     ]
     # then the first two are refused and the third is not found; nothing changed
     assert [a["code"] for a in attempts] == ["PERMISSION_DENIED", "PERMISSION_DENIED", "NOT_FOUND"]
-    assert await _row_counts() == before
+    assert await row_counts(TimeEntry) == before
 
 
 # --- project time entries, batched ------------------------------------------------
