@@ -106,3 +106,22 @@ async def get_visible(qs: QuerySet[M], row_id: Any, entity: str, *, lock: bool =
 def as_uuid(value: Any) -> uuid.UUID:
     """A UUID column read through ``values()``: SQLite gives it back as text."""
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+class SqlParams:
+    """Values bound into hand-written SQL, in the order the text names them.
+
+    ``params(value)`` appends the value and returns its placeholder: ``$n`` on
+    PostgreSQL, ``?`` on SQLite (which binds by position, so the text order is
+    the binding order). UUIDs go to SQLite as text, as Tortoise stores them.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self.postgres = conn.capabilities.dialect == "postgres"
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        if not self.postgres and isinstance(value, uuid.UUID):
+            value = str(value)
+        self.values.append(value)
+        return f"${len(self.values)}" if self.postgres else "?"

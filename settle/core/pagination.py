@@ -142,3 +142,51 @@ def _from_json(value: Any, field_type: type | None) -> Any:
     if type(value) is not field_type:
         raise TypeError(f"expected {field_type.__name__}")
     return value
+
+
+async def paginate_nulls_last(
+    qs: QuerySet[M], field: str, *, first: int | None, after: str | None, descending: bool
+) -> Page[M]:
+    """Pages by a nullable ``field``, rows without a value last in either direction.
+
+    Keyset pagination compares sort values, and NULL compares with nothing; so
+    rows with a value page by (value, id) and the null tail by id, each with
+    cursors of its own ordering, which is how a cursor tells where it points.
+    """
+    size = check_page_size(first)
+    by_value = Ordering(field, descending)
+    by_id = Ordering("id", descending)
+    valued = qs.filter(**{f"{field}__isnull": False})
+    unvalued = qs.filter(**{f"{field}__isnull": True})
+    in_tail = False
+    if after:
+        try:
+            decode_cursor(after, by_value, qs.model)
+        except ValidationError:
+            # Either a tail cursor or garbage; paginate() tells them apart.
+            in_tail = True
+    if in_tail:
+        tail = await paginate(unvalued, first=size, after=after, ordering=by_id)
+        return Page(
+            items=tail.items,
+            cursors=tail.cursors,
+            total_count=await valued.count() + tail.total_count,
+            has_next_page=tail.has_next_page,
+        )
+    head = await paginate(valued, first=size, after=after, ordering=by_value)
+    unvalued_count = await unvalued.count()
+    items, cursors, has_next = list(head.items), list(head.cursors), head.has_next_page
+    if not has_next and unvalued_count:
+        if len(items) < size:
+            tail = await paginate(unvalued, first=size - len(items), after=None, ordering=by_id)
+            items += tail.items
+            cursors += tail.cursors
+            has_next = tail.has_next_page
+        else:
+            has_next = True
+    return Page(
+        items=items,
+        cursors=cursors,
+        total_count=head.total_count + unvalued_count,
+        has_next_page=has_next,
+    )

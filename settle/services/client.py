@@ -14,7 +14,7 @@ from tortoise.expressions import Q
 from tortoise.functions import Count
 
 from settle.core import clock, validation
-from settle.core.db import as_uuid, get_visible
+from settle.core.db import SqlParams, as_uuid, get_visible
 from settle.core.errors import ValidationError
 from settle.core.money import normalize_currency
 from settle.core.pagination import (
@@ -385,31 +385,22 @@ async def latest_notes_for_clients(
     )
     total = {as_uuid(row["client_id"]): int(row["n"]) for row in counts}
     conn = Tortoise.get_connection("default")
-    # Parameters are numbered in the order they appear: SQLite's "?" binds by position.
-    placeholders = ", ".join(_param(conn, i + 2) for i in range(len(ids)))
+    param = SqlParams(conn)
     # A window function keeps this one query however many clients are on the page.
     sql = (
         'SELECT "id" FROM (SELECT "id", ROW_NUMBER() OVER ('
         'PARTITION BY "client_id" ORDER BY "created_at" DESC, "id" DESC) AS "rn" '
-        f'FROM "note" WHERE "agency_id" = {_param(conn, 1)} AND "client_id" IN ({placeholders})'
-        f') AS "ranked" WHERE "rn" <= {_param(conn, len(ids) + 2)}'
+        f'FROM "note" WHERE "agency_id" = {param(actor.agency_id)} '
+        f'AND "client_id" IN ({", ".join(param(i) for i in ids)})'
+        f') AS "ranked" WHERE "rn" <= {param(size)}'
     )
-    params: list[Any] = [_db_uuid(conn, actor.agency_id), *(_db_uuid(conn, i) for i in ids), size]
-    _, rows = await conn.execute_query(sql, params)
+    _, rows = await conn.execute_query(sql, param.values)
     note_ids = [row["id"] for row in rows]
     notes = await Note.filter(id__in=note_ids).order_by("-created_at", "-id") if note_ids else []
     grouped: dict[uuid.UUID, list[Note]] = defaultdict(list)
     for note in notes:
         grouped[note.client_id].append(note)
     return {client_id: (grouped.get(client_id, []), total.get(client_id, 0)) for client_id in ids}
-
-
-def _param(conn: Any, index: int) -> str:
-    return f"${index}" if conn.capabilities.dialect == "postgres" else "?"
-
-
-def _db_uuid(conn: Any, value: uuid.UUID) -> Any:
-    return value if conn.capabilities.dialect == "postgres" else str(value)
 
 
 def clean_note_body(body: str | None) -> str:

@@ -19,13 +19,7 @@ from settle.core import clock, validation
 from settle.core.db import as_uuid, get_visible, lock_rows
 from settle.core.errors import ConflictError, PermissionDeniedError, ValidationError
 from settle.core.money import Money, normalize_currency
-from settle.core.pagination import (
-    Ordering,
-    Page,
-    check_page_size,
-    decode_cursor,
-    paginate,
-)
+from settle.core.pagination import Ordering, Page, paginate, paginate_nulls_last
 from settle.core.tenancy import MANAGERS, MEMBERS, Actor, scoped
 from settle.models.milestone import Milestone, MilestoneStatus
 from settle.models.project import Project, ProjectStatus, Task, TaskStatus, TimeEntry
@@ -299,57 +293,11 @@ async def list_projects(
         term = flt.search.strip()
         qs = qs.filter(Q(name__icontains=term) | Q(description__icontains=term))
     if order_by is ProjectOrderField.DUE_DATE:
-        return await _paginate_by_due_date(qs, first=first, after=after, descending=descending)
+        return await paginate_nulls_last(
+            qs, "due_date", first=first, after=after, descending=descending
+        )
     return await paginate(
         qs, first=first, after=after, ordering=Ordering(order_by.value, descending)
-    )
-
-
-async def _paginate_by_due_date(
-    qs: QuerySet[Project], *, first: int | None, after: str | None, descending: bool
-) -> Page[Project]:
-    """Pages by due date, projects without one last in either direction.
-
-    Keyset pagination compares sort values, and NULL compares with nothing; so
-    dated projects page by (due date, id) and the undated tail by id, each with
-    cursors of its own ordering, which is how a cursor tells where it points.
-    """
-    size = check_page_size(first)
-    by_date = Ordering("due_date", descending)
-    by_id = Ordering("id", descending)
-    dated = qs.filter(due_date__isnull=False)
-    undated = qs.filter(due_date__isnull=True)
-    in_tail = False
-    if after:
-        try:
-            decode_cursor(after, by_date, Project)
-        except ValidationError:
-            # Either a tail cursor or garbage; paginate() tells them apart.
-            in_tail = True
-    if in_tail:
-        tail = await paginate(undated, first=size, after=after, ordering=by_id)
-        return Page(
-            items=tail.items,
-            cursors=tail.cursors,
-            total_count=await dated.count() + tail.total_count,
-            has_next_page=tail.has_next_page,
-        )
-    head = await paginate(dated, first=size, after=after, ordering=by_date)
-    undated_count = await undated.count()
-    items, cursors, has_next = list(head.items), list(head.cursors), head.has_next_page
-    if not has_next and undated_count:
-        if len(items) < size:
-            tail = await paginate(undated, first=size - len(items), after=None, ordering=by_id)
-            items += tail.items
-            cursors += tail.cursors
-            has_next = tail.has_next_page
-        else:
-            has_next = True
-    return Page(
-        items=items,
-        cursors=cursors,
-        total_count=head.total_count + undated_count,
-        has_next_page=has_next,
     )
 
 

@@ -21,7 +21,7 @@ from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
 from settle.core import clock, validation
-from settle.core.db import as_uuid, get_visible, lock_rows
+from settle.core.db import SqlParams, as_uuid, get_visible, lock_rows
 from settle.core.errors import ConflictError, NotFoundError, ValidationError
 from settle.core.pagination import Ordering, Page, check_page_size, paginate
 from settle.core.tenancy import MEMBERS, Actor, scoped
@@ -273,13 +273,7 @@ async def first_rows_per_project(
     if not ids or (actor.is_client_user and actor.client_id is None):
         return empty
     conn = Tortoise.get_connection("default")
-    postgres = conn.capabilities.dialect == "postgres"
-    params: list[Any] = []
-
-    def param(value: Any) -> str:
-        # SQLite's "?" binds by position, PostgreSQL's "$n" by number: append in text order.
-        params.append(value if postgres or not isinstance(value, uuid.UUID) else str(value))
-        return f"${len(params)}" if postgres else "?"
+    param = SqlParams(conn)
 
     where = f'"agency_id" = {param(actor.agency_id)}'
     if actor.is_client_user:
@@ -292,7 +286,7 @@ async def first_rows_per_project(
         'COUNT(*) OVER (PARTITION BY "project_id") AS "n" '
         f'FROM "{model._meta.db_table}" WHERE {where}) AS "ranked" WHERE "rn" <= {param(size)}'
     )
-    _, rows = await conn.execute_query(sql, params)
+    _, rows = await conn.execute_query(sql, param.values)
     totals = {as_uuid(row["project_id"]): int(row["n"]) for row in rows}
     chosen = [row["id"] for row in rows]
     ordering = [f"{'-' if desc else ''}{column}" for column, desc in order]
