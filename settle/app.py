@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
@@ -173,8 +174,10 @@ async def start_runtime(
 
         jobs = Scheduler(default_jobs(settings), LocalSchedulerLock(), send_job)
         runtime.background.append(asyncio.create_task(jobs.run(runtime.stop)))
-    # Whatever a crash left in the outbox goes out now rather than at the next sweep.
-    await relay_pending()
+    # Whatever a crash (or `settle demo`) left in the outbox goes out now rather than at
+    # the next sweep. Fresh rows too: SKIP LOCKED and published_at keep a row another
+    # process is relaying from being sent twice.
+    await relay_pending(older_than=timedelta(0))
     return runtime
 
 

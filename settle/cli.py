@@ -98,17 +98,22 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from settle.core.db import close_db, init_db
+    from settle.core.outbox import relay_later
     from settle.services.demo import DEMO_EMAIL, DEMO_PASSWORD, load_demo
     from settle.subscriptions.bus import MemoryBus, set_bus
     from settle.tasks.broker import configure_broker
 
     async def run() -> bool:
         await init_db(settings.resolved_database_url)
-        # Demo data is written before any server runs: its events have no listener,
-        # and its jobs are picked up by the relay when the server starts.
+        # Demo data is written before any server runs: its events have no listener.
+        # With Redis its jobs go to the workers at once; embedded, they wait in the
+        # outbox for the server's relay (an in-memory broker would exit with us).
         set_bus(MemoryBus())
         configure_broker(settings.redis_url, host_loop=asyncio.get_running_loop())
         try:
+            if settings.embedded:
+                with relay_later():
+                    return await load_demo(settings)
             return await load_demo(settings)
         finally:
             await close_db()

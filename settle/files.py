@@ -1,9 +1,14 @@
-"""Signed file URLs: ``PUT /files/upload/<token>`` and ``GET /files/download/<token>``.
+"""Signed file URLs of deliverables and invoices.
+
+- ``PUT /files/upload/<token>`` and ``GET /files/download/<token>``: deliverables.
+- ``GET /files/invoices/<token>``: an invoice's document (uploaded or rendered PDF).
+- ``GET /files/invoice-previews/<token>``: a draft invoice, rendered on each request.
+- ``PUT /files/invoice-uploads/<token>``: a PDF issued elsewhere, attached to an invoice.
 
 The token is the whole permission (no bearer header), so a browser can send
 the file straight from a form or follow a download link. Each request is its
-own boundary: the upload streams to storage outside any transaction, then
-marks the row ready in one; the download logs itself in one, then streams.
+own boundary: an upload streams to storage outside any transaction, then
+updates its row in one; a download logs itself in one, then streams.
 """
 
 from __future__ import annotations
@@ -22,14 +27,20 @@ from settle.core.errors import (
     AppError,
     ConflictError,
     NotFoundError,
+    PermissionDeniedError,
     ValidationError,
 )
 from settle.core.outbox import transaction
 from settle.core.signing import SignedTokenError
 from settle.core.storage import ObjectNotFoundError, ObjectReader
 from settle.services import deliverable as deliverable_service
+from settle.services import invoice_files as invoice_files_service
 
 log = logging.getLogger(__name__)
+
+
+# Upload refusals with a status of their own; every other validation error is a 400.
+_VALIDATION_STATUS = {"CONTENT_TYPE_MISMATCH": 415, "NOT_A_PDF": 415, "TOO_LARGE": 413}
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -41,10 +52,10 @@ def _app_error(exc: AppError) -> JSONResponse:
         return _error(404, exc.code, exc.message)
     if isinstance(exc, ConflictError):
         return _error(409, exc.code, exc.message)
-    if isinstance(exc, AccessLockedError):
+    if isinstance(exc, AccessLockedError | PermissionDeniedError):
         return _error(403, exc.code, exc.message)
     if isinstance(exc, ValidationError):
-        status = 415 if exc.code == "CONTENT_TYPE_MISMATCH" else 400
+        status = _VALIDATION_STATUS.get(exc.code, 400)
         return _error(status, exc.code, exc.message, field=exc.field)
     return _error(400, exc.code, exc.message)
 
@@ -127,16 +138,109 @@ async def _stream(reader: ObjectReader) -> AsyncIterator[bytes]:
         await reader.aclose()
 
 
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback name and the exact name in RFC 5987 form."""
+def content_disposition(filename: str, disposition: str = "attachment") -> str:
+    """``attachment`` (or ``inline``) with an ASCII fallback name and the exact name (RFC 5987)."""
     fallback = "".join(
         c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
     )
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+# --- invoices ----------------------------------------------------------------------------
+
+
+def _pdf_headers(filename: str, *, disposition: str = "attachment") -> dict[str, str]:
+    return {
+        "Content-Type": invoice_files_service.PDF_CONTENT_TYPE,
+        "Content-Disposition": content_disposition(filename, disposition),
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, no-store",
+    }
+
+
+async def invoice_download(request: Request) -> Response:
+    """Serve an invoice's document (its uploaded PDF, else the rendered one)."""
+    token: str = request.path_params["token"]
+    try:
+        found = await invoice_files_service.open_download(token)
+    except SignedTokenError as exc:
+        return _forbidden(exc)
+    except AppError as exc:
+        return _app_error(exc)
+    headers = _pdf_headers(found.filename)
+    if found.size_bytes is not None:
+        headers["Content-Length"] = str(found.size_bytes)
+    if request.method == "HEAD":
+        response = Response(headers=headers)
+        if found.size_bytes is None:
+            # A rendered PDF's length is not kept; "0" would misstate the body a GET sends.
+            del response.headers["content-length"]
+        return response
+    try:
+        reader = await invoice_files_service.read_file(found.key)
+    except ObjectNotFoundError:
+        log.error("invoice.file_missing", extra={"invoice_id": str(found.invoice.id)})
+        return _error(404, "NOT_FOUND", "Invoice PDF not found")
+    try:
+        async with transaction():
+            await invoice_files_service.record_download(found)
+    except BaseException:
+        await reader.aclose()
+        raise
+    return StreamingResponse(_stream(reader), headers=headers)
+
+
+async def invoice_preview(request: Request) -> Response:
+    """Render a draft invoice as it stands now, marked DRAFT, to show in the browser."""
+    token: str = request.path_params["token"]
+    try:
+        invoice = await invoice_files_service.open_preview(token)
+        body = await invoice_files_service.render_preview(invoice)
+    except SignedTokenError as exc:
+        return _forbidden(exc)
+    except AppError as exc:
+        return _app_error(exc)
+    headers = _pdf_headers(invoice_files_service.document_filename(invoice), disposition="inline")
+    return Response(body, headers=headers)
+
+
+async def invoice_upload(request: Request) -> Response:
+    """Receive a PDF issued elsewhere and make it the invoice's document."""
+    token: str = request.path_params["token"]
+    try:
+        pending = await invoice_files_service.open_upload(
+            token, content_length=request.headers.get("content-length")
+        )
+        stored = await invoice_files_service.store_upload(pending, request.stream())
+        try:
+            async with transaction():
+                completed = await invoice_files_service.complete_upload(pending, stored)
+        except BaseException:
+            # The invoice did not take the file (deleted or voided meanwhile, or the write failed).
+            await invoice_files_service.discard_file(pending.key)
+            raise
+    except SignedTokenError as exc:
+        return _forbidden(exc)
+    except AppError as exc:
+        return _app_error(exc)
+    if completed.replaced_key is not None:
+        await invoice_files_service.discard_file(completed.replaced_key)
+    invoice = completed.invoice
+    return JSONResponse(
+        {
+            "id": str(invoice.id),
+            "filename": invoice.uploaded_pdf_filename,
+            "sizeBytes": invoice.uploaded_pdf_size,
+            "uploadedAt": invoice.uploaded_pdf_at.isoformat() if invoice.uploaded_pdf_at else None,
+        }
+    )
 
 
 def file_routes() -> list[Route]:
     return [
         Route("/files/upload/{token}", upload, methods=["PUT"]),
         Route("/files/download/{token}", download, methods=["GET", "HEAD"]),
+        Route("/files/invoices/{token}", invoice_download, methods=["GET", "HEAD"]),
+        Route("/files/invoice-previews/{token}", invoice_preview, methods=["GET"]),
+        Route("/files/invoice-uploads/{token}", invoice_upload, methods=["PUT"]),
     ]

@@ -81,6 +81,7 @@ def test_migrate_and_demo_build_the_embedded_database_once(tmp_path: Path) -> No
         tasks = db.execute("SELECT COUNT(*) FROM task").fetchone()
         entries = db.execute("SELECT COUNT(*) FROM time_entry").fetchone()
         files = db.execute("SELECT kind, status FROM deliverable ORDER BY kind").fetchall()
+        invoices = db.execute("SELECT status, number FROM invoice ORDER BY status").fetchall()
     finally:
         db.close()
     assert agencies == [("Northwind Studio",)]
@@ -99,6 +100,16 @@ def test_migrate_and_demo_build_the_embedded_database_once(tmp_path: Path) -> No
     assert tasks == (5,)
     assert entries == (4,)
     assert files == [("beta", "ready"), ("final", "ready")]
+    # and invoices in every status, the issued ones numbered without gaps
+    statuses = {status for status, _ in invoices}
+    assert statuses == {"draft", "sent", "viewed", "partially_paid", "paid", "overdue", "void"}
+    sequences: dict[str, list[int]] = {}
+    for _, number in invoices:
+        if number:
+            scope, sequence = number.rsplit("-", 1)
+            sequences.setdefault(scope, []).append(int(sequence))
+    assert sum(len(found) for found in sequences.values()) == 6
+    assert all(sorted(found) == list(range(1, len(found) + 1)) for found in sequences.values())
     # and a secret key was generated into the var directory, readable by its owner only
     key_file = tmp_path / "secret_key"
     assert key_file.exists()

@@ -110,3 +110,35 @@ class Money:
     def _same_currency(self, other: Money) -> None:
         if other.currency != self.currency:
             raise ValueError(f"Cannot combine {self.currency} and {other.currency}")
+
+
+# Currencies whose readers expect a sign before the amount. Any other currency is
+# written with its code ("AED 1,234.50"): a bare "$" or "kr" would be ambiguous.
+CURRENCY_SYMBOLS: dict[str, str] = {"INR": "₹", "USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
+
+
+def format_money(money: Money) -> str:
+    """The amount as its readers expect it: ``₹1,00,000.00``, ``$100,000.00``, ``AED 12.50``.
+
+    Built from the integer minor units, never through a float or the process locale,
+    so the same amount reads the same on every machine.
+    """
+    digits = CURRENCY_EXPONENTS[money.currency]
+    whole, fraction = divmod(abs(money.minor_units), 10**digits)
+    # Indian readers group lakhs and crores: the last three digits, then pairs.
+    grouped = _group_indian(whole) if money.currency == "INR" else f"{whole:,}"
+    number = f"{grouped}.{fraction:0{digits}d}" if digits else grouped
+    symbol = CURRENCY_SYMBOLS.get(money.currency)
+    prefix = symbol if symbol is not None else f"{money.currency} "
+    sign = "-" if money.minor_units < 0 else ""
+    return f"{sign}{prefix}{number}"
+
+
+def _group_indian(whole: int) -> str:
+    digits = str(whole)
+    head, tail = digits[:-3], digits[-3:]
+    pairs: list[str] = []
+    while head:
+        head, pair = head[:-2], head[-2:]
+        pairs.insert(0, pair)
+    return ",".join([*pairs, tail])

@@ -11,8 +11,8 @@ relay's catch-up publishes later.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -25,6 +25,22 @@ from settle.models.outbox import OutboxKind, OutboxMessage
 log = logging.getLogger(__name__)
 
 _written: ContextVar[list[int] | None] = ContextVar("settle_outbox_written", default=None)
+_deferred: ContextVar[bool] = ContextVar("settle_outbox_deferred", default=False)
+
+
+@contextmanager
+def relay_later() -> Iterator[None]:
+    """Leave the rows written inside to the catch-up relay instead of relaying on commit.
+
+    For a process with no consumer of its own: ``settle demo`` in the embedded
+    setup would hand jobs to an in-memory broker that exits with it, so they
+    wait in the outbox for the server's relay instead.
+    """
+    token = _deferred.set(True)
+    try:
+        yield
+    finally:
+        _deferred.reset(token)
 
 
 @asynccontextmanager
@@ -45,7 +61,7 @@ async def transaction() -> AsyncIterator[BaseDBAsyncClient]:
         written = list(_written.get() or [])
     finally:
         _written.reset(token)
-    if written:
+    if written and not _deferred.get():
         from settle.core.relay import relay_ids
 
         try:

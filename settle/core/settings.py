@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     upload_url_ttl_seconds: int = Field(default=900, gt=0)
     download_url_ttl_seconds: int = Field(default=900, gt=0)
 
+    # Invoice documents. A PDF uploaded by hand (issued elsewhere) is at most this large;
+    # invoices are a few pages, so anything bigger is a mistake or an abuse of the URL.
+    invoice_upload_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0, le=2**31 - 1)
+    # How long a signed invoice URL (PDF download, draft preview, upload) works.
+    invoice_url_ttl_seconds: int = Field(default=900, gt=0)
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file under the var directory."""

@@ -9,12 +9,21 @@ exact to the second and tests can move time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from settle.core import clock
+
+
+@dataclass(frozen=True, slots=True)
+class SignedUrl:
+    """A URL carrying a signed token, and the instant it stops working."""
+
+    url: str
+    expires_at: datetime
 
 
 class SignedTokenError(Exception):

@@ -31,6 +31,8 @@ class ActivityEvent(Model):
     verb = fields.CharField(max_length=40)
     summary = fields.CharField(max_length=500)
     changes: dict[str, Any] = fields.JSONField(default=dict)
+    # The agency's own working (a draft being prepared): never shown to client users.
+    internal = fields.BooleanField(default=False)
     created_at = fields.DatetimeField()
 
     class Meta:

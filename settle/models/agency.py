@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -30,8 +31,23 @@ class Role(StrEnum):
         return self in (Role.OWNER, Role.ADMIN)
 
 
+DEFAULT_INVOICE_NUMBER_PATTERN = "INV-{YYYY}-{SEQ:4}"
+
+
 class Agency(BaseModel):
     name = fields.CharField(max_length=200)
+    # Printed on invoices as the issuer.
+    address = fields.TextField(null=True)
+    email = fields.CharField(max_length=254, null=True)
+    tax_id = fields.CharField(max_length=64, null=True)
+    invoice_number_pattern = fields.CharField(
+        max_length=100, default=DEFAULT_INVOICE_NUMBER_PATTERN
+    )
+    # Used when an invoice has no project whose payment terms say otherwise.
+    invoice_due_days = fields.SmallIntField(default=30)
+    default_tax_rate: Decimal = fields.DecimalField(
+        max_digits=6, decimal_places=3, default=Decimal(0)
+    )
 
     class Meta:
         table = "agency"

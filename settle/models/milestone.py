@@ -13,6 +13,7 @@ from settle.models.base import TenantModel
 
 if TYPE_CHECKING:
     from settle.models.agency import User
+    from settle.models.invoice import Invoice
     from settle.models.project import Project
 
 
@@ -69,6 +70,13 @@ class Milestone(TenantModel):
     amount_refunded_minor: int = fields.BigIntField(default=0)
     paid_at = fields.DatetimeField(null=True)
     payment_reference = fields.CharField(max_length=200, null=True)
+    # The live (not void) invoice billing this milestone; at most one at a time.
+    invoice: fields.ForeignKeyNullableRelation[Invoice] = fields.ForeignKeyField(
+        "settle.Invoice", related_name=False, null=True, on_delete=fields.SET_NULL
+    )
+    invoice_id: uuid.UUID | None
+    # Why the automatic invoice of an approved milestone could not be made yet.
+    invoice_error = fields.TextField(null=True)
 
     class Meta:
         table = "milestone"

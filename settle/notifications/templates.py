@@ -7,7 +7,7 @@ An email named ``invitation`` is ``templates/invitation.subject.txt``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from jinja2 import (
@@ -17,6 +17,8 @@ from jinja2 import (
     TemplateNotFound,
     select_autoescape,
 )
+
+from settle.core.money import format_money
 
 # Month names are spelled out here rather than with strftime("%b"), which follows
 # the process locale and would change the emails with the server's configuration.
@@ -53,6 +55,11 @@ def format_email_datetime(value: datetime) -> str:
     return f"{utc.day} {_MONTHS[utc.month - 1]} {utc.year} {utc:%H:%M} UTC"
 
 
+def format_email_date(value: date) -> str:
+    """A calendar day as recipients read it in an email, e.g. ``22 Dec 2026``."""
+    return f"{value.day} {_MONTHS[value.month - 1]} {value.year}"
+
+
 def _create_environment() -> Environment:
     environment = Environment(
         loader=PackageLoader("settle.notifications", "templates"),
@@ -66,6 +73,8 @@ def _create_environment() -> Environment:
         keep_trailing_newline=True,
     )
     environment.filters["email_datetime"] = format_email_datetime
+    environment.filters["email_date"] = format_email_date
+    environment.filters["money"] = format_money
     return environment
 
 

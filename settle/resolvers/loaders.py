@@ -12,10 +12,12 @@ from settle.core.tenancy import Actor
 from settle.models.agency import Agency, User
 from settle.models.client import Client, Contact, Note
 from settle.models.deliverable import Deliverable
+from settle.models.invoice import Invoice, InvoiceLine
 from settle.models.milestone import Milestone
 from settle.models.project import Task, TimeEntry
 from settle.services import client as client_service
 from settle.services import deliverable as deliverable_service
+from settle.services import invoice as invoice_service
 from settle.services import milestone as milestone_service
 from settle.services import project as project_service
 from settle.services import task as task_service
@@ -36,6 +38,8 @@ class Loaders:
         self.project_deliverables = DataLoader(self._project_deliverables, cache=cache)
         self.payment_state = DataLoader(self._payment_states, cache=cache)
         self.task = DataLoader(self._tasks, cache=cache)
+        self.invoice_lines = DataLoader(self._invoice_lines, cache=cache)
+        self.milestone_invoice = DataLoader(self._milestone_invoices, cache=cache)
         self._latest_notes: dict[int, DataLoader[uuid.UUID, tuple[list[Note], int]]] = {}
         self._project_tasks: dict[int, DataLoader[uuid.UUID, tuple[list[Task], int]]] = {}
         self._project_time_entries: dict[
@@ -115,6 +119,15 @@ class Loaders:
     async def _project_deliverables(self, ids: Sequence[uuid.UUID]) -> list[list[Deliverable]]:
         found = await deliverable_service.deliverables_for_projects(self._require_actor(), ids)
         return [found.get(i, []) for i in ids]
+
+    async def _invoice_lines(self, ids: Sequence[uuid.UUID]) -> list[list[InvoiceLine]]:
+        found = await invoice_service.lines_for_invoices(self._require_actor(), ids)
+        return [found.get(i, []) for i in ids]
+
+    async def _milestone_invoices(self, ids: Sequence[uuid.UUID]) -> list[Invoice | None]:
+        """The live invoice billing each milestone, by milestone id (null for none)."""
+        found = await invoice_service.invoices_for_milestones(self._require_actor(), ids)
+        return [found.get(i) for i in ids]
 
     async def _payment_states(
         self, ids: Sequence[uuid.UUID]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
@@ -23,10 +24,38 @@ Role = strawberry.enum(models.Role, description="What a user may do in an agency
 class Agency:
     id: strawberry.ID
     name: str
+    address: str | None = strawberry.field(description="Printed on invoices as the issuer's.")
+    email: str | None
+    tax_id: str | None
+    invoice_number_pattern: str = strawberry.field(
+        description="How finalized invoices are numbered: text with {YYYY}, {YY}, {MM} and "
+        "one {SEQ} or {SEQ:n} (zero-padded to n digits); the sequence restarts whenever the "
+        "rest of the number changes, so INV-{YYYY}-{SEQ:4} restarts each year."
+    )
+    invoice_due_days: int = strawberry.field(
+        description="Days from issue to due date for invoices without a project's own terms."
+    )
+    default_tax_rate: str = strawberry.field(
+        description='Tax percentage new invoices start with, e.g. "18".'
+    )
 
     @classmethod
     def from_model(cls, agency: models.Agency) -> Agency:
-        return cls(id=strawberry.ID(str(agency.id)), name=agency.name)
+        return cls(
+            id=strawberry.ID(str(agency.id)),
+            name=agency.name,
+            address=agency.address,
+            email=agency.email,
+            tax_id=agency.tax_id,
+            invoice_number_pattern=agency.invoice_number_pattern,
+            invoice_due_days=agency.invoice_due_days,
+            default_tax_rate=format_rate(agency.default_tax_rate),
+        )
+
+
+def format_rate(rate: Decimal) -> str:
+    """A percentage as a plain decimal string without trailing zeros: 18.000 -> "18"."""
+    return f"{rate.normalize():f}"
 
 
 @strawberry.type

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import strawberry
 
 from settle.core import errors as domain
+from settle.services import invoice as invoice_service
+
+if TYPE_CHECKING:
+    from settle.schema.invoice import InvoiceStatus
 
 
 @strawberry.interface(description="An expected failure. `code` is stable, upper snake case.")
@@ -51,6 +57,14 @@ class AccessLockedError(Error):
     pass
 
 
+@strawberry.type(
+    description="Only a draft invoice can change: `code` is INVOICE_NOT_EDITABLE and `status` "
+    "the invoice's current status."
+)
+class InvoiceNotEditableError(Error):
+    status: Annotated[InvoiceStatus, strawberry.lazy("settle.schema.invoice")]  # type: ignore[valid-type]
+
+
 ERROR_TYPES: tuple[type, ...] = (
     ValidationError,
     NotFoundError,
@@ -59,6 +73,7 @@ ERROR_TYPES: tuple[type, ...] = (
     AuthenticationError,
     InvalidTransitionError,
     AccessLockedError,
+    InvoiceNotEditableError,
 )
 
 
@@ -76,6 +91,8 @@ def to_error(exc: domain.AppError) -> Error:
         return InvalidTransitionError(code=exc.code, message=exc.message, current_state=exc.current)
     if isinstance(exc, domain.AccessLockedError):
         return AccessLockedError(code=exc.code, message=exc.message)
+    if isinstance(exc, invoice_service.InvoiceNotEditableError):
+        return InvoiceNotEditableError(code=exc.code, message=exc.message, status=exc.status)
     if isinstance(exc, domain.ConflictError):
         return ConflictError(code=exc.code, message=exc.message)
     raise TypeError(f"no schema error type for {type(exc).__name__}") from exc

@@ -16,6 +16,7 @@ from settle.services import milestone as milestone_service
 
 if TYPE_CHECKING:
     from settle.schema.auth import User
+    from settle.schema.invoice import Invoice
 
 MilestoneStatus = strawberry.enum(
     models.MilestoneStatus,
@@ -57,6 +58,7 @@ class Milestone:
     created_at: datetime
     updated_at: datetime
     _approved_by_id: strawberry.Private[uuid.UUID | None]
+    _invoice_error: strawberry.Private[str | None]
 
     @classmethod
     def from_model(cls, milestone: models.Milestone) -> Milestone:
@@ -85,6 +87,7 @@ class Milestone:
             created_at=milestone.created_at,
             updated_at=milestone.updated_at,
             _approved_by_id=milestone.approved_by_id,
+            _invoice_error=milestone.invoice_error,
         )
 
     @strawberry.field(description="Who approved it (a client lead, owner or admin).")
@@ -97,6 +100,26 @@ class Milestone:
             return None
         user = await info.context.loaders.user.load(self._approved_by_id)
         return User.from_model(user) if user else None
+
+    @strawberry.field(
+        description="The live invoice billing the milestone (not a void one); null until it "
+        "is invoiced, and for a client user while it is a draft."
+    )
+    async def invoice(
+        self, info: Info
+    ) -> Annotated[Invoice, strawberry.lazy("settle.schema.invoice")] | None:
+        from settle.schema.invoice import Invoice
+
+        row = await info.context.loaders.milestone_invoice.load(uuid.UUID(str(self.id)))
+        return Invoice.from_model(row) if row else None
+
+    @strawberry.field(
+        description="Why the invoice due on approval could not be made yet (it is retried); "
+        "null once it is made, and for client users: it is the agency's to fix."
+    )
+    def invoice_error(self, info: Info) -> str | None:
+        actor = info.context.actor
+        return None if actor is None or actor.is_client_user else self._invoice_error
 
 
 @strawberry.type(description="The milestones applyPaymentTerms created; they add up to total.")

@@ -15,7 +15,9 @@ from settle.core.errors import AppError
 from settle.resolvers import activity as activity_resolvers
 from settle.resolvers import auth as auth_resolvers
 from settle.resolvers import client as client_resolvers
+from settle.resolvers.agency import AgencyMutation
 from settle.resolvers.deliverable import DeliverableMutation, DeliverableQuery
+from settle.resolvers.invoice import InvoiceMutation, InvoiceQuery
 from settle.resolvers.milestone import MilestoneMutation, MilestoneQuery
 from settle.resolvers.project import ProjectMutation, ProjectQuery
 from settle.resolvers.task import TaskMutation, TaskQuery
@@ -86,14 +88,17 @@ class CrmMutation:
 QUERY_TYPES: tuple[type, ...] = (
     CrmQuery,
     DeliverableQuery,
+    InvoiceQuery,
     MilestoneQuery,
     ProjectQuery,
     TaskQuery,
     TimeEntryQuery,
 )
 MUTATION_TYPES: tuple[type, ...] = (
+    AgencyMutation,
     CrmMutation,
     DeliverableMutation,
+    InvoiceMutation,
     MilestoneMutation,
     ProjectMutation,
     TaskMutation,

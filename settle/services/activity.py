@@ -53,8 +53,13 @@ async def record(
     summary: str,
     client_id: uuid.UUID | None = None,
     changes: Changes | None = None,
+    internal: bool = False,
 ) -> ActivityEvent:
-    """Write a timeline event and, after commit, announce it on the agency's channel."""
+    """Write a timeline event and, after commit, announce it on the agency's channel.
+
+    An ``internal`` event (the agency's own working, such as a draft being
+    prepared) is kept from client users, as are events of INTERNAL_ENTITY_TYPES.
+    """
     event = await ActivityEvent.create(
         agency_id=agency_id,
         client_id=client_id,
@@ -64,6 +69,7 @@ async def record(
         verb=verb,
         summary=summary[:500],
         changes=changes or {},
+        internal=internal or entity_type in INTERNAL_ENTITY_TYPES,
         created_at=clock.now(),
     )
     await emit_event(channels.activity(agency_id), to_message(event, actor))
@@ -83,6 +89,7 @@ def to_message(event: ActivityEvent, actor: Actor | None) -> dict[str, Any]:
         "verb": event.verb,
         "summary": event.summary,
         "changes": event.changes,
+        "internal": event.internal,
         "createdAt": event.created_at.isoformat(),
     }
 
@@ -91,25 +98,34 @@ def to_message(event: ActivityEvent, actor: Actor | None) -> dict[str, Any]:
 class TimelineFilter:
     client_id: uuid.UUID | None = None
     entity_types: tuple[str, ...] = ()
+    entity_id: uuid.UUID | None = None
     since: datetime | None = None
     until: datetime | None = None
 
 
-def visible_to(actor: Actor, event_client_id: uuid.UUID | None, entity_type: str) -> bool:
+def visible_to(
+    actor: Actor, event_client_id: uuid.UUID | None, entity_type: str, *, internal: bool = False
+) -> bool:
     """Whether a client user may see an event (agency members see all of their agency's)."""
     if not actor.is_client_user:
         return True
-    return event_client_id == actor.client_id and entity_type not in INTERNAL_ENTITY_TYPES
+    return (
+        event_client_id == actor.client_id
+        and not internal
+        and entity_type not in INTERNAL_ENTITY_TYPES
+    )
 
 
 def timeline_query(actor: Actor, flt: TimelineFilter) -> QuerySet[ActivityEvent]:
     qs = scoped(ActivityEvent, actor)
     if actor.is_client_user:
-        qs = qs.exclude(entity_type__in=list(INTERNAL_ENTITY_TYPES))
+        qs = qs.exclude(entity_type__in=list(INTERNAL_ENTITY_TYPES)).filter(internal=False)
     if flt.client_id is not None:
         qs = qs.filter(client_id=flt.client_id)
     if flt.entity_types:
         qs = qs.filter(entity_type__in=list(flt.entity_types))
+    if flt.entity_id is not None:
+        qs = qs.filter(entity_id=flt.entity_id)
     if flt.since and flt.until and flt.since > flt.until:
         raise ValidationError("filter.from", "from must not be after to", code="INVALID_RANGE")
     if flt.since is not None:

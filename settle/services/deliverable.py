@@ -39,7 +39,7 @@ from settle.core.errors import (
 )
 from settle.core.pagination import Ordering, Page, paginate
 from settle.core.settings import get_settings
-from settle.core.signing import SignedTokenError, UrlSigner
+from settle.core.signing import SignedTokenError, SignedUrl, UrlSigner
 from settle.core.storage import ObjectExistsError, ObjectReader, StoredObject, get_storage
 from settle.core.tenancy import MANAGERS, MEMBERS, Actor, scoped
 from settle.models.agency import User
@@ -227,12 +227,6 @@ def clean_upload_fields(values: dict[str, Any]) -> dict[str, Any]:
         )
     cleaned["size_bytes"] = size
     return cleaned
-
-
-@dataclass(frozen=True, slots=True)
-class SignedUrl:
-    url: str
-    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

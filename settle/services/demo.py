@@ -1,22 +1,28 @@
-"""Demo data for the embedded run: one agency with clients, projects, milestones and files."""
+"""Demo data for the embedded run: one agency with clients, projects, milestones, files
+and invoices in every status."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from settle.core import clock
 from settle.core.outbox import transaction
 from settle.core.settings import Settings
 from settle.core.tenancy import Actor
 from settle.models.agency import User
+from settle.models.client import Client
+from settle.models.invoice import DiscountKind
 from settle.models.milestone import MilestoneKind
 from settle.models.project import TaskStatus
+from settle.services import agency as agency_service
 from settle.services import auth as auth_service
 from settle.services import client as client_service
 from settle.services import deliverable as deliverable_service
+from settle.services import invoice as invoice_service
 from settle.services import milestone as milestone_service
 from settle.services import project as project_service
 from settle.services import task as task_service
@@ -100,6 +106,15 @@ async def load_demo(settings: Settings) -> bool:
             password=DEMO_PASSWORD,
         )
         actor = Actor.from_user(result.user)
+        await agency_service.update_agency(
+            actor,
+            {
+                "address": "4 Canal Street, Amsterdam 1017 AB, Netherlands",
+                "email": "billing@northwind.example",
+                "tax_id": "NL123456789B01",
+                "invoice_due_days": 30,
+            },
+        )
         clients = {}
         for spec in _CLIENTS:
             client = await client_service.create_client(actor, dict(spec.client))
@@ -109,7 +124,8 @@ async def load_demo(settings: Settings) -> bool:
             for body, pinned in spec.notes:
                 await client_service.add_note(actor, client.id, body, pinned=pinned)
         await _load_dashboard_project(actor, clients["Acme Robotics"].id)
-        await _load_ordering_app_project(actor, clients["Chai Point Foods"].id)
+        ordering_app = await _load_ordering_app_project(actor, clients["Chai Point Foods"].id)
+        await _load_invoices(actor, clients, ordering_app)
     return True
 
 
@@ -180,7 +196,7 @@ async def _load_dashboard_project(actor: Actor, client_id: uuid.UUID) -> None:
         await deliverable_service.complete_upload(pending, stored)
 
 
-async def _load_ordering_app_project(actor: Actor, client_id: uuid.UUID) -> None:
+async def _load_ordering_app_project(actor: Actor, client_id: uuid.UUID) -> uuid.UUID:
     """An INR project paid by custom milestones, one of them waiting for approval."""
     project = await project_service.create_project(
         actor,
@@ -205,6 +221,98 @@ async def _load_ordering_app_project(actor: Actor, client_id: uuid.UUID) -> None
         if title == "Design":
             await milestone_service.start_milestone(actor, milestone.id)
             await milestone_service.submit_milestone(actor, milestone.id)
+    return project.id
+
+
+@contextmanager
+def _days_ago(days: int) -> Iterator[None]:
+    """Write what happens inside as if it were ``days`` ago (history the demo starts with)."""
+    then = clock.now() - timedelta(days=days)
+    start = clock.now()
+    # The demo runs as its own command before any server, so moving its clock moves no one else's.
+    clock.set_clock(lambda: then + (datetime.now(then.tzinfo) - start))
+    try:
+        yield
+    finally:
+        clock.set_clock(None)
+
+
+def _line(description: str, quantity: str, unit_price: str, **extra: str) -> dict[str, str]:
+    return {"description": description, "quantity": quantity, "unit_price": unit_price, **extra}
+
+
+async def _load_invoices(
+    actor: Actor, clients: dict[str, Client], ordering_app_id: uuid.UUID
+) -> None:
+    """One invoice in each status: overdue, void, paid, partially paid, viewed, sent, draft."""
+    acme, chai, fjord = (
+        clients["Acme Robotics"],
+        clients["Chai Point Foods"],
+        clients["Blue Fjord Media"],
+    )
+
+    async def issue(client: Client, lines: list[dict[str, str]], **values: object) -> uuid.UUID:
+        invoice = await invoice_service.create_invoice(actor, client.id, None, values, lines)
+        await invoice_service.finalize_invoice(actor, invoice.id)
+        return invoice.id
+
+    with _days_ago(45):
+        await issue(
+            fjord,
+            [_line("Brand film edit, September", "1", "4800.00")],
+            notes="Thank you for your business.",
+        )
+    await invoice_service.mark_overdue()
+    with _days_ago(20):
+        void = await issue(acme, [_line("Discovery workshop", "1", "3000.00")])
+        await invoice_service.void_invoice(actor, void, "Issued to the wrong entity; reissued")
+    paid = await issue(
+        chai,
+        [
+            _line("Menu photography", "1", "45000.00"),
+            _line("Retouching", "12", "1250.00", tax_rate="12"),
+        ],
+        tax_rate="18",
+        terms="GST 18% on services; 12% on retouching.",
+    )
+    await invoice_service.record_payment(
+        paid, (await invoice_service.get_invoice(actor, paid)).total_minor, actor=actor
+    )
+    partly = await issue(
+        acme,
+        [
+            _line("Support retainer, November", "1", "2500.00"),
+            _line("On-call hours", "6.5", "120.00"),
+        ],
+    )
+    await invoice_service.record_payment(partly, 100000, actor=actor)
+    viewed = await issue(fjord, [_line("Podcast intro animation", "1", "1200.00")])
+    await invoice_service.mark_invoice_viewed(actor, viewed)
+    await invoice_service.create_invoice_from_time_entries(
+        actor,
+        ordering_app_id,
+        clock.now().date() - timedelta(days=30),
+        clock.now().date(),
+        invoice_service.TimeGrouping.TASK,
+    )
+    sent = await invoice_service.create_invoice(
+        actor,
+        chai.id,
+        ordering_app_id,
+        {"tax_rate": "18"},
+        [_line("Hindi copywriting", "40", "1800.00"), _line("App store listing", "1", "7500.00")],
+    )
+    await invoice_service.finalize_invoice(actor, sent.id)
+    await invoice_service.create_invoice(
+        actor,
+        acme.id,
+        None,
+        {
+            "notes": "Draft for December; hours still being logged.",
+            "discount": invoice_service.DiscountInput(DiscountKind.PERCENT, "10"),
+        },
+        [_line("Support retainer, December", "1", "2500.00")],
+    )
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:

@@ -32,6 +32,7 @@ from settle.core.errors import (
     ValidationError,
 )
 from settle.core.money import Money
+from settle.core.outbox import send_job
 from settle.core.pagination import Ordering, Page, paginate
 from settle.core.tenancy import MANAGERS, MEMBERS, Actor, scoped
 from settle.models.agency import Role
@@ -43,6 +44,8 @@ from settle.models.milestone import (
 )
 from settle.models.project import Project
 from settle.services import activity
+from settle.services import invoice as invoice_service
+from settle.services.invoice import GENERATE_FOR_MILESTONE_JOB
 
 M = TypeVar("M", bound=Model)
 
@@ -363,13 +366,15 @@ async def submit_milestone(actor: Actor, milestone_id: uuid.UUID) -> Milestone:
 
 
 async def approve_milestone(actor: Actor, milestone_id: uuid.UUID) -> Milestone:
-    """submitted → approved (the client lead, or a manager)."""
-    return await _transition(
+    """submitted → approved (the client lead, or a manager); its invoice follows in a worker."""
+    milestone = await _transition(
         actor,
         milestone_id,
         S.APPROVED,
         fields=lambda _: {"approved_at": clock.now(), "approved_by_id": actor.user_id},
     )
+    await send_job(GENERATE_FOR_MILESTONE_JOB, str(milestone.id))
+    return milestone
 
 
 async def reject_milestone(actor: Actor, milestone_id: uuid.UUID, reason: str | None) -> Milestone:
@@ -397,7 +402,7 @@ async def mark_milestone_paid(
 ) -> Milestone:
     """approved → paid by hand (the owner), with the reference of the money received."""
     text = validation.required_text("reference", reference, max_length=200)
-    return await _transition(
+    milestone = await _transition(
         actor,
         milestone_id,
         S.PAID,
@@ -409,6 +414,9 @@ async def mark_milestone_paid(
         },
         verb="marked_paid",
     )
+    # The money received settles the milestone's share of its issued invoice.
+    await invoice_service.apply_milestone_payment(milestone, actor=actor)
+    return milestone
 
 
 # --- payment terms -------------------------------------------------------------

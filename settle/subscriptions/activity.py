@@ -28,6 +28,8 @@ async def activity_added(
                 continue
             if only_client is not None and event_client != only_client:
                 continue
-            if not visible_to(actor, event_client, message["entityType"]):
+            if not visible_to(
+                actor, event_client, message["entityType"], internal=bool(message.get("internal"))
+            ):
                 continue
             yield ActivityEvent.from_message(message)

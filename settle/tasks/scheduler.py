@@ -67,6 +67,8 @@ def default_jobs(settings: Settings) -> list[ScheduledJob]:
     """The jobs every Settle deployment schedules."""
     return [
         ScheduledJob("outbox.relay_pending", settings.outbox_relay_cron, "outbox.relay_pending"),
+        # Daily, soon after the UTC date changes: overdue is judged by the UTC date.
+        ScheduledJob("invoice.mark_overdue", "15 0 * * *", "invoice.mark_overdue"),
     ]
 
 

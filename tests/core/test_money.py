@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from settle.core.errors import ValidationError
-from settle.core.money import Money, exponent, normalize_currency
+from settle.core.money import Money, exponent, format_money, normalize_currency
 
 
 @pytest.mark.parametrize(
@@ -183,3 +183,35 @@ def test_largest_accepted_amount_fits_a_64_bit_column() -> None:
     money = Money.parse("999999999999999.999", "KWD")
     # then its minor units fit a signed 64-bit integer
     assert money.minor_units == 999999999999999999 < 2**63
+
+
+@pytest.mark.parametrize(
+    ("money", "text"),
+    [
+        (Money(10000000, "INR"), "₹1,00,000.00"),
+        (Money(12345678950, "INR"), "₹12,34,56,789.50"),
+        (Money(99900, "INR"), "₹999.00"),
+        (Money(100000, "INR"), "₹1,000.00"),
+        (Money(1, "INR"), "₹0.01"),
+        (Money(0, "INR"), "₹0.00"),
+        (Money(-50000, "INR"), "-₹500.00"),
+        (Money(99999999999999999, "INR"), "₹99,99,99,99,99,99,999.99"),
+        (Money(10000000, "USD"), "$100,000.00"),
+        (Money(99900, "USD"), "$999.00"),
+        (Money(-5, "USD"), "-$0.05"),
+        (Money(123450, "EUR"), "€1,234.50"),
+        (Money(123456789, "GBP"), "£1,234,567.89"),
+        (Money(100000, "JPY"), "¥100,000"),
+        (Money(-7, "JPY"), "-¥7"),
+        (Money(123450, "AED"), "AED 1,234.50"),
+        (Money(1234, "BHD"), "BHD 1.234"),
+        (Money(1234567, "KWD"), "KWD 1,234.567"),
+        (Money(-100, "CHF"), "-CHF 1.00"),
+        (Money(1000000, "KRW"), "KRW 1,000,000"),
+    ],
+)
+def test_format_money_reads_as_the_currency_expects(money: Money, text: str) -> None:
+    # given an amount in minor units
+    # when it is formatted for a reader
+    # then it has the currency's sign or code, grouping and number of digits
+    assert format_money(money) == text

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import date
+from decimal import Decimal
 from enum import Enum
 from typing import Any
 
@@ -36,6 +37,7 @@ from settle.models.activity import ActivityEvent
 from settle.models.agency import Role, User
 from settle.models.client import Client, Contact, Note
 from settle.models.deliverable import Deliverable, DeliverableKind, DeliverableStatus
+from settle.models.invoice import Invoice, InvoiceLine
 from settle.models.milestone import Milestone
 from settle.models.project import Project, Task, TimeEntry
 from settle.schema.schema import schema
@@ -427,6 +429,48 @@ mutation Action({signature}) {{
 """
 
 
+INVOICE_QUERY = """
+query Invoice($id: ID!) {
+  invoice(id: $id) { __typename id status }
+}
+"""
+
+INVOICES_QUERY = """
+query Invoices($filter: InvoiceFilter) {
+  invoices(first: 100, filter: $filter) {
+    __typename
+    totalCount
+    edges { node { id status } }
+  }
+}
+"""
+
+INVOICE_PREVIEW_URL = """
+query InvoicePreviewUrl($id: ID!) {
+  invoicePreviewUrl(id: $id) {
+    __typename
+    ... on DownloadUrl { url }
+    ... on Error { code message }
+  }
+}
+"""
+
+
+def invoice_mutation(
+    field: str, signature: str, arguments: str, success: str = "Invoice { id status }"
+) -> str:
+    """An invoice mutation answering with ``success`` (a type and its selection) or an error."""
+    return f"""
+mutation Action({signature}) {{
+  {field}({arguments}) {{
+    __typename
+    ... on {success}
+    ... on Error {{ code message }}
+  }}
+}}
+"""
+
+
 # --- the registry -----------------------------------------------------------
 
 
@@ -443,6 +487,8 @@ class Target:
     task_id: str  # the project's only task, assigned to user_id
     time_entry_id: str  # stopped, not billed, on task_id, logged by user_id
     user_id: str  # the agency member who logged time_entry_id
+    invoice_id: str  # a draft of the project, with one line
+    invoice_line_id: str  # that line
 
     @classmethod
     def unknown(cls) -> Target:
@@ -462,6 +508,8 @@ class Target:
                 self.task_id,
                 self.time_entry_id,
                 self.user_id,
+                self.invoice_id,
+                self.invoice_line_id,
             }
         )
 
@@ -798,6 +846,156 @@ REGISTRY: dict[str, Probe] = {
         entity="Project",
         viewer_denied=True,
     ),
+    "invoice": Probe(INVOICE_QUERY, lambda t: {"id": t.invoice_id}, Answer.NULL, "Invoice"),
+    "invoices": Probe(
+        INVOICES_QUERY,
+        lambda t: {"filter": {"clientId": t.client_id, "projectId": t.project_id}},
+        Answer.EMPTY,
+        "InvoiceConnection",
+    ),
+    "invoicePreviewUrl": Probe(
+        INVOICE_PREVIEW_URL,
+        lambda t: {"id": t.invoice_id},
+        Answer.NOT_FOUND,
+        "DownloadUrl",
+        entity="Invoice",
+    ),
+    "createInvoice": Probe(
+        invoice_mutation("createInvoice", "$input: CreateInvoiceInput!", "input: $input"),
+        lambda t: {
+            "input": {
+                "clientId": t.client_id,
+                "projectId": t.project_id,
+                "lines": [{"description": "Planted", "quantity": "1", "unitPrice": "1.00"}],
+            }
+        },
+        Answer.NOT_FOUND,
+        "Invoice",
+        entity="Client",
+        viewer_denied=True,
+    ),
+    "updateInvoice": Probe(
+        invoice_mutation(
+            "updateInvoice", "$id: ID!, $input: UpdateInvoiceInput!", "id: $id, input: $input"
+        ),
+        lambda t: {"id": t.invoice_id, "input": {"notes": "Taken over", "taxRate": "99"}},
+        Answer.NOT_FOUND,
+        "Invoice",
+    ),
+    "addInvoiceLine": Probe(
+        invoice_mutation(
+            "addInvoiceLine",
+            "$invoiceId: ID!, $input: InvoiceLineInput!",
+            "invoiceId: $invoiceId, input: $input",
+            "InvoiceLinePayload { line { id } }",
+        ),
+        lambda t: {
+            "invoiceId": t.invoice_id,
+            "input": {"description": "Planted", "quantity": "1", "unitPrice": "1.00"},
+        },
+        Answer.NOT_FOUND,
+        "InvoiceLinePayload",
+        entity="Invoice",
+    ),
+    "updateInvoiceLine": Probe(
+        invoice_mutation(
+            "updateInvoiceLine",
+            "$id: ID!, $input: UpdateInvoiceLineInput!",
+            "id: $id, input: $input",
+            "InvoiceLinePayload { line { id } }",
+        ),
+        lambda t: {"id": t.invoice_line_id, "input": {"unitPrice": "0.01"}},
+        Answer.NOT_FOUND,
+        "InvoiceLinePayload",
+        entity="InvoiceLine",
+    ),
+    "removeInvoiceLine": Probe(
+        invoice_mutation("removeInvoiceLine", "$id: ID!", "id: $id"),
+        lambda t: {"id": t.invoice_line_id},
+        Answer.NOT_FOUND,
+        "Invoice",
+        entity="InvoiceLine",
+    ),
+    "deleteInvoice": Probe(
+        invoice_mutation("deleteInvoice", "$id: ID!", "id: $id", "DeletedInvoice { id }"),
+        lambda t: {"id": t.invoice_id},
+        Answer.NOT_FOUND,
+        "DeletedInvoice",
+        entity="Invoice",
+    ),
+    "finalizeInvoice": Probe(
+        invoice_mutation("finalizeInvoice", "$id: ID!", "id: $id"),
+        lambda t: {"id": t.invoice_id},
+        Answer.NOT_FOUND,
+        "Invoice",
+    ),
+    "sendInvoice": Probe(
+        invoice_mutation(
+            "sendInvoice", "$id: ID!, $to: [String!]", 'id: $id, to: $to, message: "Hi"'
+        ),
+        lambda t: {"id": t.invoice_id, "to": ["spy@rival.test"]},
+        Answer.NOT_FOUND,
+        "Invoice",
+    ),
+    # The target invoice is a draft: the owner's own request proves it reached the row
+    # when it is told the move is not allowed from draft.
+    "resendInvoiceEmail": Probe(
+        invoice_mutation("resendInvoiceEmail", "$id: ID!", "id: $id"),
+        lambda t: {"id": t.invoice_id},
+        Answer.NOT_FOUND,
+        "InvalidTransitionError",
+        entity="Invoice",
+    ),
+    "markInvoiceViewed": Probe(
+        invoice_mutation("markInvoiceViewed", "$id: ID!", "id: $id"),
+        lambda t: {"id": t.invoice_id},
+        Answer.NOT_FOUND,
+        "InvalidTransitionError",
+        entity="Invoice",
+    ),
+    "voidInvoice": Probe(
+        invoice_mutation("voidInvoice", "$id: ID!", 'id: $id, reason: "Sabotage"'),
+        lambda t: {"id": t.invoice_id},
+        Answer.NOT_FOUND,
+        "InvalidTransitionError",
+        entity="Invoice",
+    ),
+    # The target's time has no rate and its milestone is pending: the owner is told there
+    # is nothing to bill, which only a request that reached the rows can learn.
+    "createInvoiceFromTimeEntries": Probe(
+        invoice_mutation(
+            "createInvoiceFromTimeEntries",
+            "$projectId: ID!",
+            'projectId: $projectId, from: "2026-03-01", to: "2026-03-31", groupBy: USER',
+        ),
+        lambda t: {"projectId": t.project_id},
+        Answer.NOT_FOUND,
+        "ValidationError",
+        entity="Project",
+        viewer_denied=True,
+    ),
+    "createInvoiceFromMilestones": Probe(
+        invoice_mutation(
+            "createInvoiceFromMilestones", "$milestoneIds: [ID!]!", "milestoneIds: $milestoneIds"
+        ),
+        lambda t: {"milestoneIds": [t.milestone_id]},
+        Answer.NOT_FOUND,
+        "ValidationError",
+        entity="Milestone",
+        viewer_denied=True,
+    ),
+    "createInvoiceUpload": Probe(
+        invoice_mutation(
+            "createInvoiceUpload",
+            "$invoiceId: ID!",
+            'invoiceId: $invoiceId, filename: "planted.pdf", sizeBytes: 1000',
+            "InvoiceUpload { uploadUrl invoice { id } }",
+        ),
+        lambda t: {"invoiceId": t.invoice_id},
+        Answer.NOT_FOUND,
+        "InvoiceUpload",
+        entity="Invoice",
+    ),
 }
 
 # --- reading the schema -----------------------------------------------------
@@ -878,6 +1076,8 @@ class Rows:
     deliverable: Deliverable
     task: Task
     time_entry: TimeEntry
+    invoice: Invoice
+    invoice_line: InvoiceLine
 
     @property
     def target(self) -> Target:
@@ -891,15 +1091,17 @@ class Rows:
             str(self.task.id),
             str(self.time_entry.id),
             str(self.time_entry.user_id),
+            str(self.invoice.id),
+            str(self.invoice_line.id),
         )
 
 
 async def client_rows(account: Account, name: str) -> Rows:
     """A client with a primary and a second contact and a note, each on the timeline.
 
-    And a project with a pending milestone, and a task with an hour logged on it,
-    written directly (off the timeline, so the timeline counts below stay those of
-    the CRM rows).
+    And a project with a pending milestone, a task with an hour logged on it, and a
+    draft invoice with one line, written directly (off the timeline, so the timeline
+    counts below stay those of the CRM rows).
     """
     client = await create_client(account, name=name, email=f"{name.lower()}@example.com")
     primary = await create_contact(account, client, name=f"{name} Primary", primary=True)
@@ -951,7 +1153,35 @@ async def client_rows(account: Account, name: str) -> Rows:
         minutes=60,
         currency="USD",
     )
-    return Rows(client, primary, contact, note, project, milestone, deliverable, task, time_entry)
+    invoice = await Invoice.create(
+        agency_id=account.agency_id,
+        client_id=client.id,
+        project_id=project.id,
+        currency="USD",
+        subtotal_minor=5_000,
+        total_minor=5_000,
+    )
+    invoice_line = await InvoiceLine.create(
+        agency_id=account.agency_id,
+        invoice_id=invoice.id,
+        description=f"{name} Hosting",
+        quantity=Decimal(1),
+        unit_price_minor=5_000,
+        amount_minor=5_000,
+    )
+    return Rows(
+        client,
+        primary,
+        contact,
+        note,
+        project,
+        milestone,
+        deliverable,
+        task,
+        time_entry,
+        invoice,
+        invoice_line,
+    )
 
 
 async def snapshot() -> dict[str, list[dict[str, Any]]]:
@@ -976,7 +1206,18 @@ def strings_in(value: Any) -> Iterator[str]:
 async def agency_ids(agency_id: uuid.UUID) -> set[str]:
     """The ids of every row an agency owns."""
     ids: set[str] = set()
-    for model in (Client, Contact, Note, ActivityEvent, User, Project, Milestone, Deliverable):
+    for model in (
+        Client,
+        Contact,
+        Note,
+        ActivityEvent,
+        User,
+        Project,
+        Milestone,
+        Deliverable,
+        Invoice,
+        InvoiceLine,
+    ):
         rows = await model.filter(agency_id=agency_id).values_list("id", flat=True)
         ids |= {str(row) for row in rows}
     return ids
@@ -985,10 +1226,10 @@ async def agency_ids(agency_id: uuid.UUID) -> set[str]:
 # --- the schema check ---------------------------------------------------------
 
 NEW_FIELDS = """
-input LineInput { projectId: ID! quantity: Int! }
-input InvoiceInput { lines: [LineInput!]! memo: String }
-extend type Query { invoice(id: ID!): String search(term: String!): String }
-extend type Mutation { createInvoice(input: InvoiceInput!): String }
+input GadgetPartInput { projectId: ID! quantity: Int! }
+input GadgetInput { parts: [GadgetPartInput!]! memo: String }
+extend type Query { gadget(id: ID!): String search(term: String!): String }
+extend type Mutation { createGadget(input: GadgetInput!): String }
 """
 
 
@@ -1009,12 +1250,12 @@ def test_a_new_id_field_without_an_entry_is_named() -> None:
     fields = id_fields(extended)
     problems = registry_gaps(fields, REGISTRY)
     # then both new fields, and only they, are named with their id slots
-    assert fields["invoice"] == {"id"}
-    assert fields["createInvoice"] == {"input.lines.projectId"}
+    assert fields["gadget"] == {"id"}
+    assert fields["createGadget"] == {"input.parts.projectId"}
     assert problems == [
-        "createInvoice takes an id (input.lines.projectId) but has no entry in REGISTRY "
+        "createGadget takes an id (input.parts.projectId) but has no entry in REGISTRY "
         "of tests/e2e/test_tenancy.py: add one so other tenants are proven not to reach it",
-        "invoice takes an id (id) but has no entry in REGISTRY "
+        "gadget takes an id (id) but has no entry in REGISTRY "
         "of tests/e2e/test_tenancy.py: add one so other tenants are proven not to reach it",
     ]
 

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import logging
 import re
-import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
-from typing import cast
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from settle.core.outbox import transaction
 from settle.core.settings import Settings, configure_settings, get_settings
@@ -28,6 +21,7 @@ from settle.tasks.auth import send_invitation
 from tests.conftest import Backend
 from tests.fixtures.factories import Account, create_client
 from tests.fixtures.graphql import GraphQLClient
+from tests.fixtures.smtp import Mailbox, body, files, free_port, parse, use_smtp
 
 INVITE_MEMBER = """
 mutation InviteMember($input: InviteMemberInput!) {
@@ -50,54 +44,6 @@ mutation AcceptInvitation($input: AcceptInvitationInput!) {
 
 SUBJECT = "Olive Owner invited you to join Northwind Studio on Settle"
 ACCEPT_LINK = re.compile(r"http://settle\.test/invitations/accept\?token=([A-Za-z0-9_-]+)")
-
-
-@dataclass
-class Mailbox:
-    """An SMTP handler: keeps each message it takes, or answers DATA with ``data_reply``."""
-
-    data_reply: str = "250 OK"
-    envelopes: list[Envelope] = field(default_factory=list)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.data_reply.startswith("250"):
-            self.envelopes.append(envelope)
-        return self.data_reply
-
-    def messages(self) -> list[EmailMessage]:
-        return [parse(cast(bytes, e.original_content or e.content)) for e in self.envelopes]
-
-
-def parse(raw: bytes) -> EmailMessage:
-    return cast(EmailMessage, email.message_from_bytes(raw, policy=email.policy.default))
-
-
-def body(message: EmailMessage, subtype: str) -> str:
-    part = message.get_body((subtype,))
-    assert part is not None, f"no text/{subtype} part"
-    return cast(EmailMessage, part).get_content()
-
-
-def files(directory: Path, pattern: str) -> set[Path]:
-    return set(directory.glob(pattern))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def use_smtp(port: int) -> Settings:
-    """Point the process settings (which the actor reads) at a local SMTP server."""
-    previous = get_settings()
-    configure_settings(
-        previous.model_copy(
-            update={"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_starttls": False}
-        )
-    )
-    return previous
 
 
 @pytest.fixture

@@ -114,7 +114,10 @@ def test_default_jobs_relay_the_outbox_on_the_configured_cron() -> None:
     jobs = default_jobs(settings)
 
     # then
-    assert jobs == [ScheduledJob("outbox.relay_pending", "*/5 * * * *", "outbox.relay_pending")]
+    assert jobs == [
+        ScheduledJob("outbox.relay_pending", "*/5 * * * *", "outbox.relay_pending"),
+        ScheduledJob("invoice.mark_overdue", "15 0 * * *", "invoice.mark_overdue"),
+    ]
 
 
 def test_default_jobs_reject_an_invalid_configured_cron() -> None:

@@ -1,0 +1,57 @@
+"""Agency resolvers: the agency's own details and invoice settings."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import strawberry
+
+from settle.resolvers.common import mutate, provided, require_actor
+from settle.schema.auth import Agency
+from settle.schema.context import Info
+from settle.schema.errors import PermissionDeniedError, ValidationError
+from settle.services import agency as agency_service
+
+AgencyResult = Annotated[
+    Agency | ValidationError | PermissionDeniedError, strawberry.union("AgencyResult")
+]
+
+
+@strawberry.input(description="Only the fields given change.")
+class UpdateAgencyInput:
+    name: str | None = strawberry.UNSET
+    address: str | None = strawberry.UNSET
+    email: str | None = strawberry.UNSET
+    tax_id: str | None = strawberry.UNSET
+    invoice_number_pattern: str | None = strawberry.UNSET
+    invoice_due_days: int | None = strawberry.UNSET
+    default_tax_rate: str | None = strawberry.UNSET
+
+
+async def update_agency(info: Info, input: UpdateAgencyInput) -> AgencyResult:
+    actor = require_actor(info)
+    values = provided(
+        {
+            "name": input.name,
+            "address": input.address,
+            "email": input.email,
+            "tax_id": input.tax_id,
+            "invoice_number_pattern": input.invoice_number_pattern,
+            "invoice_due_days": input.invoice_due_days,
+            "default_tax_rate": input.default_tax_rate,
+        }
+    )
+
+    async def run() -> Agency:
+        return Agency.from_model(await agency_service.update_agency(actor, values))
+
+    return await mutate(run)  # type: ignore[return-value]
+
+
+@strawberry.type
+class AgencyMutation:
+    update_agency: AgencyResult = strawberry.mutation(
+        resolver=update_agency,
+        description="Change the agency's details and invoice settings (owners and admins); a "
+        "new numbering pattern applies to invoices finalized from then on.",
+    )
