@@ -14,7 +14,7 @@ from settle.models.client import Client, Contact, Note
 from settle.models.deliverable import Deliverable
 from settle.models.invoice import Invoice, InvoiceLine
 from settle.models.milestone import Milestone
-from settle.models.project import Task, TimeEntry
+from settle.models.project import Project, Task, TimeEntry
 from settle.services import client as client_service
 from settle.services import deliverable as deliverable_service
 from settle.services import invoice as invoice_service
@@ -30,6 +30,7 @@ class Loaders:
     def __init__(self, actor: Actor | None, *, cache: bool = True) -> None:
         self.actor = actor
         self.client = DataLoader(self._clients, cache=cache)
+        self.project = DataLoader(self._projects, cache=cache)
         self.contacts = DataLoader(self._contacts, cache=cache)
         self.user = DataLoader(self._users, cache=cache)
         self.agency = DataLoader(self._agencies, cache=cache)
@@ -78,6 +79,10 @@ class Loaders:
 
     async def _clients(self, ids: Sequence[uuid.UUID]) -> list[Client | None]:
         found = await client_service.clients_by_ids(self._require_actor(), ids)
+        return [found.get(i) for i in ids]
+
+    async def _projects(self, ids: Sequence[uuid.UUID]) -> list[Project | None]:
+        found = await project_service.projects_by_ids(self._require_actor(), ids)
         return [found.get(i) for i in ids]
 
     async def _contacts(self, ids: Sequence[uuid.UUID]) -> list[list[Contact]]:

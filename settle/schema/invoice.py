@@ -20,6 +20,7 @@ from settle.services import invoice as invoice_service
 
 if TYPE_CHECKING:
     from settle.schema.activity import ActivityEvent
+    from settle.schema.project import Project
 
 RATE_DESCRIPTION = 'Percentage from 0 to 100 with at most three decimals, e.g. "18" or "12.5".'
 
@@ -255,6 +256,17 @@ class Invoice:
     async def client(self, info: Info) -> Client | None:
         row = await info.context.loaders.client.load(self._row.client_id)
         return Client.from_model(row) if row else None
+
+    @strawberry.field(description="The project it bills, when it bills one.")
+    async def project(
+        self, info: Info
+    ) -> Annotated[Project, strawberry.lazy("settle.schema.project")] | None:
+        from settle.schema.project import Project
+
+        if self._row.project_id is None:
+            return None
+        row = await info.context.loaders.project.load(self._row.project_id)
+        return Project.from_model(row) if row else None
 
     @strawberry.field(description="The lines in their order; batched across a list of invoices.")
     async def line_items(self, info: Info) -> list[InvoiceLine]:

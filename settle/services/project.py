@@ -262,6 +262,12 @@ def _projects(actor: Actor) -> QuerySet[Project]:
     return scoped(Project, actor).filter(client__deleted_at__isnull=True)
 
 
+async def projects_by_ids(actor: Actor, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Project]:
+    """Batch lookup for loaders: the projects among ``ids`` the actor may see."""
+    rows = await _projects(actor).filter(id__in=list(ids))
+    return {row.id: row for row in rows}
+
+
 async def get_project(actor: Actor, project_id: uuid.UUID) -> Project:
     """A project the actor may see (archived ones too), or NotFoundError."""
     return await get_visible(_projects(actor), project_id, "Project")

@@ -1358,18 +1358,22 @@ LIST_WITH_CHILDREN = """
 query {
   invoices(first: 100) {
     totalCount
-    edges { node { id lineItems { id } client { name } } }
+    edges { node { id lineItems { id } client { name } project { name } } }
   }
 }
 """
 
 
 async def _invoices_with_lines(owner: Account, clients: list[Client], count: int) -> None:
-    """``count`` drafts spread over ``clients``, with two lines each, written in bulk."""
+    """``count`` drafts spread over ``clients`` and a project of each, with two lines each."""
+    projects = [
+        await create_project(owner, client, name=f"{client.name} site") for client in clients
+    ]
     invoices = [
         Invoice(
             agency_id=owner.agency_id,
             client_id=clients[n % len(clients)].id,
+            project_id=projects[n % len(clients)].id,
             currency="INR",
         )
         for n in range(count)
@@ -1413,8 +1417,11 @@ async def test_a_page_of_invoices_costs_the_same_queries_whatever_its_size(
     for node in (e["node"] for e in large["invoices"]["edges"]):
         lines = await InvoiceLine.filter(invoice_id=node["id"]).order_by("position")
         assert node["lineItems"] == [{"id": str(row.id)} for row in lines]
-        assert node["client"] == {"name": names[(await Invoice.get(id=node["id"])).client_id]}
+        client_name = names[(await Invoice.get(id=node["id"])).client_id]
+        assert node["client"] == {"name": client_name}
+        assert node["project"] == {"name": f"{client_name} site"}
     # and the number of SQL statements is the same
     assert large_count.count == small_count.count, (small_count.queries, large_count.queries)
-    # (the caller, the count, the page, the visible ones among them, their lines, the clients)
-    assert large_count.count == 6, large_count.queries
+    # (the caller, the count, the page, the visible ones among them, their lines, the clients,
+    # the projects)
+    assert large_count.count == 7, large_count.queries
