@@ -35,6 +35,7 @@ from settle.schema.schema import schema
 from settle.services import auth as auth_service
 from settle.subscriptions.bus import EventBus, create_bus, set_bus
 from settle.tasks.broker import configure_broker
+from settle.webhooks import webhook_routes
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,7 @@ def create_app(settings: Settings, *, manage_runtime: bool = True) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *file_routes(),
+            *webhook_routes(),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,

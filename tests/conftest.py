@@ -8,6 +8,7 @@ whose service is missing is skipped, or fails under CI=true.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +118,14 @@ async def _truncate_all(backend: Backend) -> None:
         quoted = ", ".join(f'"{table}"' for table in tables)
         await conn.execute_script(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE")
     else:
+        # The audit log refuses deletes (migration 0007); between tests its triggers step
+        # aside. PostgreSQL's TRUNCATE fires no row triggers, so it needs no such dance.
+        append_only = importlib.import_module("settle.migrations.0007_payment_audit_append_only")
         statements = "".join(f'DELETE FROM "{table}";' for table in tables)
-        await conn.execute_script(f"PRAGMA foreign_keys=OFF;{statements}PRAGMA foreign_keys=ON;")
+        await conn.execute_script(
+            f"PRAGMA foreign_keys=OFF;{append_only.SQLITE_DOWN}{statements}"
+            f"{append_only.SQLITE_UP}PRAGMA foreign_keys=ON;"
+        )
 
 
 @pytest.fixture

@@ -43,12 +43,23 @@ class Settings(BaseSettings):
     mail_from: str = "Settle <no-reply@settle.invalid>"
 
     stripe_secret_key: SecretStr | None = None
+    stripe_publishable_key: str | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
     razorpay_key_id: str | None = None
     razorpay_key_secret: SecretStr | None = None
     razorpay_webhook_secret: SecretStr | None = None
     razorpay_api_base: str | None = None
+    # The offline sandbox gateway (a hosted Pay / Fail page anyone with the link can
+    # press): unset means on, except in production, where it must be asked for.
+    sandbox_payments: bool | None = None
+    # The gateway for a currency the agency has not mapped (``Agency.payment_providers``).
+    default_payment_provider: str = "sandbox"
+    # Reconciliation asks the gateway about payments pending longer than this, at
+    # growing intervals, and gives up (leaving the payment flagged) after the last.
+    payment_reconcile_after_seconds: int = Field(default=15 * 60, gt=0)
+    payment_reconcile_max_attempts: int = Field(default=8, gt=0)
+    payment_reconcile_cron: str = "*/10 * * * *"
 
     outbox_relay_cron: str = "* * * * *"
     outbox_stale_seconds: int = Field(default=30, ge=0)
@@ -100,6 +111,12 @@ class Settings(BaseSettings):
     @property
     def mail_dir(self) -> Path:
         return self.var_dir / "mail"
+
+    @property
+    def sandbox_payments_enabled(self) -> bool:
+        if self.sandbox_payments is not None:
+            return self.sandbox_payments
+        return not self.is_production
 
     @property
     def embedded(self) -> bool:

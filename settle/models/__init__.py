@@ -27,6 +27,17 @@ from settle.models.milestone import (
     MilestoneStatus,
 )
 from settle.models.outbox import OutboxKind, OutboxMessage
+from settle.models.payment import (
+    OfflineMethod,
+    Payment,
+    PaymentAllocation,
+    PaymentAuditEntry,
+    PaymentProvider,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+    WebhookEvent,
+)
 from settle.models.project import (
     Project,
     ProjectStatus,
@@ -60,14 +71,23 @@ __all__ = [
     "MilestonePaymentStatus",
     "MilestoneStatus",
     "Note",
+    "OfflineMethod",
     "OutboxKind",
     "OutboxMessage",
+    "Payment",
+    "PaymentAllocation",
+    "PaymentAuditEntry",
+    "PaymentProvider",
+    "PaymentStatus",
     "Project",
     "ProjectStatus",
+    "Refund",
+    "RefundStatus",
     "Role",
     "Task",
     "TaskPriority",
     "TaskStatus",
     "TimeEntry",
     "User",
+    "WebhookEvent",
 ]

@@ -48,6 +48,9 @@ class Agency(BaseModel):
     default_tax_rate: Decimal = fields.DecimalField(
         max_digits=6, decimal_places=3, default=Decimal(0)
     )
+    # The gateway each currency is collected through ({"INR": "razorpay", "USD": "stripe"});
+    # a currency not listed uses the configured default provider.
+    payment_providers: dict[str, str] = fields.JSONField(default=dict)
 
     class Meta:
         table = "agency"

@@ -85,6 +85,8 @@ class Invoice(TenantModel):
     tax_minor: int = fields.BigIntField(default=0)
     total_minor: int = fields.BigIntField(default=0)
     amount_paid_minor: int = fields.BigIntField(default=0)
+    # Given back out of what was paid (refunds); the paid amount keeps what was received.
+    amount_refunded_minor: int = fields.BigIntField(default=0)
     issued_at = fields.DatetimeField(null=True)
     viewed_at = fields.DatetimeField(null=True)
     overdue_at = fields.DatetimeField(null=True)

@@ -1251,26 +1251,40 @@ async def generate_for_milestone(milestone_id: uuid.UUID) -> Invoice | None:
         return await Invoice.get_or_none(id=milestone.invoice_id)
     if milestone.status not in (MilestoneStatus.APPROVED, MilestoneStatus.PAID):
         return None
-    agency = await Agency.get(id=milestone.agency_id)
-    client = await Client.get(id=milestone.client_id)
-    project = await Project.get(id=milestone.project_id)
+    invoice = await issue_for_milestones([milestone], source=InvoiceSource.MILESTONE_APPROVAL)
+    milestone.invoice_id = invoice.id
+    if milestone.status == MilestoneStatus.PAID:
+        await apply_milestone_payment(milestone, actor=None)
+    primary = await primary_contact_email(milestone.client_id)
+    if primary is not None:
+        await _request_delivery(None, invoice, [primary], [], None, verb="email_requested")
+    return invoice
+
+
+async def issue_for_milestones(
+    milestones: Sequence[Milestone], *, source: InvoiceSource = InvoiceSource.MILESTONES
+) -> Invoice:
+    """Issue one invoice billing these milestones (of one client and currency) for Settle itself.
+
+    The caller holds the milestones' row locks and has checked they are not invoiced.
+    """
+    first = milestones[0]
+    agency = await Agency.get(id=first.agency_id)
+    client = await Client.get(id=first.client_id)
+    project_ids = {m.project_id for m in milestones}
+    project = await Project.get(id=first.project_id) if len(project_ids) == 1 else None
     invoice, _ = await _create_draft(
         None,
         agency=agency,
         client=client,
         project=project,
-        source=InvoiceSource.MILESTONE_APPROVAL,
+        source=source,
         data={},
-        lines=[_milestone_line(milestone, 0)],
+        lines=[_milestone_line(m, index) for index, m in enumerate(milestones)],
+        currency=first.currency,
     )
-    await _bill_milestones(invoice, [milestone])
-    milestone.invoice_id = invoice.id
+    await _bill_milestones(invoice, milestones)
     await _finalize(None, invoice)
-    if milestone.status == MilestoneStatus.PAID:
-        await apply_milestone_payment(milestone, actor=None)
-    primary = await primary_contact_email(client.id)
-    if primary is not None:
-        await _request_delivery(None, invoice, [primary], [], None, verb="email_requested")
     return invoice
 
 

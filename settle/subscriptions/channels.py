@@ -8,3 +8,8 @@ import uuid
 def activity(agency_id: uuid.UUID | str) -> str:
     """Timeline events of one agency."""
     return f"settle.agency.{agency_id}.activity"
+
+
+def payments(agency_id: uuid.UUID | str) -> str:
+    """Payment status changes of one agency."""
+    return f"settle.agency.{agency_id}.payments"

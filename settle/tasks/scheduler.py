@@ -69,6 +69,7 @@ def default_jobs(settings: Settings) -> list[ScheduledJob]:
         ScheduledJob("outbox.relay_pending", settings.outbox_relay_cron, "outbox.relay_pending"),
         # Daily, soon after the UTC date changes: overdue is judged by the UTC date.
         ScheduledJob("invoice.mark_overdue", "15 0 * * *", "invoice.mark_overdue"),
+        ScheduledJob("payment.reconcile", settings.payment_reconcile_cron, "payment.reconcile"),
     ]
 
 

@@ -117,6 +117,7 @@ def test_default_jobs_relay_the_outbox_on_the_configured_cron() -> None:
     assert jobs == [
         ScheduledJob("outbox.relay_pending", "*/5 * * * *", "outbox.relay_pending"),
         ScheduledJob("invoice.mark_overdue", "15 0 * * *", "invoice.mark_overdue"),
+        ScheduledJob("payment.reconcile", "*/10 * * * *", "payment.reconcile"),
     ]
 
 
