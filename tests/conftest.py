@@ -25,6 +25,10 @@ from settle.core.db import is_postgres, migrate
 from settle.core.settings import Environment, Settings, configure_settings
 from tests.fixtures.factories import Account, create_agency
 from tests.fixtures.graphql import GraphQLClient
+
+# Session-wide fake gateways, started once for every test that asks for them.
+from tests.fixtures.localstripe import localstripe_server  # noqa: F401
+from tests.fixtures.razorpay import razorpay_fake  # noqa: F401
 from tests.fixtures.services import (
     REDIS_URL,
     check_redis,

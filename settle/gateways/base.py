@@ -55,6 +55,8 @@ class PaymentRequest:
     customer_name: str | None = None
     # Where a hosted page sends the payer afterwards.
     return_url: str | None = None
+    # A hosted page (``Checkout.checkout_url``) rather than what a frontend SDK confirms.
+    hosted: bool = False
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -17,6 +17,12 @@ AgencyResult = Annotated[
 ]
 
 
+@strawberry.input(description="Payments in this currency go through this gateway.")
+class PaymentProviderChoiceInput:
+    currency: str
+    provider: str = strawberry.field(description="stripe, razorpay or sandbox.")
+
+
 @strawberry.input(description="Only the fields given change.")
 class UpdateAgencyInput:
     name: str | None = strawberry.UNSET
@@ -26,6 +32,10 @@ class UpdateAgencyInput:
     invoice_number_pattern: str | None = strawberry.UNSET
     invoice_due_days: int | None = strawberry.UNSET
     default_tax_rate: str | None = strawberry.UNSET
+    payment_providers: list[PaymentProviderChoiceInput] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="The whole currency → gateway map (replaces the previous one).",
+    )
 
 
 async def update_agency(info: Info, input: UpdateAgencyInput) -> AgencyResult:
@@ -39,6 +49,11 @@ async def update_agency(info: Info, input: UpdateAgencyInput) -> AgencyResult:
             "invoice_number_pattern": input.invoice_number_pattern,
             "invoice_due_days": input.invoice_due_days,
             "default_tax_rate": input.default_tax_rate,
+            "payment_providers": (
+                input.payment_providers
+                if not isinstance(input.payment_providers, list)
+                else {choice.currency: choice.provider for choice in input.payment_providers}
+            ),
         }
     )
 

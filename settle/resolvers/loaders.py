@@ -5,23 +5,34 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from functools import partial
+from typing import TypeVar
 
 from strawberry.dataloader import DataLoader
 
-from settle.core.tenancy import Actor
+from settle.core.tenancy import Actor, scoped
 from settle.models.agency import Agency, User
 from settle.models.client import Client, Contact, Note
 from settle.models.deliverable import Deliverable
-from settle.models.invoice import Invoice, InvoiceLine
+from settle.models.invoice import Invoice, InvoiceLine, InvoiceStatus
 from settle.models.milestone import Milestone
+from settle.models.payment import (
+    Payment,
+    PaymentAllocation,
+    PaymentAuditEntry,
+    Refund,
+    WebhookEvent,
+)
 from settle.models.project import Project, Task, TimeEntry
 from settle.services import client as client_service
 from settle.services import deliverable as deliverable_service
 from settle.services import invoice as invoice_service
 from settle.services import milestone as milestone_service
+from settle.services import payment as payment_service
 from settle.services import project as project_service
 from settle.services import task as task_service
 from settle.services import time_entry as time_entry_service
+
+PaymentChild = TypeVar("PaymentChild", PaymentAllocation, Refund, PaymentAuditEntry, WebhookEvent)
 
 
 class Loaders:
@@ -41,6 +52,13 @@ class Loaders:
         self.task = DataLoader(self._tasks, cache=cache)
         self.invoice_lines = DataLoader(self._invoice_lines, cache=cache)
         self.milestone_invoice = DataLoader(self._milestone_invoices, cache=cache)
+        self.invoice = DataLoader(self._invoices, cache=cache)
+        self.milestone = DataLoader(self._milestones, cache=cache)
+        self.invoice_payments = DataLoader(self._invoice_payments, cache=cache)
+        self.payment_allocations = DataLoader(self._payment_allocations, cache=cache)
+        self.payment_refunds = DataLoader(self._payment_refunds, cache=cache)
+        self.payment_audit_log = DataLoader(self._payment_audit_log, cache=cache)
+        self.payment_webhook_events = DataLoader(self._payment_webhook_events, cache=cache)
         self._latest_notes: dict[int, DataLoader[uuid.UUID, tuple[list[Note], int]]] = {}
         self._project_tasks: dict[int, DataLoader[uuid.UUID, tuple[list[Task], int]]] = {}
         self._project_time_entries: dict[
@@ -133,6 +151,57 @@ class Loaders:
         """The live invoice billing each milestone, by milestone id (null for none)."""
         found = await invoice_service.invoices_for_milestones(self._require_actor(), ids)
         return [found.get(i) for i in ids]
+
+    async def _invoices(self, ids: Sequence[uuid.UUID]) -> list[Invoice | None]:
+        """Invoices by id, as the invoice service scopes them (no drafts for client users)."""
+        actor = self._require_actor()
+        qs = scoped(Invoice, actor).filter(id__in=list(ids))
+        if actor.is_client_user:
+            qs = qs.exclude(status=InvoiceStatus.DRAFT)
+        found = {row.id: row for row in await qs}
+        return [found.get(i) for i in ids]
+
+    async def _milestones(self, ids: Sequence[uuid.UUID]) -> list[Milestone | None]:
+        """Milestones by id, as the milestone service scopes them (not a deleted client's)."""
+        rows = await scoped(Milestone, self._require_actor()).filter(
+            id__in=list(ids), project__client__deleted_at__isnull=True
+        )
+        found = {row.id: row for row in rows}
+        return [found.get(i) for i in ids]
+
+    async def _invoice_payments(self, ids: Sequence[uuid.UUID]) -> list[list[Payment]]:
+        """Each invoice's payments, newest first."""
+        found = await payment_service.payments_for_invoices(self._require_actor(), ids)
+        return [found.get(i, []) for i in ids]
+
+    async def _payment_allocations(self, ids: Sequence[uuid.UUID]) -> list[list[PaymentAllocation]]:
+        """What each payment pays; callers pass ids of payments the actor already sees."""
+        return await self._payment_children(PaymentAllocation, ids, "created_at")
+
+    async def _payment_refunds(self, ids: Sequence[uuid.UUID]) -> list[list[Refund]]:
+        """Each payment's refunds, oldest first (ids of payments the actor sees)."""
+        return await self._payment_children(Refund, ids, "created_at")
+
+    async def _payment_audit_log(self, ids: Sequence[uuid.UUID]) -> list[list[PaymentAuditEntry]]:
+        """Each payment's audit entries, oldest first (ids of payments the actor sees)."""
+        return await self._payment_children(PaymentAuditEntry, ids, "created_at")
+
+    async def _payment_webhook_events(self, ids: Sequence[uuid.UUID]) -> list[list[WebhookEvent]]:
+        """The gateway events matched to each payment, oldest first (ids the actor sees)."""
+        return await self._payment_children(WebhookEvent, ids, "received_at")
+
+    async def _payment_children(
+        self, model: type[PaymentChild], ids: Sequence[uuid.UUID], order: str
+    ) -> list[list[PaymentChild]]:
+        actor = self._require_actor()
+        rows = await model.filter(agency_id=actor.agency_id, payment_id__in=list(ids)).order_by(
+            order, "id"
+        )
+        # Keyed by the optional id: a webhook event's payment is known only once matched.
+        grouped: dict[uuid.UUID | None, list[PaymentChild]] = {i: [] for i in ids}
+        for row in rows:
+            grouped[row.payment_id].append(row)
+        return [grouped[i] for i in ids]
 
     async def _payment_states(
         self, ids: Sequence[uuid.UUID]

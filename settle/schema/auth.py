@@ -21,6 +21,12 @@ Role = strawberry.enum(models.Role, description="What a user may do in an agency
 
 
 @strawberry.type
+class PaymentProviderChoice:
+    currency: str
+    provider: str
+
+
+@strawberry.type
 class Agency:
     id: strawberry.ID
     name: str
@@ -38,6 +44,9 @@ class Agency:
     default_tax_rate: str = strawberry.field(
         description='Tax percentage new invoices start with, e.g. "18".'
     )
+    payment_providers: list[PaymentProviderChoice] = strawberry.field(
+        description="The gateway per currency; other currencies use the server's default."
+    )
 
     @classmethod
     def from_model(cls, agency: models.Agency) -> Agency:
@@ -50,6 +59,10 @@ class Agency:
             invoice_number_pattern=agency.invoice_number_pattern,
             invoice_due_days=agency.invoice_due_days,
             default_tax_rate=format_rate(agency.default_tax_rate),
+            payment_providers=[
+                PaymentProviderChoice(currency=currency, provider=provider)
+                for currency, provider in sorted((agency.payment_providers or {}).items())
+            ],
         )
 
 

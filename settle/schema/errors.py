@@ -8,6 +8,7 @@ import strawberry
 
 from settle.core import errors as domain
 from settle.services import invoice as invoice_service
+from settle.services import payment as payment_service
 
 if TYPE_CHECKING:
     from settle.schema.invoice import InvoiceStatus
@@ -65,6 +66,14 @@ class InvoiceNotEditableError(Error):
     status: Annotated[InvoiceStatus, strawberry.lazy("settle.schema.invoice")]  # type: ignore[valid-type]
 
 
+@strawberry.type(
+    description="The payment gateway did not answer: nothing was charged, and the same call "
+    "may be repeated. `code` is GATEWAY_UNAVAILABLE."
+)
+class GatewayUnavailableError(Error):
+    pass
+
+
 ERROR_TYPES: tuple[type, ...] = (
     ValidationError,
     NotFoundError,
@@ -74,6 +83,7 @@ ERROR_TYPES: tuple[type, ...] = (
     InvalidTransitionError,
     AccessLockedError,
     InvoiceNotEditableError,
+    GatewayUnavailableError,
 )
 
 
@@ -93,6 +103,8 @@ def to_error(exc: domain.AppError) -> Error:
         return AccessLockedError(code=exc.code, message=exc.message)
     if isinstance(exc, invoice_service.InvoiceNotEditableError):
         return InvoiceNotEditableError(code=exc.code, message=exc.message, status=exc.status)
+    if isinstance(exc, payment_service.GatewayUnavailableError):
+        return GatewayUnavailableError(code=exc.code, message=exc.message)
     if isinstance(exc, domain.ConflictError):
         return ConflictError(code=exc.code, message=exc.message)
     raise TypeError(f"no schema error type for {type(exc).__name__}") from exc

@@ -20,6 +20,7 @@ from settle.services import invoice as invoice_service
 
 if TYPE_CHECKING:
     from settle.schema.activity import ActivityEvent
+    from settle.schema.payment import Payment
     from settle.schema.project import Project
 
 RATE_DESCRIPTION = 'Percentage from 0 to 100 with at most three decimals, e.g. "18" or "12.5".'
@@ -300,6 +301,17 @@ class Invoice:
         from settle.resolvers.invoice import invoice_deliveries
 
         return await invoice_deliveries(info, self._row.id)
+
+    @strawberry.field(
+        description="The payments of the invoice (a bulk payment pays part of it), newest first."
+    )
+    async def payments(
+        self, info: Info
+    ) -> list[Annotated[Payment, strawberry.lazy("settle.schema.payment")]]:
+        from settle.schema.payment import Payment
+
+        rows = await info.context.loaders.invoice_payments.load(self._row.id)
+        return [Payment.from_model(row) for row in rows]
 
     @strawberry.field(description="What happened to this invoice, newest first.")
     async def timeline(

@@ -19,6 +19,7 @@ from settle.resolvers.agency import AgencyMutation
 from settle.resolvers.deliverable import DeliverableMutation, DeliverableQuery
 from settle.resolvers.invoice import InvoiceMutation, InvoiceQuery
 from settle.resolvers.milestone import MilestoneMutation, MilestoneQuery
+from settle.resolvers.payment import PaymentMutation, PaymentQuery
 from settle.resolvers.project import ProjectMutation, ProjectQuery
 from settle.resolvers.task import TaskMutation, TaskQuery
 from settle.resolvers.time_entry import TimeEntryMutation, TimeEntryQuery
@@ -28,6 +29,7 @@ from settle.schema.auth import User
 from settle.schema.client import Client, Contact, Note
 from settle.schema.common import Connection
 from settle.subscriptions import activity as activity_subscriptions
+from settle.subscriptions import payment as payment_subscriptions
 
 
 @strawberry.type
@@ -90,6 +92,7 @@ QUERY_TYPES: tuple[type, ...] = (
     DeliverableQuery,
     InvoiceQuery,
     MilestoneQuery,
+    PaymentQuery,
     ProjectQuery,
     TaskQuery,
     TimeEntryQuery,
@@ -100,6 +103,7 @@ MUTATION_TYPES: tuple[type, ...] = (
     DeliverableMutation,
     InvoiceMutation,
     MilestoneMutation,
+    PaymentMutation,
     ProjectMutation,
     TaskMutation,
     TimeEntryMutation,
@@ -112,6 +116,11 @@ Mutation = merge_types("Mutation", MUTATION_TYPES)
 @strawberry.type
 class Subscription:
     activity_added = strawberry.subscription(resolver=activity_subscriptions.activity_added)
+    payment_status_changed = strawberry.subscription(
+        resolver=payment_subscriptions.payment_status_changed,
+        description="Changes to the payments the caller may see (a client user's own "
+        "client's); projectId, invoiceId and paymentId each narrow them when given.",
+    )
 
 
 def _should_mask(error: GraphQLError) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 from settle.core import validation
 from settle.core.db import lock_rows
 from settle.core.errors import ValidationError
+from settle.core.money import normalize_currency
 from settle.core.tenancy import MANAGERS, Actor
 from settle.models.agency import Agency
 from settle.services import activity
@@ -41,8 +42,28 @@ def clean_agency_fields(values: dict[str, Any]) -> dict[str, Any]:
             cleaned[key] = value
         elif key == "default_tax_rate":
             cleaned[key] = clean_rate("defaultTaxRate", value)
+        elif key == "payment_providers":
+            cleaned[key] = clean_payment_providers(value)
         else:
             raise ValidationError(key, f"Unknown field {key}")
+    return cleaned
+
+
+PAYMENT_PROVIDER_CHOICES = ("stripe", "razorpay", "sandbox")
+
+
+def clean_payment_providers(value: dict[str, str] | None) -> dict[str, str]:
+    """Currency -> gateway, e.g. {"INR": "razorpay", "USD": "stripe"}; codes upper-cased."""
+    cleaned: dict[str, str] = {}
+    for currency, provider in (value or {}).items():
+        code = normalize_currency(currency, "paymentProviders.currency")
+        if provider not in PAYMENT_PROVIDER_CHOICES:
+            raise ValidationError(
+                "paymentProviders.provider",
+                f"provider must be one of {', '.join(PAYMENT_PROVIDER_CHOICES)}",
+                code="INVALID_PROVIDER",
+            )
+        cleaned[code] = provider
     return cleaned
 
 

@@ -17,6 +17,7 @@ from settle.models.agency import User
 from settle.models.client import Client
 from settle.models.invoice import DiscountKind
 from settle.models.milestone import MilestoneKind
+from settle.models.payment import OfflineMethod
 from settle.models.project import TaskStatus
 from settle.services import agency as agency_service
 from settle.services import auth as auth_service
@@ -24,6 +25,7 @@ from settle.services import client as client_service
 from settle.services import deliverable as deliverable_service
 from settle.services import invoice as invoice_service
 from settle.services import milestone as milestone_service
+from settle.services import payment as payment_service
 from settle.services import project as project_service
 from settle.services import task as task_service
 from settle.services import time_entry as time_entry_service
@@ -275,8 +277,13 @@ async def _load_invoices(
         tax_rate="18",
         terms="GST 18% on services; 12% on retouching.",
     )
-    await invoice_service.record_payment(
-        paid, (await invoice_service.get_invoice(actor, paid)).total_minor, actor=actor
+    await payment_service.record_offline_payment(
+        actor,
+        paid,
+        amount="69900.00",
+        method=OfflineMethod.BANK_TRANSFER,
+        reference="NEFT UTIB0000123 / 88231",
+        explorer_url=None,
     )
     partly = await issue(
         acme,
@@ -285,7 +292,14 @@ async def _load_invoices(
             _line("On-call hours", "6.5", "120.00"),
         ],
     )
-    await invoice_service.record_payment(partly, 100000, actor=actor)
+    await payment_service.record_offline_payment(
+        actor,
+        partly,
+        amount="1000.00",
+        method=OfflineMethod.CRYPTO,
+        reference="0x5c5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e",
+        explorer_url="https://etherscan.io/tx/0x5c5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e",
+    )
     viewed = await issue(fjord, [_line("Podcast intro animation", "1", "1200.00")])
     await invoice_service.mark_invoice_viewed(actor, viewed)
     await invoice_service.create_invoice_from_time_entries(

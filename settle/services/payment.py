@@ -126,6 +126,8 @@ class PaymentFilter:
     until: datetime | None = None
     min_amount_minor: int | None = None
     max_amount_minor: int | None = None
+    # Amounts compare in minor units, which mean something only within one currency.
+    currency: str | None = None
 
 
 PAYMENT_ORDER_FIELDS = ("created_at", "amount_minor")
@@ -160,6 +162,8 @@ async def list_payments(
         qs = qs.filter(amount_minor__gte=flt.min_amount_minor)
     if flt.max_amount_minor is not None:
         qs = qs.filter(amount_minor__lte=flt.max_amount_minor)
+    if flt.currency is not None:
+        qs = qs.filter(currency=flt.currency)
     return await paginate(qs, first=first, after=after, ordering=Ordering(order_by, descending))
 
 
@@ -347,7 +351,8 @@ async def provider_for(
         raise ValidationError("provider", f"Unknown payment provider {chosen}") from None
 
 
-def _gateway(provider: PaymentProvider) -> PaymentGateway:
+def gateway_for(provider: PaymentProvider) -> PaymentGateway:
+    """The gateway of a provider; PROVIDER_NOT_CONFIGURED as a typed error when it is not."""
     try:
         return get_gateway(provider)
     except GatewayNotConfiguredError as exc:
@@ -411,12 +416,16 @@ async def prepare_milestone_payment(
                 f"Milestone {m.title} is {m.status.value}: only approved milestones are paid",
                 code="NOT_PAYABLE",
             )
-    existing = await _open_payment({"milestone_id__in": ids})
+    # A payment of a whole invoice (payInvoice) pays the milestones it bills as well.
+    invoiced = [m.invoice_id for m in milestones if m.invoice_id is not None]
+    existing = await _open_payment({"milestone_id__in": ids}) or await _open_payment(
+        {"invoice_id__in": invoiced, "milestone_id__isnull": True}
+    )
     if existing is not None:
         return existing, True
     currency = milestones[0].currency
     chosen = await provider_for(actor.agency_id, currency, provider)
-    gateway = _gateway(chosen)
+    gateway = gateway_for(chosen)
     await _invoice_uninvoiced(milestones)
     items = await _milestone_items(milestones)
     total = sum(item.amount_minor for item in items)
@@ -503,7 +512,7 @@ async def prepare_invoice_payment(
     if existing is not None:
         return existing, True
     chosen = await provider_for(actor.agency_id, invoice.currency, provider)
-    gateway = _gateway(chosen)
+    gateway = gateway_for(chosen)
     owed = invoice.total_minor - invoice.amount_paid_minor
     check_limits(Money(owed, invoice.currency), gateway)
     payment = await Payment.create(
@@ -552,7 +561,7 @@ async def ensure_checkout(payment_id: uuid.UUID, *, description: str) -> Payment
     payment = await lock_rows(Payment.filter(id=payment_id)).get()
     if payment.provider_order_id is not None or payment.status not in OPEN_PAYMENT_STATUSES:
         return payment
-    gateway = _gateway(payment.provider)
+    gateway = gateway_for(payment.provider)
     client = await Client.get(id=payment.client_id)
     primary = await invoice_service.primary_contact_email(client.id)
     try:
@@ -710,8 +719,34 @@ async def _apply_success(payment: Payment, event: GatewayEvent) -> str:
     mismatch = _mismatch(payment, event)
     if mismatch is not None:
         return await _flag(payment, f"The gateway reported {mismatch}; not applied")
+    unpayable = await _unpayable(payment)
+    if unpayable is not None:
+        # Raising instead would retry the event forever and leave money taken unrecorded.
+        return await _flag(payment, f"The gateway reported a success, but {unpayable}; not applied")
     await mark_succeeded(payment, provider_payment_id=event.provider_payment_id, actor=None)
     return "applied"
+
+
+async def _unpayable(payment: Payment) -> str | None:
+    """Why the invoices a payment pays can no longer take its money, if they cannot.
+
+    Another payment (a retry after this one failed, say, or money recorded
+    offline) may have paid them since, or they were voided: this payment's
+    money is then for a person to refund, not to apply twice.
+    """
+    wanted: dict[uuid.UUID, int] = {}
+    for allocation in await PaymentAllocation.filter(payment_id=payment.id):
+        wanted[allocation.invoice_id] = wanted.get(allocation.invoice_id, 0) + (
+            allocation.amount_minor
+        )
+    for invoice in await lock_rows(Invoice.filter(id__in=list(wanted)).order_by("id")):
+        label = invoice_service.label(invoice)
+        if invoice.status not in invoice_service.OPEN_STATUSES:
+            return f"{label} is {invoice.status.value}"
+        owed = invoice.total_minor - invoice.amount_paid_minor
+        if wanted[invoice.id] > owed:
+            return f"{label} owes only {format_money(Money(owed, invoice.currency))}"
+    return None
 
 
 async def mark_succeeded(
@@ -766,7 +801,10 @@ async def _pay_milestone(
     milestone.payment_status = MilestonePaymentStatus.PAID
     milestone.amount_paid_minor = amount_minor
     milestone.paid_at = now
-    milestone.payment_reference = payment.provider_payment_id or str(payment.id)
+    # The gateway's payment id; for money received offline, its bank reference or hash.
+    milestone.payment_reference = (
+        payment.provider_payment_id or payment.reference or str(payment.id)
+    )[:200]
     await milestone.save(
         update_fields=[
             "status",
@@ -839,21 +877,25 @@ async def _apply_refund_event(payment: Payment, event: GatewayEvent) -> str:
             Refund.filter(payment_id=payment.id, provider_refund_id=event.provider_refund_id)
         ).first()
     if refund is None and event.kind is EventKind.REFUND_SUCCEEDED:
-        # Settle asked for it, and the gateway's answer (with its id) was lost; or the
-        # refund was made in the gateway's dashboard. Either way it is money given back.
+        amount = event.refund_amount_minor
+        if amount is None and event.amount_minor is not None:
+            # Stripe's charge.refunded gives the total refunded so far, not which refund:
+            # what it adds to the refunds already applied is the new money given back.
+            amount = event.amount_minor - payment.amount_refunded_minor
+            if amount <= 0:
+                return "ignored"
+        # Settle asked for it and the event names it differently (or not at all), or
+        # the refund was made in the gateway's dashboard: money given back either way.
         refund = await lock_rows(
             Refund.filter(
-                payment_id=payment.id,
-                provider_refund_id__isnull=True,
-                amount_minor=event.refund_amount_minor or -1,
-                status=RefundStatus.PENDING,
-            )
+                payment_id=payment.id, amount_minor=amount or -1, status=RefundStatus.PENDING
+            ).order_by("created_at")
         ).first()
         if refund is None:
             refund = await Refund.create(
                 agency_id=payment.agency_id,
                 payment_id=payment.id,
-                amount_minor=event.refund_amount_minor or 0,
+                amount_minor=amount or 0,
                 currency=payment.currency,
                 reason="Refunded at the gateway",
                 provider_refund_id=event.provider_refund_id,
@@ -1175,3 +1217,63 @@ async def refund_refused(refund_id: uuid.UUID, reason: str) -> None:
         payment, "refund_failed", before=before, source=payment.provider.value, reason=reason
     )
     await _announce(payment)
+
+
+# --- a project's payment status ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectPaymentStatus:
+    """A project's contract in money, in the project's currency."""
+
+    project_id: uuid.UUID
+    currency: str
+    total_minor: int
+    paid_minor: int
+    outstanding_minor: int
+    refunded_minor: int
+    advance: Milestone | None
+    balance: Milestone | None
+    next_due: Milestone | None
+
+
+async def project_payment_status(actor: Actor, project_id: uuid.UUID) -> ProjectPaymentStatus:
+    """A visible project's contract in money, from its milestones that are not cancelled.
+
+    ``total``: their amounts. ``paid``: what was received for those paid (their
+    invoice's tax included), less what was refunded of it. ``outstanding``: what
+    is left of each milestone's amount, added up; that is total - paid, except
+    that tax received for one milestone never counts against another's amount.
+    ``next_due``: the unpaid milestone due first; when none has a due date, the
+    first unpaid by position. A fully refunded milestone counts as unpaid again.
+    """
+    from settle.models.milestone import MilestoneKind
+    from settle.services import project as project_service
+    from settle.services.milestone import is_settled
+
+    project = await project_service.get_project(actor, project_id)
+    milestones = (
+        await Milestone.filter(project_id=project.id)
+        .exclude(status=MilestoneStatus.CANCELLED)
+        .order_by("position", "created_at", "id")
+    )
+    paid = [m for m in milestones if m.status == MilestoneStatus.PAID]
+    received = {m.id: m.amount_paid_minor - m.amount_refunded_minor for m in paid}
+    unpaid = [m for m in milestones if not is_settled(m)]
+    # (due date, place in contract order): the earliest due, ties in contract order.
+    dated = [(m.due_date, place) for place, m in enumerate(unpaid) if m.due_date is not None]
+    if dated:
+        next_due: Milestone | None = unpaid[min(dated)[1]]
+    else:
+        next_due = unpaid[0] if unpaid else None
+    return ProjectPaymentStatus(
+        project_id=project.id,
+        currency=project.currency,
+        total_minor=sum(m.amount_minor for m in milestones),
+        paid_minor=sum(received.values()),
+        outstanding_minor=sum(max(m.amount_minor - received.get(m.id, 0), 0) for m in milestones),
+        refunded_minor=sum(m.amount_refunded_minor for m in milestones),
+        advance=next((m for m in milestones if m.kind == MilestoneKind.ADVANCE), None),
+        balance=next((m for m in milestones if m.kind == MilestoneKind.BALANCE), None),
+        next_due=next_due,
+    )

@@ -42,19 +42,21 @@ async def receive(provider: PaymentProvider, body: bytes, headers: Mapping[str, 
 
 async def store(event: GatewayEvent) -> Received:
     """Store a verified event once and send its processing job (only the first time)."""
+    # The column's width; a duplicate is looked up by the same cut id it was stored under.
+    event_id = event.event_id[:255]
     async with transaction():
         try:
             # A savepoint: a duplicate's unique-key conflict must not end the transaction.
             async with in_transaction():
                 row = await WebhookEvent.create(
                     provider=event.provider,
-                    event_id=event.event_id[:255],
+                    event_id=event_id,
                     event_type=event.event_type[:100],
                     payload={"raw": event.payload, "event": payment_service.as_dict(event)},
                     received_at=clock.now(),
                 )
         except IntegrityError:
-            existing = await WebhookEvent.get(provider=event.provider, event_id=event.event_id)
+            existing = await WebhookEvent.get(provider=event.provider, event_id=event_id)
             return Received(existing, new=False)
         await send_job(payment_service.PROCESS_WEBHOOK_JOB, str(row.id))
     return Received(row, new=True)

@@ -37,8 +37,9 @@ from settle.models.activity import ActivityEvent
 from settle.models.agency import Role, User
 from settle.models.client import Client, Contact, Note
 from settle.models.deliverable import Deliverable, DeliverableKind, DeliverableStatus
-from settle.models.invoice import Invoice, InvoiceLine
+from settle.models.invoice import Invoice, InvoiceLine, InvoiceStatus
 from settle.models.milestone import Milestone
+from settle.models.payment import Payment, PaymentAllocation, PaymentProvider, PaymentStatus
 from settle.models.project import Project, Task, TimeEntry
 from settle.schema.schema import schema
 from tests.conftest import Backend
@@ -471,6 +472,44 @@ mutation Action({signature}) {{
 """
 
 
+PAYMENT_QUERY = """
+query Payment($id: ID!) {
+  payment(id: $id) { __typename id status }
+}
+"""
+
+PAYMENTS_QUERY = """
+query Payments($filter: PaymentFilter) {
+  payments(first: 100, filter: $filter) {
+    __typename
+    totalCount
+    edges { node { id status } }
+  }
+}
+"""
+
+PROJECT_PAYMENT_STATUS_QUERY = """
+query ProjectPaymentStatus($projectId: ID!) {
+  projectPaymentStatus(projectId: $projectId) { __typename total { amount } }
+}
+"""
+
+
+def payment_mutation(field: str, signature: str, arguments: str, success: str) -> str:
+    """A payment mutation answering with ``success`` (a type and its selection) or an error."""
+    return f"""
+mutation Action({signature}) {{
+  {field}({arguments}) {{
+    __typename
+    ... on {success}
+    ... on Error {{ code message }}
+  }}
+}}
+"""
+
+
+PAYER_ONLY = "Only the client lead, an owner or an admin starts payments"
+
 # --- the registry -----------------------------------------------------------
 
 
@@ -489,6 +528,8 @@ class Target:
     user_id: str  # the agency member who logged time_entry_id
     invoice_id: str  # a draft of the project, with one line
     invoice_line_id: str  # that line
+    issued_invoice_id: str  # a sent invoice of the project, with payment_id under way
+    payment_id: str  # a pending sandbox payment of issued_invoice_id, its checkout made
 
     @classmethod
     def unknown(cls) -> Target:
@@ -510,6 +551,8 @@ class Target:
                 self.user_id,
                 self.invoice_id,
                 self.invoice_line_id,
+                self.issued_invoice_id,
+                self.payment_id,
             }
         )
 
@@ -531,6 +574,8 @@ class Probe:
     entity: str = ""
     # a client viewer is refused by role before any lookup, whatever the id
     viewer_denied: bool = False
+    # the message of that refusal
+    denied_message: str = "You are not allowed to do this"
 
     def refusal(self, field: str, *, denied: bool = False) -> dict[str, Any]:
         """The exact answer for an id the caller may not see."""
@@ -543,7 +588,7 @@ class Probe:
                 field: {
                     "__typename": "PermissionDeniedError",
                     "code": "PERMISSION_DENIED",
-                    "message": "You are not allowed to do this",
+                    "message": self.denied_message,
                 }
             }
         return {
@@ -996,6 +1041,86 @@ REGISTRY: dict[str, Probe] = {
         "InvoiceUpload",
         entity="Invoice",
     ),
+    "payment": Probe(PAYMENT_QUERY, lambda t: {"id": t.payment_id}, Answer.NULL, "Payment"),
+    "payments": Probe(
+        PAYMENTS_QUERY,
+        lambda t: {"filter": {"clientId": t.client_id, "projectId": t.project_id}},
+        Answer.EMPTY,
+        "PaymentConnection",
+    ),
+    "projectPaymentStatus": Probe(
+        PROJECT_PAYMENT_STATUS_QUERY,
+        lambda t: {"projectId": t.project_id},
+        Answer.NULL,
+        "ProjectPaymentStatus",
+    ),
+    # The target milestone is pending: the owner is told it is not payable yet.
+    "payMilestones": Probe(
+        payment_mutation(
+            "payMilestones",
+            "$milestoneIds: [ID!]!",
+            "milestoneIds: $milestoneIds",
+            "PaymentCheckout { payment { id } }",
+        ),
+        lambda t: {"milestoneIds": [t.milestone_id]},
+        Answer.NOT_FOUND,
+        "ValidationError",
+        entity="Milestone",
+        viewer_denied=True,
+        denied_message=PAYER_ONLY,
+    ),
+    # The issued invoice's payment is under way: the owner gets its checkout again.
+    "payInvoice": Probe(
+        payment_mutation(
+            "payInvoice",
+            "$invoiceId: ID!",
+            "invoiceId: $invoiceId",
+            "PaymentCheckout { resumed payment { id } }",
+        ),
+        lambda t: {"invoiceId": t.issued_invoice_id},
+        Answer.NOT_FOUND,
+        "PaymentCheckout",
+        entity="Invoice",
+        viewer_denied=True,
+        denied_message=PAYER_ONLY,
+    ),
+    # The target payment is pending: the owner is told it cannot be refunded yet.
+    "refundPayment": Probe(
+        payment_mutation(
+            "refundPayment",
+            "$paymentId: ID!",
+            'paymentId: $paymentId, reason: "Sabotage"',
+            "RefundPayload { refund { id } }",
+        ),
+        lambda t: {"paymentId": t.payment_id},
+        Answer.NOT_FOUND,
+        "InvalidTransitionError",
+        entity="Payment",
+    ),
+    "overridePaymentStatus": Probe(
+        payment_mutation(
+            "overridePaymentStatus",
+            "$paymentId: ID!",
+            'paymentId: $paymentId, status: CANCELLED, reason: "Sabotage"',
+            "Payment { id status }",
+        ),
+        lambda t: {"paymentId": t.payment_id},
+        Answer.NOT_FOUND,
+        "Payment",
+    ),
+    "recordOfflinePayment": Probe(
+        payment_mutation(
+            "recordOfflinePayment",
+            "$invoiceId: ID!",
+            'invoiceId: $invoiceId, amount: "1.00", method: CASH, reference: "Planted"',
+            "Payment { id status }",
+        ),
+        lambda t: {"invoiceId": t.issued_invoice_id},
+        Answer.NOT_FOUND,
+        "Payment",
+        entity="Invoice",
+        viewer_denied=True,
+    ),
 }
 
 # --- reading the schema -----------------------------------------------------
@@ -1078,6 +1203,8 @@ class Rows:
     time_entry: TimeEntry
     invoice: Invoice
     invoice_line: InvoiceLine
+    issued_invoice: Invoice
+    payment: Payment
 
     @property
     def target(self) -> Target:
@@ -1093,15 +1220,18 @@ class Rows:
             str(self.time_entry.user_id),
             str(self.invoice.id),
             str(self.invoice_line.id),
+            str(self.issued_invoice.id),
+            str(self.payment.id),
         )
 
 
 async def client_rows(account: Account, name: str) -> Rows:
     """A client with a primary and a second contact and a note, each on the timeline.
 
-    And a project with a pending milestone, a task with an hour logged on it, and a
-    draft invoice with one line, written directly (off the timeline, so the timeline
-    counts below stay those of the CRM rows).
+    And a project with a pending milestone, a task with an hour logged on it, a
+    draft invoice with one line, and a sent invoice with a sandbox payment under way,
+    written directly (off the timeline, so the timeline counts below stay those of the
+    CRM rows).
     """
     client = await create_client(account, name=name, email=f"{name.lower()}@example.com")
     primary = await create_contact(account, client, name=f"{name} Primary", primary=True)
@@ -1169,6 +1299,35 @@ async def client_rows(account: Account, name: str) -> Rows:
         unit_price_minor=5_000,
         amount_minor=5_000,
     )
+    issued_invoice = await Invoice.create(
+        agency_id=account.agency_id,
+        client_id=client.id,
+        project_id=project.id,
+        currency="USD",
+        status=InvoiceStatus.SENT,
+        number=f"{name}-0001",
+        issue_date=date(2026, 3, 2),
+        subtotal_minor=5_000,
+        total_minor=5_000,
+    )
+    payment = await Payment.create(
+        agency_id=account.agency_id,
+        client_id=client.id,
+        project_id=project.id,
+        invoice_id=issued_invoice.id,
+        provider=PaymentProvider.SANDBOX,
+        status=PaymentStatus.PENDING,
+        amount_minor=5_000,
+        currency="USD",
+        provider_order_id=f"sbx_{name}",
+        checkout_url=f"http://settle.test/sandbox/pay/{name}",
+    )
+    await PaymentAllocation.create(
+        agency_id=account.agency_id,
+        payment_id=payment.id,
+        invoice_id=issued_invoice.id,
+        amount_minor=5_000,
+    )
     return Rows(
         client,
         primary,
@@ -1181,6 +1340,8 @@ async def client_rows(account: Account, name: str) -> Rows:
         time_entry,
         invoice,
         invoice_line,
+        issued_invoice,
+        payment,
     )
 
 

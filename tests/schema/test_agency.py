@@ -14,6 +14,7 @@ from tests.fixtures.graphql import GraphQLClient
 
 AGENCY_FIELDS = """
     name address email taxId invoiceNumberPattern invoiceDueDays defaultTaxRate
+    paymentProviders { currency provider }
 """
 
 UPDATE_AGENCY = f"""
@@ -50,6 +51,7 @@ async def test_a_new_agency_starts_with_the_default_invoice_settings(
         "invoiceNumberPattern": "INV-{YYYY}-{SEQ:4}",
         "invoiceDueDays": 30,
         "defaultTaxRate": "0",
+        "paymentProviders": [],
     }
 
 
@@ -77,6 +79,7 @@ async def test_the_owner_changes_details_and_settings_and_the_timeline_records_i
         "invoiceNumberPattern": "NW/{YY}{MM}/{SEQ:3}",
         "invoiceDueDays": 14,
         "defaultTaxRate": "21",
+        "paymentProviders": [],
     }
     # and one timeline event has the changes, invisible to client users (no client)
     event = await ActivityEvent.get(entity_type="agency", entity_id=owner.agency_id, verb="updated")
@@ -115,6 +118,16 @@ async def test_an_update_that_changes_nothing_records_nothing(
         ({"defaultTaxRate": "eighteen"}, "defaultTaxRate", "VALIDATION_ERROR"),
         ({"email": "not an email"}, "email", "INVALID_EMAIL"),
         ({"name": "  "}, "name", "REQUIRED"),
+        (
+            {"paymentProviders": [{"currency": "XYZ", "provider": "stripe"}]},
+            "paymentProviders.currency",
+            "INVALID_CURRENCY",
+        ),
+        (
+            {"paymentProviders": [{"currency": "INR", "provider": "paypal"}]},
+            "paymentProviders.provider",
+            "INVALID_PROVIDER",
+        ),
     ],
 )
 async def test_bad_settings_are_refused_and_change_nothing(
@@ -157,3 +170,27 @@ async def test_an_admin_may_change_the_agency(gql: GraphQLClient, owner: Account
     result = await update(gql, admin, invoiceDueDays=7)
     # then it is stored
     assert result["invoiceDueDays"] == 7
+
+
+async def test_the_gateway_per_currency_is_set_as_a_whole(
+    gql: GraphQLClient, owner: Account
+) -> None:
+    # when the owner routes INR to Razorpay and USD to Stripe
+    first = await update(
+        gql,
+        owner,
+        paymentProviders=[
+            {"currency": "usd", "provider": "stripe"},
+            {"currency": "INR", "provider": "razorpay"},
+        ],
+    )
+    # then both are kept, codes upper-cased
+    assert first["paymentProviders"] == [
+        {"currency": "INR", "provider": "razorpay"},
+        {"currency": "USD", "provider": "stripe"},
+    ]
+    # and a later map replaces the whole of it
+    second = await update(gql, owner, paymentProviders=[{"currency": "INR", "provider": "sandbox"}])
+    assert second["paymentProviders"] == [{"currency": "INR", "provider": "sandbox"}]
+    agency = await Agency.get(id=owner.agency_id)
+    assert agency.payment_providers == {"INR": "sandbox"}
