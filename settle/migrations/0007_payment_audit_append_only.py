@@ -8,7 +8,7 @@ from tortoise.migrations import operations as ops
 POSTGRES_UP = """
 CREATE FUNCTION settle_refuse_audit_change() RETURNS trigger AS $$
 BEGIN
-    RAISE EXCEPTION 'payment_audit_entry is append-only';
+    RAISE EXCEPTION 'payment_audit_entry is append-only' USING ERRCODE = 'restrict_violation';
 END;
 $$ LANGUAGE plpgsql;
 CREATE TRIGGER payment_audit_entry_append_only

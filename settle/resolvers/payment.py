@@ -51,6 +51,7 @@ from settle.schema.payment import (
 )
 from settle.services import invoice as invoice_service
 from settle.services import payment as payment_service
+from settle.services import payment_checkout
 
 _Errors = (
     ValidationError | NotFoundError | PermissionDeniedError | ConflictError | InvalidTransitionError
@@ -269,6 +270,19 @@ async def record_offline_payment(
     return await mutate(run)  # type: ignore[return-value]
 
 
+async def verify_razorpay_payment(
+    info: Info, order_id: str, payment_id: str, signature: str
+) -> PaymentResult:
+    actor = require_actor(info)
+
+    async def run() -> Payment:
+        return Payment.from_model(
+            await payment_checkout.verify_razorpay_payment(actor, order_id, payment_id, signature)
+        )
+
+    return await mutate(run)  # type: ignore[return-value]
+
+
 @strawberry.type
 class PaymentQuery:
     payments: Connection[Payment] = strawberry.field(
@@ -311,6 +325,13 @@ class PaymentMutation:
         description="Correct what a gateway got wrong, with the reason, audited (owners and "
         "admins): SUCCEEDED applies the money as a gateway success would; FAILED or "
         "CANCELLED only while created or pending.",
+    )
+    verify_razorpay_payment: PaymentResult = strawberry.mutation(
+        resolver=verify_razorpay_payment,
+        description="Razorpay Checkout's confirmation from the payer's browser (razorpay_order_"
+        "id, razorpay_payment_id, razorpay_signature): the signature is checked against the "
+        "order id Settle stored, and the payment is credited once, even when its webhook "
+        "arrives at the same moment. ValidationError INVALID_SIGNATURE when it does not match.",
     )
     record_offline_payment: PaymentResult = strawberry.mutation(
         resolver=record_offline_payment,

@@ -422,6 +422,12 @@ async def prepare_milestone_payment(
         {"invoice_id__in": invoiced, "milestone_id__isnull": True}
     )
     if existing is not None:
+        if not await _covers_exactly(existing, ids):
+            # Resuming it would leave some of what was asked for unpaid without a word.
+            raise ConflictError(
+                "Some of these milestones are already in a payment under way; pay or cancel "
+                "that one first, or pay the same milestones together"
+            )
         return existing, True
     currency = milestones[0].currency
     chosen = await provider_for(actor.agency_id, currency, provider)
@@ -492,6 +498,17 @@ async def _milestone_items(milestones: list[Milestone]) -> list[MilestoneItem]:
         owed = invoice.total_minor - invoice.amount_paid_minor
         items.append(MilestoneItem(m, invoice, min(milestone_share(line), owed)))
     return items
+
+
+async def _covers_exactly(payment: Payment, milestone_ids: list[uuid.UUID]) -> bool:
+    """Whether an open payment pays exactly these milestones (itself, or through its invoice)."""
+    rows = await PaymentAllocation.filter(payment_id=payment.id)
+    covered = {row.milestone_id for row in rows if row.milestone_id is not None}
+    whole_invoices = [row.invoice_id for row in rows if row.milestone_id is None]
+    if whole_invoices:
+        lines = await InvoiceLine.filter(invoice_id__in=whole_invoices, milestone_id__isnull=False)
+        covered |= {line.milestone_id for line in lines if line.milestone_id is not None}
+    return covered == set(milestone_ids)
 
 
 async def prepare_invoice_payment(

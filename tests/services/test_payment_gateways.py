@@ -59,6 +59,7 @@ from tests.fixtures.factories import (
     create_user,
     issue_invoice,
 )
+from tests.fixtures.graphql import GraphQLClient
 from tests.fixtures.localstripe import LocalStripe
 from tests.fixtures.razorpay import RazorpayFake
 from tests.fixtures.sandbox import audit_trail, pay_invoice
@@ -534,3 +535,46 @@ async def test_reconciliation_finds_a_razorpay_payment_whose_webhook_was_lost(
     assert await statuses_announced(row) == ["created", "pending", "succeeded"]
     invoice = await Invoice.get(id=billing.invoice.id)
     assert invoice.amount_paid_minor == 250_000
+
+
+VERIFY_RAZORPAY_PAYMENT = """
+mutation Verify($orderId: String!, $paymentId: String!, $signature: String!) {
+  verifyRazorpayPayment(orderId: $orderId, paymentId: $paymentId, signature: $signature) {
+    __typename
+    ... on Payment { status }
+    ... on Error { code }
+    ... on ValidationError { field }
+  }
+}
+"""
+
+
+async def test_the_browser_confirms_a_razorpay_payment_through_the_api(
+    db: Backend, owner: Account, razorpay: RazorpayFake, gql: GraphQLClient
+) -> None:
+    # given a Razorpay order the payer paid in Checkout
+    billing = await bill(owner, currency="INR", provider="razorpay", amount="1500.00")
+    payment, _ = await pay_invoice(billing.lead, billing.invoice)
+    assert payment.provider_order_id is not None
+    paid = await razorpay.pay(payment.provider_order_id)
+    variables = {"orderId": payment.provider_order_id, "paymentId": paid["payment_id"]}
+
+    # when the lead's browser sends a wrong signature, then the right one
+    forged = await gql.execute(
+        VERIFY_RAZORPAY_PAYMENT, {**variables, "signature": "0" * 64}, token=billing.lead.token
+    )
+    genuine = await gql.execute(
+        VERIFY_RAZORPAY_PAYMENT,
+        {**variables, "signature": paid["signature"]},
+        token=billing.lead.token,
+    )
+
+    # then the forgery is refused and the genuine confirmation pays the invoice
+    assert forged["verifyRazorpayPayment"] == {
+        "__typename": "ValidationError",
+        "code": "INVALID_SIGNATURE",
+        "field": "signature",
+    }
+    assert genuine["verifyRazorpayPayment"] == {"__typename": "Payment", "status": "SUCCEEDED"}
+    invoice = await Invoice.get(id=billing.invoice.id)
+    assert (invoice.status, invoice.amount_paid_minor) == (InvoiceStatus.PAID, 150_000)
