@@ -197,6 +197,9 @@ class Invoice:
     tax: Money
     total: Money = strawberry.field(description="subtotal - discountTotal + tax.")
     amount_paid: Money
+    amount_refunded: Money = strawberry.field(
+        description="Given back out of what was paid; amountPaid keeps what was received."
+    )
     amount_due: Money = strawberry.field(
         description="total - amountPaid; zero once void (nothing is owed)."
     )
@@ -237,6 +240,7 @@ class Invoice:
             tax=_money(invoice.tax_minor, currency),
             total=_money(invoice.total_minor, currency),
             amount_paid=_money(invoice.amount_paid_minor, currency),
+            amount_refunded=_money(invoice.amount_refunded_minor, currency),
             amount_due=_money(
                 0 if void else invoice.total_minor - invoice.amount_paid_minor, currency
             ),

@@ -50,6 +50,9 @@ class Milestone:
     cancelled_at: datetime | None
     payment_status: MilestonePaymentStatus  # type: ignore[valid-type]
     amount_paid: Money
+    amount_refunded: Money = strawberry.field(
+        description="Given back by refunds; fully refunded, the milestone counts as unpaid."
+    )
     paid_at: datetime | None
     payment_reference: str | None
     is_overdue: bool = strawberry.field(
@@ -80,6 +83,9 @@ class Milestone:
             payment_status=milestone.payment_status,
             amount_paid=Money.from_value(
                 MoneyValue(milestone.amount_paid_minor, milestone.currency)
+            ),
+            amount_refunded=Money.from_value(
+                MoneyValue(milestone.amount_refunded_minor, milestone.currency)
             ),
             paid_at=milestone.paid_at,
             payment_reference=milestone.payment_reference,

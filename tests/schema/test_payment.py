@@ -733,6 +733,16 @@ async def test_a_payment_below_the_gateways_minimum_is_refused_before_calling_it
 # --- refunds ------------------------------------------------------------------------------------
 
 
+REFUNDED_VIEW = f"""
+query Refunded($id: ID!) {{
+  milestone(id: $id) {{
+    amountPaid {MONEY} amountRefunded {MONEY}
+    invoice {{ amountPaid {MONEY} amountRefunded {MONEY} }}
+  }}
+}}
+"""
+
+
 async def test_refunds_in_part_then_in_full_settle_through_the_sandbox(
     db: Backend,
     gql: GraphQLClient,
@@ -813,6 +823,13 @@ async def test_refunds_in_part_then_in_full_settle_through_the_sandbox(
         MilestonePaymentStatus.REFUNDED,
         100_000,
     )
+    # and the milestone and its invoice show what was given back through the API
+    shown = await gql.execute(REFUNDED_VIEW, {"id": str(design.id)}, token=owner.token)
+    assert shown["milestone"] == {
+        "amountPaid": inr("1000.00"),
+        "amountRefunded": inr("1000.00"),
+        "invoice": {"amountPaid": inr("1000.00"), "amountRefunded": inr("1000.00")},
+    }
 
     # and nothing more can be refunded
     again = await gql.execute(REFUND_PAYMENT, variables, token=owner.token)
