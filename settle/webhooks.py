@@ -1,4 +1,4 @@
-"""Gateway webhooks (``POST /webhooks/<provider>``) and the sandbox's hosted checkout page.
+"""Gateway webhooks (``POST /webhooks/<provider>``), invoice payment links and the sandbox page.
 
 A webhook is verified over its raw body, stored once and answered 2xx at once;
 a worker applies it (``settle.services.webhook``). A bad or missing signature
@@ -11,17 +11,21 @@ import html
 import logging
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from settle.core.errors import AppError
 from settle.core.money import Money, format_money
+from settle.core.outbox import transaction
 from settle.core.settings import get_settings
 from settle.core.signing import SignedTokenError
 from settle.gateways import GatewayNotConfiguredError, get_gateway
 from settle.gateways.base import InvalidSignatureError
 from settle.gateways.sandbox import SIGNATURE_HEADER, SandboxGateway
 from settle.models.payment import Payment, PaymentProvider, PaymentStatus
+from settle.services import payment_link
 from settle.services import webhook as webhook_service
+from settle.services.payment import AlreadyPaidError
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +141,46 @@ async def sandbox_press(request: Request) -> Response:
     )
 
 
+# --- invoice payment links -------------------------------------------------------------------
+
+
+def _message_page(title: str, text: str, status: int) -> HTMLResponse:
+    return HTMLResponse(
+        "<!doctype html><html><body style='font-family:system-ui;margin:4rem'>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></body></html>",
+        status,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def invoice_payment_link(request: Request) -> Response:
+    """Start (or resume) the invoice's payment and send the payer to the hosted checkout."""
+    try:
+        invoice_id = payment_link.invoice_of(request.path_params["token"])
+        async with transaction():
+            payment, _ = await payment_link.prepare(invoice_id)
+        async with transaction():
+            payment = await payment_link.checkout(payment)
+    except SignedTokenError:
+        return _message_page("This payment link is not valid", "Ask for a new one.", 404)
+    except AlreadyPaidError:
+        return _message_page("This invoice is paid", "Thank you: nothing is owed on it.", 409)
+    except AppError as exc:
+        return _message_page("This invoice cannot be paid here", exc.message, 409)
+    if payment.checkout_url is None:
+        # A payment started in the agency's own app (card form, Checkout) is under way.
+        return _message_page(
+            "A payment of this invoice is under way",
+            "Finish it where it was started, or try again once it has ended.",
+            409,
+        )
+    return RedirectResponse(payment.checkout_url, status_code=303)
+
+
 def webhook_routes() -> list[Route]:
     return [
         Route("/webhooks/{provider}", receive_webhook, methods=["POST"]),
+        Route("/pay/invoices/{token}", invoice_payment_link, methods=["GET"]),
         Route("/sandbox/pay/{token}", sandbox_page, methods=["GET"]),
         Route("/sandbox/pay/{token}/{outcome}", sandbox_press, methods=["POST"]),
     ]

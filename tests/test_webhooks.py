@@ -20,9 +20,16 @@ from settle.gateways.sandbox import PAGE_TTL_SECONDS
 from settle.models.milestone import Milestone, MilestoneStatus
 from settle.models.payment import Payment, PaymentStatus, WebhookEvent
 from settle.models.project import Project
+from settle.services import payment_link
 from tests.conftest import Backend
 from tests.fixtures.db import row_counts
-from tests.fixtures.factories import Account, create_client, create_project
+from tests.fixtures.factories import (
+    Account,
+    create_client,
+    create_invoice,
+    create_project,
+    issue_invoice,
+)
 from tests.fixtures.sandbox import approved_milestone, event_body, pay_milestones, signed
 
 P = PaymentStatus
@@ -271,3 +278,69 @@ async def test_a_forged_link_or_button_is_not_found(
     assert await WebhookEvent.all().count() == 0
     # and a press that is not a POST is not a press
     assert (await http.get(f"{path}/succeed")).status_code == 405
+
+
+# --- invoice payment links --------------------------------------------------------------------
+
+
+async def test_an_invoices_payment_link_leads_to_a_hosted_checkout_and_pays_it(
+    db: Backend, owner: Account, http: httpx.AsyncClient
+) -> None:
+    # given an issued invoice of ₹100.00 and the payment link printed on it
+    client = await create_client(owner, currency="INR")
+    invoice = await issue_invoice(owner, await create_invoice(owner, client))
+    await db.drain()
+    link = payment_link.payment_url(invoice)
+    assert link is not None
+    path = link.removeprefix("http://settle.test")
+
+    # when the payer opens it, twice
+    first = await http.get(path)
+    second = await http.get(path)
+
+    # then one payment of the balance is started and both go to its hosted page
+    [payment] = await Payment.all()
+    assert (payment.amount_minor, payment.currency, payment.invoice_id) == (
+        10_000,
+        "INR",
+        invoice.id,
+    )
+    assert payment.checkout_url is not None
+    assert [first.status_code, second.status_code] == [303, 303]
+    assert first.headers["location"] == second.headers["location"] == payment.checkout_url
+
+    # when the payer presses Pay on that page and the worker runs
+    pressed = await http.post(payment.checkout_url.removeprefix("http://settle.test") + "/succeed")
+    assert pressed.status_code == 200
+    await db.drain()
+
+    # then the invoice is paid, and the link says so
+    await invoice.refresh_from_db()
+    assert (invoice.status.value, invoice.amount_paid_minor) == ("paid", 10_000)
+    paid = await http.get(path)
+    assert paid.status_code == 409
+    assert "This invoice is paid" in paid.text
+
+
+async def test_a_forged_or_expired_payment_link_starts_nothing(
+    db: Backend, owner: Account, http: httpx.AsyncClient
+) -> None:
+    # given an issued invoice's link
+    client = await create_client(owner, currency="INR")
+    invoice = await issue_invoice(owner, await create_invoice(owner, client))
+    link = payment_link.payment_url(invoice)
+    assert link is not None
+    path = link.removeprefix("http://settle.test")
+
+    # when the token is altered, or used after it expired
+    forged = await http.get(path[:-2] + ("AA" if not path.endswith("AA") else "BB"))
+    later = datetime.now(UTC) + timedelta(days=payment_link.PAYMENT_LINK_DAYS, seconds=1)
+    clock.set_clock(lambda: later)
+    try:
+        expired = await http.get(path)
+    finally:
+        clock.set_clock(None)
+
+    # then both are refused and no payment exists
+    assert [forged.status_code, expired.status_code] == [404, 404]
+    assert await Payment.all().count() == 0

@@ -28,7 +28,7 @@ from settle.models.invoice import DeliveryStatus, Invoice, InvoiceDelivery, Invo
 from settle.notifications.email import Attachment, EmailDeliveryError, build_message
 from settle.notifications.email import deliver as send_message
 from settle.notifications.templates import render_email
-from settle.services import activity, invoice_files
+from settle.services import activity, invoice_files, payment_link
 from settle.services.invoice import label
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ async def _compose(
         amount_due=total - paid,
         message=delivery.message,
         filename=document.filename,
+        payment_url=payment_link.payment_url(invoice),
     )
     message = build_message(
         settings=get_settings(),

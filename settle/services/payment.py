@@ -512,12 +512,18 @@ async def _covers_exactly(payment: Payment, milestone_ids: list[uuid.UUID]) -> b
 
 
 async def prepare_invoice_payment(
-    actor: Actor, invoice_id: uuid.UUID, provider: PaymentProvider | None
+    actor: Actor | None, invoice_id: uuid.UUID, provider: PaymentProvider | None
 ) -> tuple[Payment, bool]:
-    """Write (or find) the payment of an invoice's outstanding amount."""
-    _require_payer(actor)
+    """Write (or find) the payment of an invoice's outstanding amount.
+
+    ``actor`` None: the holder of the invoice's signed payment link, which is the
+    permission itself (``settle.services.payment_link``).
+    """
+    if actor is not None:
+        _require_payer(actor)
+    invoices = scoped(Invoice, actor) if actor is not None else Invoice.all()
     invoice = await lock_rows(
-        scoped(Invoice, actor).filter(id=invoice_id).exclude(status=InvoiceStatus.DRAFT)
+        invoices.filter(id=invoice_id).exclude(status=InvoiceStatus.DRAFT)
     ).first()
     if invoice is None:
         raise NotFoundError("Invoice", invoice_id)
@@ -528,7 +534,7 @@ async def prepare_invoice_payment(
     existing = await _open_payment({"invoice_id": invoice.id})
     if existing is not None:
         return existing, True
-    chosen = await provider_for(actor.agency_id, invoice.currency, provider)
+    chosen = await provider_for(invoice.agency_id, invoice.currency, provider)
     gateway = gateway_for(chosen)
     owed = invoice.total_minor - invoice.amount_paid_minor
     check_limits(Money(owed, invoice.currency), gateway)
@@ -540,7 +546,7 @@ async def prepare_invoice_payment(
         provider=chosen,
         amount_minor=owed,
         currency=invoice.currency,
-        created_by_id=actor.user_id,
+        created_by_id=actor.user_id if actor else None,
     )
     await PaymentAllocation.create(
         agency_id=invoice.agency_id, payment_id=payment.id, invoice_id=invoice.id, amount_minor=owed
@@ -549,14 +555,17 @@ async def prepare_invoice_payment(
     return payment, False
 
 
-async def _started(actor: Actor, payment: Payment, what: str) -> None:
-    await audit(payment, "created", before={}, actor=actor)
+async def _started(actor: Actor | None, payment: Payment, what: str) -> None:
+    await audit(
+        payment, "created", before={}, actor=actor, source=None if actor else "payment_link"
+    )
+    who = actor.name if actor else "the invoice's payment link"
     await _record(
         actor,
         payment,
         "created",
         f"Payment of {format_money(Money(payment.amount_minor, payment.currency))} started "
-        f"by {actor.name} for {what} ({payment.provider.value})",
+        f"by {who} for {what} ({payment.provider.value})",
         activity.snapshot(
             {
                 "amount": Money(payment.amount_minor, payment.currency).format_amount(),
@@ -568,7 +577,9 @@ async def _started(actor: Actor, payment: Payment, what: str) -> None:
     await _announce(payment)
 
 
-async def ensure_checkout(payment_id: uuid.UUID, *, description: str) -> Payment:
+async def ensure_checkout(
+    payment_id: uuid.UUID, *, description: str, hosted: bool = False
+) -> Payment:
     """Ask the gateway for the payment's checkout once, under the payment's row lock.
 
     Racing requests queue on the lock and find the checkout the first stored.
@@ -595,6 +606,7 @@ async def ensure_checkout(payment_id: uuid.UUID, *, description: str) -> Payment
                     "settle_payment_id": str(payment.id),
                     "agency_id": str(payment.agency_id),
                 },
+                hosted=hosted,
             )
         )
     except GatewayError as exc:

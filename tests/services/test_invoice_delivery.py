@@ -25,7 +25,7 @@ from settle.models.client import Client
 from settle.models.invoice import DeliveryStatus, Invoice, InvoiceDelivery, InvoiceStatus
 from settle.notifications.templates import format_email_date
 from settle.services import invoice as invoice_service
-from settle.services import invoice_delivery
+from settle.services import invoice_delivery, payment_link
 from tests.conftest import Backend
 from tests.fixtures.factories import Account, create_client, create_contact
 from tests.fixtures.smtp import Mailbox, body, free_port, use_smtp
@@ -163,6 +163,8 @@ async def test_a_sent_invoice_arrives_with_its_pdf_and_is_recorded_as_emailed(
     # then one message reached every recipient
     assert [e.rcpt_tos for e in smtp.envelopes] == [[PRIMARY, "ap@globex.test", "cfo@globex.test"]]
     [message] = smtp.messages()
+    pay_url = payment_link.payment_url(await Invoice.get(id=draft.id))
+    assert pay_url is not None
     assert message["To"] == f"{PRIMARY}, ap@globex.test"
     assert message["Cc"] == "cfo@globex.test"
     assert message["Reply-To"] == "billing@northwind.test"
@@ -181,6 +183,8 @@ async def test_a_sent_invoice_arrives_with_its_pdf_and_is_recorded_as_emailed(
         "Amount due: ₹1,18,000.00\n"
         "Due date: 22 Dec 2026\n"
         "\n"
+        f"Pay online: {pay_url}\n"
+        "\n"
         "The invoice is attached as a PDF (INV-2026-0001.pdf).\n"
         "\n"
         "Questions about this invoice? Reply to this email or write to billing@northwind.test.\n"
@@ -190,6 +194,8 @@ async def test_a_sent_invoice_arrives_with_its_pdf_and_is_recorded_as_emailed(
     html = text_of(message, "html")
     assert "Thank you for the project.\nPayment by bank transfer, please." in html
     assert '<td style="padding: 4px 0; font-weight: 600;" align="right">₹1,18,000.00</td>' in html
+    assert f'<a href="{pay_url}"' in html
+    assert "Pay ₹1,18,000.00 online</a>" in html
     # with the invoice's PDF attached
     filename, content_type, pdf = pdf_text(message)
     assert (filename, content_type) == ("INV-2026-0001.pdf", "application/pdf")

@@ -31,7 +31,7 @@ from settle.models.agency import Agency, Role
 from settle.models.client import Client
 from settle.models.invoice import DiscountKind, Invoice, InvoiceStatus
 from settle.services import invoice as invoice_service
-from settle.services import invoice_files
+from settle.services import invoice_files, payment_link
 from settle.services.invoice import DiscountInput
 from tests.conftest import Backend
 from tests.fixtures.db import row_counts
@@ -185,9 +185,13 @@ async def test_the_document_prints_the_parties_lines_and_server_totals(
         amount_due=usd(2276_00),
         notes="Thank you for your business.",
         terms="Payable within 30 days.",
-        payment_url=None,
+        payment_url=payment_link.payment_url(invoice),
         draft=False,
     )
+    # and the payment link opens this invoice's balance
+    assert document.payment_url is not None
+    token = document.payment_url.removeprefix("http://settle.test/pay/invoices/")
+    assert payment_link.invoice_of(token) == invoice.id
 
 
 async def test_an_amount_discount_is_labelled_plainly_and_no_discount_not_at_all(
