@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import strawberry
 
+from settle.core.errors import ValidationError as DomainValidationError
 from settle.core.outbox import transaction
 from settle.models import invoice as models
 from settle.resolvers.common import (
@@ -286,15 +287,29 @@ async def delete_invoice(info: Info, id: strawberry.ID) -> DeleteInvoiceResult:
 
 
 async def create_invoice_upload(
-    info: Info, invoice_id: strawberry.ID, filename: str, size_bytes: int
+    info: Info,
+    filename: str,
+    size_bytes: int,
+    invoice_id: strawberry.ID | None = None,
+    payment_id: strawberry.ID | None = None,
 ) -> InvoiceUploadResult:
     from settle.services import invoice_files
+    from settle.services import payment as payment_service
 
     actor = require_actor(info)
 
     async def run() -> InvoiceUpload:
+        if (invoice_id is None) == (payment_id is None):
+            raise DomainValidationError(
+                "invoiceId", "Give exactly one of invoiceId and paymentId", code="REQUIRED"
+            )
+        target = (
+            parse_id(invoice_id, "invoiceId")
+            if invoice_id is not None
+            else await payment_service.invoice_of_payment(actor, parse_id(payment_id, "paymentId"))
+        )
         upload = await invoice_files.create_upload(
-            actor, parse_id(invoice_id, "invoiceId"), filename=filename, size_bytes=size_bytes
+            actor, target, filename=filename, size_bytes=size_bytes
         )
         return InvoiceUpload(
             invoice=Invoice.from_model(upload.invoice),
@@ -476,6 +491,7 @@ class InvoiceMutation:
     )
     create_invoice_upload: InvoiceUploadResult = strawberry.mutation(
         resolver=create_invoice_upload,
-        description="Attach a PDF issued elsewhere: returns the signed URL to PUT it to; a PDF "
+        description="Attach a PDF issued elsewhere to an invoice, given by invoiceId or by "
+        "paymentId (the invoice a payment pays): returns the signed URL to PUT it to; a PDF "
         "of at most 10 MB (owners and admins).",
     )

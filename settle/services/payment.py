@@ -1306,3 +1306,18 @@ async def project_payment_status(actor: Actor, project_id: uuid.UUID) -> Project
         balance=next((m for m in milestones if m.kind == MilestoneKind.BALANCE), None),
         next_due=next_due,
     )
+
+
+async def invoice_of_payment(actor: Actor, payment_id: uuid.UUID) -> uuid.UUID:
+    """The one invoice a visible payment pays (a manual upload's target)."""
+    payment = await get_payment(actor, payment_id)
+    invoice_ids = set(
+        await PaymentAllocation.filter(payment_id=payment.id).values_list("invoice_id", flat=True)
+    )
+    if len(invoice_ids) != 1:
+        raise ValidationError(
+            "paymentId",
+            "This payment pays several invoices: give the invoiceId instead",
+            code="MISMATCH",
+        )
+    return payment.invoice_id or uuid.UUID(str(next(iter(invoice_ids))))

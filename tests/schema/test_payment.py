@@ -12,6 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from settle.core.outbox import transaction
 from settle.core.settings import Settings, configure_settings
 from settle.models.agency import Role
 from settle.models.client import Client
@@ -22,8 +23,15 @@ from settle.models.milestone import (
     MilestonePaymentStatus,
     MilestoneStatus,
 )
-from settle.models.payment import Payment, PaymentAllocation, PaymentAuditEntry, PaymentStatus
+from settle.models.payment import (
+    OfflineMethod,
+    Payment,
+    PaymentAllocation,
+    PaymentAuditEntry,
+    PaymentStatus,
+)
 from settle.models.project import Project
+from settle.services import payment as payment_service
 from tests.conftest import Backend
 from tests.fixtures.db import row_counts
 from tests.fixtures.factories import (
@@ -1255,3 +1263,51 @@ async def _stage(
         paid_at=PAID_AT,
     )
     return PAID_AT.isoformat()
+
+
+CREATE_INVOICE_UPLOAD = """
+mutation Upload($invoiceId: ID, $paymentId: ID) {
+  result: createInvoiceUpload(
+    invoiceId: $invoiceId, paymentId: $paymentId, filename: "receipt.pdf", sizeBytes: 2048
+  ) {
+    __typename
+    ... on InvoiceUpload { invoice { id } uploadUrl }
+    ... on Error { code }
+    ... on ValidationError { field }
+  }
+}
+"""
+
+
+async def test_a_pdf_upload_can_name_the_payment_whose_invoice_it_belongs_to(
+    gql: GraphQLClient, owner: Account, client: Client
+) -> None:
+    # given money received by bank transfer for an issued invoice
+    invoice = await issued_invoice(owner, client, "500.00")
+    async with transaction():
+        payment = await payment_service.record_offline_payment(
+            owner.actor,
+            invoice.id,
+            amount="500.00",
+            method=OfflineMethod.BANK_TRANSFER,
+            reference="NEFT 881",
+            explorer_url=None,
+        )
+
+    # when the owner asks to upload a PDF by the payment, by both ids, and by neither
+    by_payment = await gql.execute(
+        CREATE_INVOICE_UPLOAD, {"paymentId": str(payment.id)}, token=owner.token
+    )
+    both = await gql.execute(
+        CREATE_INVOICE_UPLOAD,
+        {"paymentId": str(payment.id), "invoiceId": str(invoice.id)},
+        token=owner.token,
+    )
+    neither = await gql.execute(CREATE_INVOICE_UPLOAD, {}, token=owner.token)
+
+    # then the upload is for the payment's invoice, and an ambiguous request is refused
+    assert by_payment["result"]["__typename"] == "InvoiceUpload"
+    assert by_payment["result"]["invoice"] == {"id": str(invoice.id)}
+    assert by_payment["result"]["uploadUrl"].startswith("http://settle.test/files/invoice-uploads/")
+    refused = {"__typename": "ValidationError", "code": "REQUIRED", "field": "invoiceId"}
+    assert both["result"] == neither["result"] == refused
