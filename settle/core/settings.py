@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     var_dir: Path = Path("./var")
     database_url: str = ""
     redis_url: str | None = None
+    # Connections each process may open to PostgreSQL (Tortoise's own default is 5, which
+    # queues a burst of webhooks); mind the server's max_connections across replicas.
+    database_pool_size: int = Field(default=20, gt=0, le=500)
     secret_key: SecretStr | None = None
     public_base_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
@@ -98,9 +101,16 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        """The database URL, defaulting to a SQLite file under the var directory."""
+        """The database URL, defaulting to a SQLite file under the var directory.
+
+        A PostgreSQL URL without its own ``maxsize`` gets ``database_pool_size``.
+        """
         if self.database_url:
-            return self.database_url
+            url = self.database_url
+            postgres = url.startswith(("postgres://", "postgresql://", "asyncpg://"))
+            if postgres and "maxsize=" not in url:
+                url += f"{'&' if '?' in url else '?'}maxsize={self.database_pool_size}"
+            return url
         return f"sqlite://{(self.var_dir / 'settle.sqlite3').as_posix()}"
 
     @property
