@@ -1181,17 +1181,20 @@ def _milestone_line(milestone: Milestone, position: int) -> dict[str, Any]:
     }
 
 
-async def create_invoice_from_milestones(
-    actor: Actor, milestone_ids: Sequence[uuid.UUID]
-) -> Invoice:
-    """A draft with one line per approved milestone, all of one client and currency."""
-    actor.require(*MANAGERS)
+async def lock_milestones(
+    actor: Actor, milestone_ids: Sequence[uuid.UUID], *, most: int
+) -> list[Milestone]:
+    """Milestones of one client and one currency, in the order given, locked until commit.
+
+    Locked in id order, so two requests over overlapping sets cannot deadlock.
+    NotFoundError for any the actor cannot see; ValidationError for none, too
+    many, or a mix of clients or currencies.
+    """
     ids = list(dict.fromkeys(milestone_ids))
     if not ids:
         raise ValidationError("milestoneIds", "Give at least one milestone", code="REQUIRED")
-    if len(ids) > MAX_LINES:
-        raise ValidationError("milestoneIds", f"At most {MAX_LINES} milestones", code="TOO_MANY")
-    # Locked in id order, so two requests over overlapping sets cannot deadlock.
+    if len(ids) > most:
+        raise ValidationError("milestoneIds", f"At most {most} milestones", code="TOO_MANY")
     rows = await lock_rows(scoped(Milestone, actor).filter(id__in=ids).order_by("id"))
     found = {m.id: m for m in rows}
     for milestone_id in ids:
@@ -1206,6 +1209,15 @@ async def create_invoice_from_milestones(
         raise ValidationError(
             "milestoneIds", "The milestones must all be in one currency", code="MISMATCH"
         )
+    return milestones
+
+
+async def create_invoice_from_milestones(
+    actor: Actor, milestone_ids: Sequence[uuid.UUID]
+) -> Invoice:
+    """A draft with one line per approved milestone, all of one client and currency."""
+    actor.require(*MANAGERS)
+    milestones = await lock_milestones(actor, milestone_ids, most=MAX_LINES)
     for m in milestones:
         if m.status != MilestoneStatus.APPROVED:
             raise ValidationError(

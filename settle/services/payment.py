@@ -388,25 +388,8 @@ async def prepare_milestone_payment(
     issued on the spot. Returns the payment and whether it already existed.
     """
     _require_payer(actor)
-    ids = list(dict.fromkeys(milestone_ids))
-    if not ids:
-        raise ValidationError("milestoneIds", "Give at least one milestone", code="REQUIRED")
-    if len(ids) > 100:
-        raise ValidationError("milestoneIds", "At most 100 milestones at once", code="TOO_MANY")
-    rows = await lock_rows(scoped(Milestone, actor).filter(id__in=ids).order_by("id"))
-    found = {m.id: m for m in rows}
-    for milestone_id in ids:
-        if milestone_id not in found:
-            raise NotFoundError("Milestone", milestone_id)
-    milestones = [found[i] for i in ids]
-    if len({m.client_id for m in milestones}) > 1:
-        raise ValidationError(
-            "milestoneIds", "The milestones must be of one client", code="MISMATCH"
-        )
-    if len({m.currency for m in milestones}) > 1:
-        raise ValidationError(
-            "milestoneIds", "The milestones must be in one currency", code="MISMATCH"
-        )
+    milestones = await invoice_service.lock_milestones(actor, milestone_ids, most=100)
+    ids = [m.id for m in milestones]
     for m in milestones:
         if m.status == MilestoneStatus.PAID:
             raise AlreadyPaidError(f"Milestone {m.title} is already paid")
