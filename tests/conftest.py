@@ -36,6 +36,7 @@ from tests.fixtures.services import (
     drop_postgres_database,
     unavailable,
 )
+from tests.fixtures.websocket import ws_url  # noqa: F401
 
 TEST_SECRET = "settle-test-secret-key-for-tests-only"
 

@@ -24,10 +24,6 @@ import pytest
 import redis.asyncio as aioredis
 from dramatiq import Message
 from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
-from gql import Client as GqlClient
-from gql import GraphQLRequest
-from gql.client import AsyncClientSession
-from gql.transport.websockets import WebsocketsTransport
 
 from settle.services.payment import PROCESS_WEBHOOK_JOB as PROCESS_WEBHOOK
 from settle.subscriptions import channels
@@ -41,6 +37,7 @@ from tests.e2e.test_processes import (  # noqa: F401 - stack_env and processes a
     stack_env,
 )
 from tests.fixtures.graphql import GraphQLClient
+from tests.fixtures.websocket import Subscription
 
 SIGN_UP = """
 mutation {
@@ -216,53 +213,17 @@ async def _start_payment(api: GraphQLClient) -> Started:
     )
 
 
-class PaymentSubscriber:
+class PaymentSubscriber(Subscription):
     """One graphql-transport-ws connection with one paymentStatusChanged subscription."""
 
     def __init__(self, url: str, *, token: str, project_id: str) -> None:
-        self._client = GqlClient(
-            transport=WebsocketsTransport(
-                url=url,
-                init_payload={"token": token},
-                subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
-            )
+        super().__init__(
+            url,
+            PAYMENT_STATUS_CHANGED,
+            "paymentStatusChanged",
+            token=token,
+            variables={"projectId": project_id},
         )
-        self._request = GraphQLRequest(
-            PAYMENT_STATUS_CHANGED, variable_values={"projectId": project_id}
-        )
-        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._running: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> PaymentSubscriber:
-        session = await self._client.connect_async()
-        assert isinstance(session, AsyncClientSession)
-        self._running = asyncio.create_task(self._listen(session))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._running is not None
-        self._running.cancel()
-        await asyncio.gather(self._running, return_exceptions=True)
-        await self._client.close_async()
-
-    async def _listen(self, session: AsyncClientSession) -> None:
-        async for result in session.subscribe(self._request):
-            await self._events.put(result["paymentStatusChanged"])
-
-    async def next(self, timeout: float) -> dict[str, Any]:
-        """The next event; raises what the subscription ended with, if it ended."""
-        assert self._running is not None
-        getting = asyncio.ensure_future(self._events.get())
-        done, _ = await asyncio.wait(
-            {getting, self._running}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if getting in done:
-            return getting.result()
-        getting.cancel()
-        if self._running in done:
-            self._running.result()
-            pytest.fail("the subscription completed without an event")
-        pytest.fail(f"no event within {timeout}s")
 
 
 async def _subscribed(redis_url: str, agency_id: str, count: int) -> None:

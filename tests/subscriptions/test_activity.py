@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 import websockets
-from gql import Client as GqlClient
-from gql import GraphQLRequest
-from gql.client import AsyncClientSession
 from gql.transport.exceptions import (
     TransportConnectionFailed,
     TransportQueryError,
     TransportServerError,
 )
-from gql.transport.websockets import WebsocketsTransport
 
-from settle.app import create_app
 from settle.core import clock
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Role
@@ -30,6 +23,7 @@ from settle.subscriptions.bus import MemoryBus, RedisBus, get_bus
 from tests.conftest import Backend, wait_for
 from tests.fixtures.factories import Account, create_client, create_user
 from tests.fixtures.graphql import GraphQLClient
+from tests.fixtures.websocket import LEGACY_WS, TRANSPORT_WS, Subscription
 
 ACTIVITY_ADDED = """
 subscription ActivityAdded($clientId: ID) {
@@ -68,34 +62,8 @@ mutation AddNote($input: AddNoteInput!) {
 }
 """
 
-TRANSPORT_WS = WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL  # "graphql-transport-ws"
-LEGACY_WS = WebsocketsTransport.APOLLO_SUBPROTOCOL  # "graphql-ws"
 
-
-@pytest.fixture
-async def ws_url(db: Backend) -> AsyncIterator[str]:
-    """A real uvicorn server on a free port, on the test's loop, serving the app."""
-    app = create_app(db.settings, manage_runtime=False)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None)
-    )
-    serving = asyncio.create_task(server.serve())
-
-    async def started() -> bool:
-        if serving.done():
-            serving.result()  # a failed start-up raises here
-        return server.started
-
-    await wait_for(started)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"ws://127.0.0.1:{port}/graphql"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, timeout=10)
-
-
-class Subscriber:
+class Subscriber(Subscription):
     """One websocket connection with one activityAdded subscription running."""
 
     def __init__(
@@ -106,46 +74,14 @@ class Subscriber:
         client_id: str | None = None,
         subprotocol: str = TRANSPORT_WS,
     ) -> None:
-        self.transport = WebsocketsTransport(
-            url=url,
-            init_payload={"token": token} if token is not None else {},
-            subprotocols=[subprotocol],
+        super().__init__(
+            url,
+            ACTIVITY_ADDED,
+            "activityAdded",
+            token=token,
+            variables={"clientId": client_id},
+            subprotocol=subprotocol,
         )
-        self.request = GraphQLRequest(ACTIVITY_ADDED, variable_values={"clientId": client_id})
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._client = GqlClient(transport=self.transport)
-        self._running: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Subscriber:
-        session = await self._client.connect_async()
-        assert isinstance(session, AsyncClientSession)
-        self._running = asyncio.create_task(self._listen(session))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._running is not None
-        self._running.cancel()
-        await asyncio.gather(self._running, return_exceptions=True)
-        await self._client.close_async()
-
-    async def _listen(self, session: AsyncClientSession) -> None:
-        async for result in session.subscribe(self.request):
-            await self.events.put(result["activityAdded"])
-
-    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
-        """The next event; raises what the subscription ended with, if it ended."""
-        assert self._running is not None
-        getting = asyncio.ensure_future(self.events.get())
-        done, _ = await asyncio.wait(
-            {getting, self._running}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if getting in done:
-            return getting.result()
-        getting.cancel()
-        if self._running in done:
-            self._running.result()
-            pytest.fail("the subscription completed without an event")
-        pytest.fail(f"no event within {timeout}s")
 
 
 async def until_subscribed(account: Account, count: int = 1) -> None:

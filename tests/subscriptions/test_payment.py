@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -10,10 +9,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from gql import Client as GqlClient
-from gql import GraphQLRequest
-from gql.client import AsyncClientSession
-from gql.transport.websockets import WebsocketsTransport
 
 from settle.core import clock
 from settle.models.agency import Role
@@ -34,7 +29,7 @@ from tests.fixtures.factories import (
     issue_invoice,
 )
 from tests.fixtures.graphql import GraphQLClient
-from tests.subscriptions.test_activity import ws_url  # noqa: F401 - the server fixture
+from tests.fixtures.websocket import Subscription
 
 PAYMENT_STATUS_CHANGED = """
 subscription PaymentStatusChanged($projectId: ID, $invoiceId: ID, $paymentId: ID) {
@@ -71,50 +66,13 @@ mutation RecordOfflinePayment($invoiceId: ID!) {
 """
 
 
-class Subscriber:
+class Subscriber(Subscription):
     """One websocket connection with one paymentStatusChanged subscription running."""
 
     def __init__(self, url: str, *, token: str, **arguments: str) -> None:
-        self.transport = WebsocketsTransport(
-            url=url,
-            init_payload={"token": token},
-            subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+        super().__init__(
+            url, PAYMENT_STATUS_CHANGED, "paymentStatusChanged", token=token, variables=arguments
         )
-        self.request = GraphQLRequest(PAYMENT_STATUS_CHANGED, variable_values=arguments)
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._client = GqlClient(transport=self.transport)
-        self._running: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Subscriber:
-        session = await self._client.connect_async()
-        assert isinstance(session, AsyncClientSession)
-        self._running = asyncio.create_task(self._listen(session))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._running is not None
-        self._running.cancel()
-        await asyncio.gather(self._running, return_exceptions=True)
-        await self._client.close_async()
-
-    async def _listen(self, session: AsyncClientSession) -> None:
-        async for result in session.subscribe(self.request):
-            await self.events.put(result["paymentStatusChanged"])
-
-    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
-        """The next event; raises what the subscription ended with, if it ended."""
-        assert self._running is not None
-        getting = asyncio.ensure_future(self.events.get())
-        done, _ = await asyncio.wait(
-            {getting, self._running}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if getting in done:
-            return getting.result()
-        getting.cancel()
-        if self._running in done:
-            self._running.result()
-            pytest.fail("the subscription completed without an event")
-        pytest.fail(f"no event within {timeout}s")
 
 
 async def until_subscribed(account: Account, count: int) -> None:
@@ -203,7 +161,7 @@ async def approved_milestone(project: Project) -> Milestone:
 
 async def test_a_subscriber_hears_a_sandbox_payment_succeed(
     db: Backend,
-    ws_url: str,  # noqa: F811 - the imported fixture
+    ws_url: str,
     gql: GraphQLClient,
     http: httpx.AsyncClient,
     owner: Account,
@@ -249,7 +207,7 @@ async def test_a_subscriber_hears_a_sandbox_payment_succeed(
 
 async def test_a_subscription_to_one_invoice_hears_only_that_invoice(
     db: Backend,
-    ws_url: str,  # noqa: F811 - the imported fixture
+    ws_url: str,
     gql: GraphQLClient,
     owner: Account,
     client: Client,
