@@ -47,7 +47,7 @@ class Backend:
     settings: Settings
     runtime: Runtime
 
-    async def drain(self, timeout: float = 10.0) -> None:
+    async def drain(self, timeout: float = 30.0) -> None:
         """Wait until the in-process worker has run every job sent so far."""
         worker = self.runtime.worker
         assert worker is not None, "this backend has no in-process worker"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any
 
 import strawberry
 
-from settle.core.errors import ValidationError as DomainValidationError
 from settle.core.outbox import transaction
+from settle.core.tenancy import Actor
 from settle.models import invoice as models
 from settle.resolvers.common import (
     find_one,
@@ -287,29 +288,40 @@ async def delete_invoice(info: Info, id: strawberry.ID) -> DeleteInvoiceResult:
 
 
 async def create_invoice_upload(
-    info: Info,
-    filename: str,
-    size_bytes: int,
-    invoice_id: strawberry.ID | None = None,
-    payment_id: strawberry.ID | None = None,
+    info: Info, invoice_id: strawberry.ID, filename: str, size_bytes: int
 ) -> InvoiceUploadResult:
-    from settle.services import invoice_files
+    actor = require_actor(info)
+    return await _upload(actor, lambda: _id_of(invoice_id, "invoiceId"), filename, size_bytes)
+
+
+async def create_payment_upload(
+    info: Info, payment_id: strawberry.ID, filename: str, size_bytes: int
+) -> InvoiceUploadResult:
     from settle.services import payment as payment_service
 
     actor = require_actor(info)
 
+    async def target() -> uuid.UUID:
+        return await payment_service.invoice_of_payment(actor, parse_id(payment_id, "paymentId"))
+
+    return await _upload(actor, target, filename, size_bytes)
+
+
+async def _id_of(value: strawberry.ID, field: str) -> uuid.UUID:
+    return parse_id(value, field)
+
+
+async def _upload(
+    actor: Actor,
+    target: Callable[[], Awaitable[uuid.UUID]],
+    filename: str,
+    size_bytes: int,
+) -> InvoiceUploadResult:
+    from settle.services import invoice_files
+
     async def run() -> InvoiceUpload:
-        if (invoice_id is None) == (payment_id is None):
-            raise DomainValidationError(
-                "invoiceId", "Give exactly one of invoiceId and paymentId", code="REQUIRED"
-            )
-        target = (
-            parse_id(invoice_id, "invoiceId")
-            if invoice_id is not None
-            else await payment_service.invoice_of_payment(actor, parse_id(payment_id, "paymentId"))
-        )
         upload = await invoice_files.create_upload(
-            actor, target, filename=filename, size_bytes=size_bytes
+            actor, await target(), filename=filename, size_bytes=size_bytes
         )
         return InvoiceUpload(
             invoice=Invoice.from_model(upload.invoice),
@@ -491,7 +503,12 @@ class InvoiceMutation:
     )
     create_invoice_upload: InvoiceUploadResult = strawberry.mutation(
         resolver=create_invoice_upload,
-        description="Attach a PDF issued elsewhere to an invoice, given by invoiceId or by "
-        "paymentId (the invoice a payment pays): returns the signed URL to PUT it to; a PDF "
+        description="Attach a PDF issued elsewhere: returns the signed URL to PUT it to; a PDF "
         "of at most 10 MB (owners and admins).",
+    )
+    create_payment_upload: InvoiceUploadResult = strawberry.mutation(
+        resolver=create_payment_upload,
+        description="createInvoiceUpload for the invoice a payment pays (a receipt or invoice "
+        "issued elsewhere for money received); MISMATCH when it pays several (owners and "
+        "admins).",
     )

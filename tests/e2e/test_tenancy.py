@@ -1041,6 +1041,18 @@ REGISTRY: dict[str, Probe] = {
         "InvoiceUpload",
         entity="Invoice",
     ),
+    "createPaymentUpload": Probe(
+        invoice_mutation(
+            "createPaymentUpload",
+            "$paymentId: ID!",
+            'paymentId: $paymentId, filename: "planted.pdf", sizeBytes: 1000',
+            "InvoiceUpload { uploadUrl invoice { id } }",
+        ),
+        lambda t: {"paymentId": t.payment_id},
+        Answer.NOT_FOUND,
+        "InvoiceUpload",
+        entity="Payment",
+    ),
     "payment": Probe(PAYMENT_QUERY, lambda t: {"id": t.payment_id}, Answer.NULL, "Payment"),
     "payments": Probe(
         PAYMENTS_QUERY,

@@ -1265,22 +1265,19 @@ async def _stage(
     return PAID_AT.isoformat()
 
 
-CREATE_INVOICE_UPLOAD = """
-mutation Upload($invoiceId: ID, $paymentId: ID) {
-  result: createInvoiceUpload(
-    invoiceId: $invoiceId, paymentId: $paymentId, filename: "receipt.pdf", sizeBytes: 2048
-  ) {
+CREATE_PAYMENT_UPLOAD = """
+mutation Upload($paymentId: ID!) {
+  result: createPaymentUpload(paymentId: $paymentId, filename: "receipt.pdf", sizeBytes: 2048) {
     __typename
     ... on InvoiceUpload { invoice { id } uploadUrl }
     ... on Error { code }
-    ... on ValidationError { field }
   }
 }
 """
 
 
 async def test_a_pdf_upload_can_name_the_payment_whose_invoice_it_belongs_to(
-    gql: GraphQLClient, owner: Account, client: Client
+    gql: GraphQLClient, owner: Account, lead: Account, client: Client
 ) -> None:
     # given money received by bank transfer for an issued invoice
     invoice = await issued_invoice(owner, client, "500.00")
@@ -1293,21 +1290,14 @@ async def test_a_pdf_upload_can_name_the_payment_whose_invoice_it_belongs_to(
             reference="NEFT 881",
             explorer_url=None,
         )
+    variables = {"paymentId": str(payment.id)}
 
-    # when the owner asks to upload a PDF by the payment, by both ids, and by neither
-    by_payment = await gql.execute(
-        CREATE_INVOICE_UPLOAD, {"paymentId": str(payment.id)}, token=owner.token
-    )
-    both = await gql.execute(
-        CREATE_INVOICE_UPLOAD,
-        {"paymentId": str(payment.id), "invoiceId": str(invoice.id)},
-        token=owner.token,
-    )
-    neither = await gql.execute(CREATE_INVOICE_UPLOAD, {}, token=owner.token)
+    # when the owner, and then the client's lead, ask to upload a PDF for the payment
+    by_owner = await gql.execute(CREATE_PAYMENT_UPLOAD, variables, token=owner.token)
+    by_lead = await gql.execute(CREATE_PAYMENT_UPLOAD, variables, token=lead.token)
 
-    # then the upload is for the payment's invoice, and an ambiguous request is refused
-    assert by_payment["result"]["__typename"] == "InvoiceUpload"
-    assert by_payment["result"]["invoice"] == {"id": str(invoice.id)}
-    assert by_payment["result"]["uploadUrl"].startswith("http://settle.test/files/invoice-uploads/")
-    refused = {"__typename": "ValidationError", "code": "REQUIRED", "field": "invoiceId"}
-    assert both["result"] == neither["result"] == refused
+    # then the owner's upload is for the payment's invoice, and the lead may not upload
+    assert by_owner["result"]["__typename"] == "InvoiceUpload"
+    assert by_owner["result"]["invoice"] == {"id": str(invoice.id)}
+    assert by_owner["result"]["uploadUrl"].startswith("http://settle.test/files/invoice-uploads/")
+    assert by_lead["result"] == {"__typename": "PermissionDeniedError", "code": "PERMISSION_DENIED"}
