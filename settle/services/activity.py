@@ -13,6 +13,7 @@ from tortoise.queryset import QuerySet
 
 from settle.core import clock
 from settle.core.errors import ValidationError
+from settle.core.money import Money
 from settle.core.outbox import emit_event
 from settle.core.pagination import Ordering, Page, paginate
 from settle.core.tenancy import Actor, scoped
@@ -31,6 +32,23 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> Changes:
         key: {"before": _jsonable(before.get(key)), "after": _jsonable(after.get(key))}
         for key in sorted(set(before) | set(after))
         if before.get(key) != after.get(key)
+    }
+
+
+def with_amounts(
+    data: dict[str, Any], currency: str, money_fields: dict[str, str]
+) -> dict[str, Any]:
+    """Model fields as a timeline shows them: minor-unit columns renamed and as decimal strings.
+
+    ``money_fields`` maps each money column to its shown name (``amount_minor`` → ``amount``).
+    """
+    return {
+        money_fields.get(key, key): (
+            Money(value, currency).format_amount()
+            if key in money_fields and value is not None
+            else value
+        )
+        for key, value in data.items()
     }
 
 

@@ -497,15 +497,7 @@ _MONEY_FIELDS = {
 
 
 def _shown(data: dict[str, Any], currency: str) -> dict[str, Any]:
-    """Model fields as the timeline shows them: amounts as decimal strings."""
-    return {
-        _MONEY_FIELDS.get(key, key): (
-            Money(value, currency).format_amount()
-            if key in _MONEY_FIELDS and value is not None
-            else value
-        )
-        for key, value in data.items()
-    }
+    return activity.with_amounts(data, currency, _MONEY_FIELDS)
 
 
 def label(invoice: Invoice) -> str:

@@ -223,13 +223,7 @@ _MONEY_FIELDS = {"amount_minor": "amount", "amount_paid_minor": "amount_paid"}
 
 
 def _shown(data: dict[str, Any], currency: str) -> dict[str, Any]:
-    """Model fields as the timeline shows them: amounts as decimal strings."""
-    return {
-        _MONEY_FIELDS.get(key, key): (
-            Money(value, currency).format_amount() if key in _MONEY_FIELDS else value
-        )
-        for key, value in data.items()
-    }
+    return activity.with_amounts(data, currency, _MONEY_FIELDS)
 
 
 async def _next_position(project_id: uuid.UUID) -> int:
