@@ -10,6 +10,7 @@ from settle.models.deliverable import (
     DeliverableStatus,
 )
 from settle.models.invoice import (
+    CreditNote,
     DeliveryStatus,
     DiscountKind,
     Invoice,
@@ -59,6 +60,7 @@ __all__ = [
     "DeliveryStatus",
     "DiscountKind",
     "Invitation",
+    "CreditNote",
     "Invoice",
     "InvoiceCounter",
     "InvoiceDelivery",

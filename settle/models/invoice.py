@@ -87,6 +87,8 @@ class Invoice(TenantModel):
     amount_paid_minor: int = fields.BigIntField(default=0)
     # Given back out of what was paid (refunds); the paid amount keeps what was received.
     amount_refunded_minor: int = fields.BigIntField(default=0)
+    # Forgiven by credit notes: no longer owed, though never received.
+    amount_credited_minor: int = fields.BigIntField(default=0)
     issued_at = fields.DatetimeField(null=True)
     viewed_at = fields.DatetimeField(null=True)
     overdue_at = fields.DatetimeField(null=True)
@@ -171,3 +173,33 @@ class InvoiceDelivery(TenantModel):
 
     class Meta:
         table = "invoice_delivery"
+
+
+class CreditNote(TenantModel):
+    """Money an agency forgives on an issued invoice: it reduces what is owed.
+
+    Numbered in the agency's own gapless credit note sequence, like invoices.
+    """
+
+    invoice: fields.ForeignKeyRelation[Invoice] = fields.ForeignKeyField(
+        "settle.Invoice", related_name="credit_notes", on_delete=fields.RESTRICT, db_index=True
+    )
+    invoice_id: uuid.UUID
+    client_id = fields.UUIDField(db_index=True)
+    number = fields.CharField(max_length=64)
+    amount_minor: int = fields.BigIntField()
+    currency = fields.CharField(max_length=3)
+    reason = fields.TextField()
+    issue_date: date = fields.DateField()
+    # The rendered PDF, written once by a worker.
+    pdf_key = fields.CharField(max_length=500, null=True)
+    pdf_rendered_at = fields.DatetimeField(null=True)
+    created_by: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "settle.User", related_name=False, null=True, on_delete=fields.SET_NULL
+    )
+    created_by_id: uuid.UUID | None
+
+    class Meta:
+        table = "credit_note"
+        unique_together = (("agency_id", "number"),)
+        indexes = (("agency_id", "created_at"),)

@@ -68,6 +68,8 @@ class Milestone(TenantModel):
     )
     amount_paid_minor: int = fields.BigIntField(default=0)
     amount_refunded_minor: int = fields.BigIntField(default=0)
+    # Forgiven by credit notes on its invoice: no longer owed, though never received.
+    amount_credited_minor: int = fields.BigIntField(default=0)
     paid_at = fields.DatetimeField(null=True)
     payment_reference = fields.CharField(max_length=200, null=True)
     # The live (not void) invoice billing this milestone; at most one at a time.

@@ -27,6 +27,9 @@ class PaymentStatus(StrEnum):
     CANCELLED = "cancelled"
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
+    # Replaced by a newer payment of the same invoices or milestones before it took any
+    # money: closed at the gateway where the gateway allows it, never to be applied.
+    SUPERSEDED = "superseded"
 
 
 class PaymentProvider(StrEnum):
@@ -84,6 +87,11 @@ class Payment(TenantModel):
     failure_reason: str | None = fields.TextField(null=True)
     # An event the payment could not take (amount or currency mismatch): looked at by hand.
     flagged_reason: str | None = fields.TextField(null=True)
+    # The newer payment that replaced this one (status superseded).
+    superseded_by_id = fields.UUIDField(null=True)
+    # Why Settle gave the money back by itself: it was captured for something already
+    # paid (a duplicate payment), so it was never applied and was refunded in full.
+    auto_refund_reason: str | None = fields.TextField(null=True)
     reconcile_attempts = fields.IntField(default=0)
     last_reconciled_at = fields.DatetimeField(null=True)
     created_by: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
