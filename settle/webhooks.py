@@ -90,12 +90,24 @@ _ACTIONS = """<form method="post" action="{base}/sandbox/pay/{token}/succeed"
  style="display:inline"><button type="submit">Fail</button></form>"""
 
 
+def _superseded_page() -> HTMLResponse:
+    # 410: the checkout existed and is gone for good, as a closed gateway checkout is.
+    return _message_page(
+        "This checkout was replaced",
+        "A newer payment of the same invoice took its place, so this one can take no money. "
+        "Use the newest payment link or checkout.",
+        410,
+    )
+
+
 async def sandbox_page(request: Request) -> Response:
     gateway = _sandbox()
     token: str = request.path_params["token"]
     payment = await _page_payment(gateway, token) if gateway else None
     if gateway is None or payment is None:
         return HTMLResponse("<h1>This checkout link is not valid</h1>", 404)
+    if payment.status is PaymentStatus.SUPERSEDED:
+        return _superseded_page()
     actions = ""
     if payment.status in (PaymentStatus.CREATED, PaymentStatus.PENDING):
         base = get_settings().public_base_url.rstrip("/")
@@ -118,6 +130,8 @@ async def sandbox_press(request: Request) -> Response:
     payment = await _page_payment(gateway, token) if gateway else None
     if gateway is None or payment is None or outcome not in ("succeed", "fail"):
         return HTMLResponse("<h1>This checkout link is not valid</h1>", 404)
+    if payment.status is PaymentStatus.SUPERSEDED:
+        return _superseded_page()
     event_type = "payment.succeeded" if outcome == "succeed" else "payment.failed"
     body = gateway.event_body(
         event_type,

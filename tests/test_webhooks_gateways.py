@@ -196,10 +196,10 @@ async def test_a_stripe_refund_reported_before_the_success_ends_refunded(
         25_000,
         made.id,
     )
-    # and the invoice shows the money received and given back
+    # and the invoice shows the money received and given back: it is owed again
     invoice = await Invoice.get(id=billing.invoice.id)
     assert (invoice.status, invoice.amount_paid_minor, invoice.amount_refunded_minor) == (
-        InvoiceStatus.PAID,
+        InvoiceStatus.SENT,
         25_000,
         25_000,
     )
@@ -209,7 +209,8 @@ async def test_a_stripe_refund_reported_before_the_success_ends_refunded(
         "refund_succeeded",
         "payment_succeeded",
     ]
-    assert await statuses_announced(row) == ["created", "pending", "refunded", "refunded"]
+    # (the success after the refund changes neither the status nor the refunded amount)
+    assert await statuses_announced(row) == ["created", "pending", "refunded"]
 
 
 @pytest.mark.parametrize(
@@ -313,7 +314,7 @@ async def test_stripe_deliveries_are_accepted_only_with_a_valid_signature(
     assert (await Payment.get(id=payment.id)).status is P.SUCCEEDED
 
 
-async def test_a_late_success_of_a_failed_payment_whose_invoice_another_paid_is_flagged(
+async def test_a_late_success_of_a_superseded_payment_is_refunded_as_a_duplicate(
     db: Backend, http: httpx.AsyncClient, owner: Account, stripe: LocalStripe
 ) -> None:
     # given a payment whose card was declined, and the invoice then paid by a second payment
@@ -328,8 +329,8 @@ async def test_a_late_success_of_a_failed_payment_whose_invoice_another_paid_is_
     await post_stripe(http, "payment_intent.succeeded", await stripe_pays(stripe, second))
     await db.drain()
 
-    # when the payer's retry on the first intent goes through as well, and Stripe reports it
-    # (localstripe does not confirm an intent again after a decline; Stripe does)
+    # when Stripe still reports a success of the first intent (a retry that beat its
+    # cancellation; localstripe does not confirm an intent again after a decline)
     retried = {
         **declined,
         "status": "succeeded",
@@ -339,20 +340,30 @@ async def test_a_late_success_of_a_failed_payment_whose_invoice_another_paid_is_
     late = await post_stripe(http, "payment_intent.succeeded", retried)
     await db.drain()
 
-    # then the money is flagged for a refund, not applied twice, and the event is done with
-    reason = "The gateway reported a success, but Invoice INV-2026-0001 is paid; not applied"
+    # then the money is not applied twice: it is recorded and its refund asked for at once
     event = await WebhookEvent.get(id=late)
     assert (event.outcome, event.processed_at is not None, event.last_error) == (
-        "flagged",
+        "duplicate",
         True,
         None,
     )
     row = await Payment.get(id=first.id)
-    assert (row.status, row.flagged_reason, row.succeeded_at) == (P.FAILED, reason, None)
-    assert (await audit_trail(row))[-1] == ("payment_succeeded_flagged", "stripe", None, reason)
+    assert row.auto_refund_reason == (
+        "Captured after Invoice INV-2026-0001 is paid: refunded in full as a duplicate payment"
+    )
+    assert "payment_succeeded_duplicate" in [action for action, *_ in await audit_trail(row)]
+    [refund] = await Refund.filter(payment_id=first.id)
+    assert (refund.amount_minor, refund.reason) == (
+        25_000,
+        "Duplicate payment: Invoice INV-2026-0001 is paid",
+    )
     assert (await Payment.get(id=second.id)).status is P.SUCCEEDED
     invoice = await Invoice.get(id=billing.invoice.id)
-    assert (invoice.status, invoice.amount_paid_minor) == (InvoiceStatus.PAID, 25_000)
+    assert (invoice.status, invoice.amount_paid_minor, invoice.amount_refunded_minor) == (
+        InvoiceStatus.PAID,
+        25_000,
+        0,
+    )
 
 
 # --- Razorpay ---------------------------------------------------------------------------------

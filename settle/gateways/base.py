@@ -149,3 +149,11 @@ class PaymentGateway(Protocol):
     ) -> RemoteStatus:
         """What the gateway knows of a payment now."""
         ...
+
+    async def close_payment(self, *, provider_order_id: str) -> bool:
+        """Close a checkout so it can take no money; False when the gateway has no way to.
+
+        Closing one already closed is not an error. GatewayError(temporary=False)
+        when it can no longer be closed because it was paid meanwhile.
+        """
+        ...

@@ -241,6 +241,22 @@ class RazorpayGateway:
             provider_refund_id=str(result["id"]), settled=result.get("status") == "processed"
         )
 
+    async def close_payment(self, *, provider_order_id: str) -> bool:
+        """Cancel a payment link; an order cannot be closed (Razorpay has no such call)."""
+        if not provider_order_id.startswith("plink_"):
+            return False
+        link = await self._call(self._client.payment_link.fetch, provider_order_id)
+        status = link.get("status")
+        if status in ("cancelled", "expired"):
+            return True
+        if status != "created":
+            raise GatewayError(
+                f"Razorpay payment link {provider_order_id} is {status} and cannot be cancelled",
+                temporary=False,
+            )
+        await self._call(self._client.payment_link.cancel, provider_order_id)
+        return True
+
     async def fetch_status(
         self, *, provider_order_id: str, provider_payment_id: str | None
     ) -> RemoteStatus:

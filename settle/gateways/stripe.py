@@ -223,6 +223,29 @@ class StripeGateway:
         )
         return RefundResult(provider_refund_id=refund.id, settled=refund.status == "succeeded")
 
+    async def close_payment(self, *, provider_order_id: str) -> bool:
+        """Expire a Checkout Session (``cs_``) or cancel a PaymentIntent, unless already closed."""
+        if provider_order_id.startswith("cs_"):
+            session = await _call(self._client.v1.checkout.sessions.retrieve, provider_order_id)
+            if session.status == "expired":
+                return True
+            if session.status != "open":
+                raise GatewayError(
+                    f"Stripe Checkout Session {provider_order_id} is {session.status}",
+                    temporary=False,
+                )
+            await _call(self._client.v1.checkout.sessions.expire, provider_order_id)
+            return True
+        intent = await _call(self._client.v1.payment_intents.retrieve, provider_order_id)
+        if intent.status == "canceled":
+            return True
+        if intent.status in ("succeeded", "processing"):
+            raise GatewayError(
+                f"Stripe PaymentIntent {provider_order_id} is {intent.status}", temporary=False
+            )
+        await _call(self._client.v1.payment_intents.cancel, provider_order_id)
+        return True
+
     async def fetch_status(
         self, *, provider_order_id: str, provider_payment_id: str | None
     ) -> RemoteStatus:

@@ -17,6 +17,7 @@ from settle.schema.common import Connection, Money, SortDirection
 from settle.schema.context import Info
 from settle.schema.deliverable import DownloadUrl
 from settle.services import invoice as invoice_service
+from settle.services import settlement
 
 if TYPE_CHECKING:
     from settle.schema.activity import ActivityEvent
@@ -28,7 +29,8 @@ RATE_DESCRIPTION = 'Percentage from 0 to 100 with at most three decimals, e.g. "
 InvoiceStatus = strawberry.enum(
     models.InvoiceStatus,
     description="draft → sent (finalized: numbered, immutable) → viewed → partially_paid → "
-    "paid; overdue when past due and unpaid; void (with a reason) while nothing is paid.",
+    "paid; overdue when past due and unpaid; void (with a reason) while nothing is paid. "
+    "A refund that leaves money due reopens a paid invoice.",
 )
 InvoiceSource = strawberry.enum(
     models.InvoiceSource,
@@ -200,8 +202,12 @@ class Invoice:
     amount_refunded: Money = strawberry.field(
         description="Given back out of what was paid; amountPaid keeps what was received."
     )
+    amount_credited: Money = strawberry.field(
+        description="Forgiven by credit notes: no longer owed, though never received."
+    )
     amount_due: Money = strawberry.field(
-        description="total - amountPaid; zero once void (nothing is owed)."
+        description="total - (amountPaid - amountRefunded) - amountCredited: money refunded "
+        "is owed again unless a credit note forgives it; zero once void."
     )
     is_overdue: bool = strawberry.field(
         description="Issued, unpaid and past its due date (UTC), marked overdue yet or not."
@@ -220,7 +226,6 @@ class Invoice:
     @classmethod
     def from_model(cls, invoice: models.Invoice) -> Invoice:
         currency = invoice.currency
-        void = invoice.status == models.InvoiceStatus.VOID
         return cls(
             id=strawberry.ID(str(invoice.id)),
             number=invoice.number,
@@ -241,9 +246,8 @@ class Invoice:
             total=_money(invoice.total_minor, currency),
             amount_paid=_money(invoice.amount_paid_minor, currency),
             amount_refunded=_money(invoice.amount_refunded_minor, currency),
-            amount_due=_money(
-                0 if void else invoice.total_minor - invoice.amount_paid_minor, currency
-            ),
+            amount_credited=_money(invoice.amount_credited_minor, currency),
+            amount_due=_money(settlement.invoice_due(invoice), currency),
             is_overdue=invoice_service.is_overdue(invoice),
             issued_at=invoice.issued_at,
             viewed_at=invoice.viewed_at,

@@ -51,7 +51,11 @@ class Milestone:
     payment_status: MilestonePaymentStatus  # type: ignore[valid-type]
     amount_paid: Money
     amount_refunded: Money = strawberry.field(
-        description="Given back by refunds; fully refunded, the milestone counts as unpaid."
+        description="Given back by refunds. Money refunded is owed again: the milestone is "
+        "back to APPROVED (unpaid, payable again) unless a credit note forgives it."
+    )
+    amount_credited: Money = strawberry.field(
+        description="Forgiven by credit notes on its invoice: no longer owed, never received."
     )
     paid_at: datetime | None
     payment_reference: str | None
@@ -86,6 +90,9 @@ class Milestone:
             ),
             amount_refunded=Money.from_value(
                 MoneyValue(milestone.amount_refunded_minor, milestone.currency)
+            ),
+            amount_credited=Money.from_value(
+                MoneyValue(milestone.amount_credited_minor, milestone.currency)
             ),
             paid_at=milestone.paid_at,
             payment_reference=milestone.payment_reference,

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 PaymentStatus = strawberry.enum(
     models.PaymentStatus,
     description="created → pending (checkout made) → succeeded | failed | cancelled; a "
-    "success may be refunded in part (partially_refunded) or in full (refunded).",
+    "success may be refunded in part (partially_refunded) or in full (refunded). superseded: "
+    "a newer payment of the same invoices or milestones replaced it before it took money; "
+    "its checkout is closed at the gateway where the gateway allows it.",
 )
 PaymentProvider = strawberry.enum(
     models.PaymentProvider,
@@ -196,7 +198,8 @@ class WebhookEvent:
     event_id: str
     event_type: str
     outcome: str | None = strawberry.field(
-        description="applied, ignored (nothing to change) or flagged; null until processed."
+        description="applied, ignored (nothing to change), flagged, or duplicate (money "
+        "captured for something already paid, refunded automatically); null until processed."
     )
     attempts: int
     last_error: str | None
@@ -247,6 +250,14 @@ class Payment:
         description="Why a gateway event was not applied (an amount or currency that did not "
         "match): for a person to look at."
     )
+    auto_refund_reason: str | None = strawberry.field(
+        description="Why Settle refunded this payment in full by itself: its money was "
+        "captured for something already paid (a duplicate payment). It was never applied; "
+        "see refunds for the refund."
+    )
+    superseded_by_id: strawberry.ID | None = strawberry.field(
+        description="The newer payment that replaced this one (status SUPERSEDED), if one did."
+    )
     created_at: datetime
     _row: strawberry.Private[models.Payment]
 
@@ -270,6 +281,8 @@ class Payment:
             failed_at=payment.failed_at,
             failure_reason=payment.failure_reason,
             flagged_reason=payment.flagged_reason,
+            auto_refund_reason=payment.auto_refund_reason,
+            superseded_by_id=_id(payment.superseded_by_id),
             created_at=payment.created_at,
             _row=payment,
         )

@@ -62,7 +62,7 @@ from settle.models.invoice import (
 )
 from settle.models.milestone import Milestone, MilestoneStatus
 from settle.models.project import Project, Task, TimeEntry
-from settle.services import activity
+from settle.services import activity, settlement
 from settle.services.invoice_totals import (
     QUANTITY_PLACES,
     RATE_PLACES,
@@ -71,6 +71,7 @@ from settle.services.invoice_totals import (
     Totals,
     compute_totals,
 )
+from settle.services.settlement import OPEN_STATUSES, label
 
 S = InvoiceStatus
 
@@ -98,8 +99,6 @@ class InvoiceNotEditableError(ConflictError):
 
 # --- the state machine ---------------------------------------------------------
 
-# The statuses an issued, unsettled invoice may be in: it can still be paid or go overdue.
-OPEN_STATUSES = frozenset({S.SENT, S.VIEWED, S.PARTIALLY_PAID, S.OVERDUE})
 
 TRANSITIONS: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
     S.SENT: frozenset({S.DRAFT}),
@@ -498,11 +497,6 @@ _MONEY_FIELDS = {
 
 def _shown(data: dict[str, Any], currency: str) -> dict[str, Any]:
     return activity.with_amounts(data, currency, _MONEY_FIELDS)
-
-
-def label(invoice: Invoice) -> str:
-    """How the timeline and emails name an invoice: its number, or "draft invoice"."""
-    return f"Invoice {invoice.number}" if invoice.number else "Draft invoice"
 
 
 async def _record(
@@ -1015,41 +1009,6 @@ async def mark_overdue(on: date | None = None) -> int:
     return moved
 
 
-async def record_payment(
-    invoice_id: uuid.UUID, amount_minor: int, *, actor: Actor | None
-) -> Invoice:
-    """Apply money received to an issued invoice: partially_paid, or paid once covered."""
-    invoice = await lock_rows(Invoice.filter(id=invoice_id)).first()
-    if invoice is None:
-        raise NotFoundError("Invoice", invoice_id)
-    if amount_minor <= 0:
-        raise ValidationError("amount", "amount must be greater than 0", code="OUT_OF_RANGE")
-    paid = invoice.amount_paid_minor + amount_minor
-    # The status first: a paid (or draft, or void) invoice takes no payment whatever the amount.
-    target = S.PAID if paid >= invoice.total_minor else S.PARTIALLY_PAID
-    _check_transition(invoice, target)
-    if paid > invoice.total_minor:
-        raise ValidationError(
-            "amount", "amount is more than the invoice's balance", code="OUT_OF_RANGE"
-        )
-    data: dict[str, Any] = {"status": target, "amount_paid_minor": paid}
-    if target == S.PAID:
-        data["paid_at"] = clock.now()
-    before = {key: getattr(invoice, key) for key in data}
-    invoice.update_from_dict(data)
-    await invoice.save(update_fields=[*data.keys(), "updated_at"])
-    shown = Money(amount_minor, invoice.currency).format_amount()
-    await _record(
-        actor,
-        invoice,
-        target.value,
-        f"{label(invoice)}: {shown} {invoice.currency} received"
-        + (", paid in full" if target == S.PAID else ""),
-        activity.diff(_shown(before, invoice.currency), _shown(data, invoice.currency)),
-    )
-    return invoice
-
-
 # --- invoices from time and milestones -----------------------------------------------------
 
 
@@ -1293,23 +1252,23 @@ async def issue_for_milestones(
 
 
 async def apply_milestone_payment(milestone: Milestone, *, actor: Actor | None) -> None:
-    """Apply a paid milestone to its issued invoice: its line, with its discount and tax.
+    """Apply a milestone paid by hand before it was invoiced to its new issued invoice.
 
-    A draft is left alone (it is not owed yet); the invoice's balance caps the
-    amount, so money is never counted twice.
+    Marked paid, it was paid in full: its line's share (with discount and tax)
+    counts as received, and lands on the invoice within what the invoice owes.
     """
-    if milestone.invoice_id is None:
-        return
-    invoice = await Invoice.get_or_none(id=milestone.invoice_id)
-    if invoice is None or invoice.status not in OPEN_STATUSES:
-        return
-    line = await InvoiceLine.get_or_none(invoice_id=invoice.id, milestone_id=milestone.id)
+    line = await settlement.line_of(milestone)
     if line is None:
         return
-    share = line.amount_minor - line.discount_minor + line.tax_minor
-    amount = min(share, invoice.total_minor - invoice.amount_paid_minor)
-    if amount > 0:
-        await record_payment(invoice.id, amount, actor=actor)
+    top_up = settlement.milestone_due(milestone, line)
+    if top_up > 0:
+        milestone.amount_paid_minor += top_up
+        await milestone.save(update_fields=["amount_paid_minor", "updated_at"])
+    invoice = await Invoice.get(id=line.invoice_id)
+    kept = milestone.amount_paid_minor - milestone.amount_refunded_minor
+    amount = min(kept, settlement.invoice_due(invoice))
+    if invoice.status in OPEN_STATUSES and amount > 0:
+        await settlement.receive_on_invoice(invoice.id, amount, actor=actor)
 
 
 async def record_milestone_invoice_error(milestone_id: uuid.UUID, error: str) -> None:

@@ -28,7 +28,7 @@ from settle.models.invoice import DeliveryStatus, Invoice, InvoiceDelivery, Invo
 from settle.notifications.email import Attachment, EmailDeliveryError, build_message
 from settle.notifications.email import deliver as send_message
 from settle.notifications.templates import render_email
-from settle.services import activity, invoice_files, payment_link
+from settle.services import activity, invoice_files, payment_link, settlement
 from settle.services.invoice import label
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ async def _compose(
         due_date=invoice.due_date,
         total=total,
         amount_paid=paid,
-        amount_due=total - paid,
+        amount_due=Money(settlement.invoice_due(invoice), invoice.currency),
         message=delivery.message,
         filename=document.filename,
         payment_url=payment_link.payment_url(invoice),

@@ -50,7 +50,7 @@ from settle.documents.invoice import (
 from settle.models.agency import Agency, User
 from settle.models.client import Client
 from settle.models.invoice import DiscountKind, Invoice, InvoiceStatus
-from settle.services import activity, payment_link
+from settle.services import activity, payment_link, settlement
 from settle.services import invoice as invoice_service
 
 DOWNLOAD_PURPOSE = "invoice.download"
@@ -135,7 +135,7 @@ async def invoice_document(invoice: Invoice, *, draft: bool) -> InvoiceDocument:
         tax=money(totals.tax_minor),
         total=money(totals.total_minor),
         amount_paid=money(invoice.amount_paid_minor),
-        amount_due=money(totals.total_minor - invoice.amount_paid_minor),
+        amount_due=money(totals.total_minor if draft else settlement.invoice_due(invoice)),
         notes=invoice.notes,
         terms=invoice.terms,
         payment_url=None if draft else payment_link.payment_url(invoice),

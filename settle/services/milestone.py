@@ -36,6 +36,7 @@ from settle.core.outbox import send_job
 from settle.core.pagination import Ordering, Page, paginate
 from settle.core.tenancy import MANAGERS, MEMBERS, Actor, scoped
 from settle.models.agency import Role
+from settle.models.invoice import Invoice
 from settle.models.milestone import (
     Milestone,
     MilestoneKind,
@@ -43,8 +44,7 @@ from settle.models.milestone import (
     MilestoneStatus,
 )
 from settle.models.project import Project
-from settle.services import activity
-from settle.services import invoice as invoice_service
+from settle.services import activity, settlement
 from settle.services.invoice import GENERATE_FOR_MILESTONE_JOB
 
 M = TypeVar("M", bound=Model)
@@ -394,22 +394,35 @@ async def cancel_milestone(actor: Actor, milestone_id: uuid.UUID, reason: str | 
 async def mark_milestone_paid(
     actor: Actor, milestone_id: uuid.UUID, reference: str | None
 ) -> Milestone:
-    """approved → paid by hand (the owner), with the reference of the money received."""
+    """approved → paid by hand (the owner): what is due on it was received, with its reference.
+
+    The money received settles the milestone's share of its issued invoice too.
+    """
     text = validation.required_text("reference", reference, max_length=200)
-    milestone = await _transition(
-        actor,
-        milestone_id,
-        S.PAID,
-        fields=lambda milestone: {
-            "payment_status": MilestonePaymentStatus.PAID,
-            "amount_paid_minor": milestone.amount_minor,
+    found = await get_milestone(actor, milestone_id)
+    line = await settlement.line_of(found)
+    received: list[int] = []
+
+    def fields(milestone: Milestone) -> dict[str, Any]:
+        due = settlement.milestone_due(milestone, line)
+        received.append(due)
+        return {
+            "payment_status": settlement.payment_status_for(milestone, 0),
+            "amount_paid_minor": milestone.amount_paid_minor + due,
             "paid_at": clock.now(),
             "payment_reference": text,
-        },
-        verb="marked_paid",
-    )
-    # The money received settles the milestone's share of its issued invoice.
-    await invoice_service.apply_milestone_payment(milestone, actor=actor)
+        }
+
+    milestone = await _transition(actor, milestone_id, S.PAID, fields=fields, verb="marked_paid")
+    if line is not None and received[0] > 0:
+        invoice = await Invoice.get(id=line.invoice_id)
+        amount = min(received[0], settlement.invoice_due(invoice))
+        if invoice.status in settlement.OPEN_STATUSES and amount > 0:
+            await settlement.receive_on_invoice(invoice.id, amount, actor=actor)
+        # A checkout still collecting for this milestone would take its money twice.
+        from settle.services import payment as payment_service
+
+        await payment_service.supersede_overlapping(None, {(invoice.id, milestone.id)}, actor=actor)
     return milestone
 
 
@@ -476,12 +489,6 @@ async def apply_payment_terms(actor: Actor, project_id: uuid.UUID, total: str) -
 
 # --- payment state ---------------------------------------------------------------
 
-# Payment statuses under which a paid milestone still counts as paid: a partial
-# refund keeps what was delivered unlocked, a full refund takes it back.
-SETTLED_PAYMENT_STATUSES = frozenset(
-    {MilestonePaymentStatus.PAID, MilestonePaymentStatus.PARTIALLY_REFUNDED}
-)
-
 
 @dataclass(frozen=True, slots=True)
 class ProjectPaymentState:
@@ -493,11 +500,8 @@ class ProjectPaymentState:
 
 
 def is_settled(milestone: Milestone) -> bool:
-    """Whether a milestone counts as paid: status ``paid`` and its money not fully refunded."""
-    return (
-        milestone.status == MilestoneStatus.PAID
-        and milestone.payment_status in SETTLED_PAYMENT_STATUSES
-    )
+    """Whether a milestone counts as paid: nothing is due on it (``settlement``'s rule)."""
+    return milestone.status == MilestoneStatus.PAID
 
 
 async def payment_state(project_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, ProjectPaymentState]:

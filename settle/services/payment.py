@@ -28,11 +28,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tortoise.expressions import F
 from tortoise.queryset import QuerySet
 
 from settle.core import clock, validation
-from settle.core.db import get_visible, lock_rows
+from settle.core.db import as_uuid, get_visible, lock_rows
 from settle.core.errors import (
     AppError,
     ConflictError,
@@ -70,7 +69,7 @@ from settle.models.payment import (
     Refund,
     RefundStatus,
 )
-from settle.services import activity
+from settle.services import activity, settlement
 from settle.services import invoice as invoice_service
 from settle.services.invoice_totals import allocate
 from settle.subscriptions import channels
@@ -81,6 +80,10 @@ P = PaymentStatus
 # ceiling here is bounded by the gateway's own limits.
 MAX_AMOUNT_MINOR: dict[str, int] = {"INR": 10_000_000_00, "USD": 100_000_00}
 OPEN_PAYMENT_STATUSES = frozenset({P.CREATED, P.PENDING})
+# Not (yet) holding money: a newer payment of the same things replaces these. A failed or
+# cancelled checkout may still be paid at the gateway (a card retried on the same intent).
+SUPERSEDABLE_STATUSES = frozenset({P.CREATED, P.PENDING, P.FAILED, P.CANCELLED})
+DUPLICATE_REFUND_REASON = "Duplicate payment"
 SUCCESS_STATUSES = frozenset({P.SUCCEEDED, P.PARTIALLY_REFUNDED, P.REFUNDED})
 REFERENCE_MAX_LENGTH = 255
 REASON_MAX_LENGTH = 2_000
@@ -245,8 +248,16 @@ async def audit(
     )
 
 
-async def _announce(payment: Payment) -> None:
-    """Publish PaymentStatusChanged on the agency's payments channel after commit."""
+async def _announce(payment: Payment, *, before: dict[str, Any] | None = None) -> None:
+    """Publish PaymentStatusChanged on the agency's payments channel after commit.
+
+    With ``before`` (a ``snapshot``), only when the status or the refunded amount
+    changed: subscribers hear of changes, not of requests that changed nothing yet.
+    """
+    if before is not None:
+        after = snapshot(payment)
+        if all(before.get(key) == after[key] for key in ("status", "amount_refunded")):
+            return
     invoice_ids = await PaymentAllocation.filter(payment_id=payment.id).values_list(
         "invoice_id", flat=True
     )
@@ -359,11 +370,6 @@ def gateway_for(provider: PaymentProvider) -> PaymentGateway:
         raise ValidationError("provider", str(exc), code="PROVIDER_NOT_CONFIGURED") from None
 
 
-def milestone_share(line: InvoiceLine) -> int:
-    """What a milestone's line costs the client: its amount less its discount, plus its tax."""
-    return line.amount_minor - line.discount_minor + line.tax_minor
-
-
 async def _open_payment(allocation_filter: dict[str, Any]) -> Payment | None:
     """A created or pending payment already covering what is being paid."""
     payment_ids = await PaymentAllocation.filter(**allocation_filter).values_list(
@@ -423,7 +429,12 @@ async def prepare_milestone_payment(
     check_limits(Money(total, currency), gateway)
     project_ids = {m.project_id for m in milestones}
     invoice_ids = {item.invoice.id for item in items}
+    payment_id = uuid.uuid4()
+    await supersede_overlapping(
+        payment_id, {(item.invoice.id, item.milestone.id) for item in items}, actor=actor
+    )
     payment = await Payment.create(
+        id=payment_id,
         agency_id=actor.agency_id,
         client_id=milestones[0].client_id,
         project_id=next(iter(project_ids)) if len(project_ids) == 1 else None,
@@ -478,8 +489,8 @@ async def _milestone_items(milestones: list[Milestone]) -> list[MilestoneItem]:
             raise ConflictError(
                 f"Milestone {m.title}'s invoice is {invoice.status.value} and cannot be paid"
             )
-        owed = invoice.total_minor - invoice.amount_paid_minor
-        items.append(MilestoneItem(m, invoice, min(milestone_share(line), owed)))
+        owed = min(settlement.milestone_due(m, line), settlement.invoice_due(invoice))
+        items.append(MilestoneItem(m, invoice, owed))
     return items
 
 
@@ -519,9 +530,12 @@ async def prepare_invoice_payment(
         return existing, True
     chosen = await provider_for(invoice.agency_id, invoice.currency, provider)
     gateway = gateway_for(chosen)
-    owed = invoice.total_minor - invoice.amount_paid_minor
+    owed = settlement.invoice_due(invoice)
     check_limits(Money(owed, invoice.currency), gateway)
+    payment_id = uuid.uuid4()
+    await supersede_overlapping(payment_id, {(invoice.id, None)}, actor=actor)
     payment = await Payment.create(
+        id=payment_id,
         agency_id=invoice.agency_id,
         client_id=invoice.client_id,
         project_id=invoice.project_id,
@@ -679,13 +693,13 @@ async def apply_event(
     if outcome != "ignored":
         await audit(
             payment,
-            f"{event.kind.value}" if outcome == "applied" else f"{event.kind.value}_flagged",
+            event.kind.value if outcome == "applied" else f"{event.kind.value}_{outcome}",
             before=before,
             source=source,
             reason=payment.flagged_reason if outcome == "flagged" else None,
             webhook_event_id=webhook_event_id,
         )
-        await _announce(payment)
+        await _announce(payment, before=before)
     return Applied(payment, outcome)
 
 
@@ -733,8 +747,11 @@ async def _apply_success(payment: Payment, event: GatewayEvent) -> str:
         return await _flag(payment, f"The gateway reported {mismatch}; not applied")
     unpayable = await _unpayable(payment)
     if unpayable is not None:
-        # Raising instead would retry the event forever and leave money taken unrecorded.
-        return await _flag(payment, f"The gateway reported a success, but {unpayable}; not applied")
+        # Money taken for something that can no longer take it (paid by another payment,
+        # offline or by credit, or voided): given back at once, never kept, never left
+        # for a person to find.
+        await _refund_duplicate(payment, event.provider_payment_id, unpayable)
+        return "duplicate"
     await mark_succeeded(payment, provider_payment_id=event.provider_payment_id, actor=None)
     return "applied"
 
@@ -744,7 +761,7 @@ async def _unpayable(payment: Payment) -> str | None:
 
     Another payment (a retry after this one failed, say, or money recorded
     offline) may have paid them since, or they were voided: this payment's
-    money is then for a person to refund, not to apply twice.
+    money is then refunded as a duplicate, never applied twice.
     """
     wanted: dict[uuid.UUID, int] = {}
     for allocation in await PaymentAllocation.filter(payment_id=payment.id):
@@ -755,7 +772,7 @@ async def _unpayable(payment: Payment) -> str | None:
         label = invoice_service.label(invoice)
         if invoice.status not in invoice_service.OPEN_STATUSES:
             return f"{label} is {invoice.status.value}"
-        owed = invoice.total_minor - invoice.amount_paid_minor
+        owed = settlement.invoice_due(invoice)
         if wanted[invoice.id] > owed:
             return f"{label} owes only {format_money(Money(owed, invoice.currency))}"
     return None
@@ -783,14 +800,28 @@ async def mark_succeeded(
         ]
     )
     shown = format_money(Money(payment.amount_minor, payment.currency))
+    # The gateway's payment id; for money received offline, its bank reference or hash.
+    reference = payment.provider_payment_id or payment.reference or str(payment.id)
     for allocation in await PaymentAllocation.filter(payment_id=payment.id).order_by("id"):
-        await invoice_service.record_payment(
+        invoice = await settlement.receive_on_invoice(
             allocation.invoice_id, allocation.amount_minor, actor=actor
         )
         if allocation.milestone_id is not None:
-            await _pay_milestone(allocation.milestone_id, payment, allocation.amount_minor, now)
+            await settlement.receive_on_milestone(
+                allocation.milestone_id,
+                allocation.amount_minor,
+                reference=reference,
+                source=payment.provider.value,
+                now=now,
+            )
         else:
-            await _pay_invoice_milestones(allocation.invoice_id, payment, now)
+            await settlement.spread_received(
+                invoice,
+                allocation.amount_minor,
+                reference=reference,
+                source=payment.provider.value,
+                now=now,
+            )
     await _record(
         actor,
         payment,
@@ -798,55 +829,10 @@ async def mark_succeeded(
         f"Payment of {shown} received ({payment.provider.value})",
         {"status": {"before": None, "after": payment.status.value}},
     )
+    # Whatever else was collecting for the same things would now take money twice.
+    await supersede_overlapping(payment.id, await _coverage(payment.id), actor=actor)
     if payment.amount_refunded_minor:
         await _spread_refund(payment, payment.amount_refunded_minor)
-
-
-async def _pay_milestone(
-    milestone_id: uuid.UUID, payment: Payment, amount_minor: int, now: datetime
-) -> None:
-    milestone = await lock_rows(Milestone.filter(id=milestone_id)).get()
-    if milestone.status == MilestoneStatus.PAID:
-        return
-    before = {"status": milestone.status.value, "payment_status": milestone.payment_status.value}
-    milestone.status = MilestoneStatus.PAID
-    milestone.payment_status = MilestonePaymentStatus.PAID
-    milestone.amount_paid_minor = amount_minor
-    milestone.paid_at = now
-    # The gateway's payment id; for money received offline, its bank reference or hash.
-    milestone.payment_reference = (
-        payment.provider_payment_id or payment.reference or str(payment.id)
-    )[:200]
-    await milestone.save(
-        update_fields=[
-            "status",
-            "payment_status",
-            "amount_paid_minor",
-            "paid_at",
-            "payment_reference",
-            "updated_at",
-        ]
-    )
-    await activity.record(
-        None,
-        agency_id=milestone.agency_id,
-        client_id=milestone.client_id,
-        entity_type="milestone",
-        entity_id=milestone.id,
-        verb="paid",
-        summary=f"Milestone {milestone.title} paid ({payment.provider.value})",
-        changes=activity.diff(before, {"status": milestone.status.value, "payment_status": "paid"}),
-    )
-
-
-async def _pay_invoice_milestones(invoice_id: uuid.UUID, payment: Payment, now: datetime) -> None:
-    """An invoice paid in full settles the approved milestones it bills."""
-    invoice = await Invoice.get(id=invoice_id)
-    if invoice.status != InvoiceStatus.PAID:
-        return
-    for line in await InvoiceLine.filter(invoice_id=invoice.id, milestone_id__isnull=False):
-        if line.milestone_id is not None:
-            await _pay_milestone(line.milestone_id, payment, milestone_share(line), now)
 
 
 async def _apply_failure(payment: Payment, event: GatewayEvent) -> str:
@@ -876,6 +862,189 @@ async def _fail(payment: Payment, target: PaymentStatus, reason: str | None) -> 
         target.value,
         f"Payment {target.value}" + (f": {reason}" if reason else ""),
         {"status": {"before": None, "after": target.value}},
+    )
+
+
+# --- superseded checkouts and duplicate captures --------------------------------------------
+
+Coverage = set[tuple[uuid.UUID, uuid.UUID | None]]
+
+
+async def _coverage(payment_id: uuid.UUID) -> Coverage:
+    """What a payment collects for: (invoice, milestone) pairs; no milestone is the invoice."""
+    rows = await PaymentAllocation.filter(payment_id=payment_id).values_list(
+        "invoice_id", "milestone_id"
+    )
+    return {
+        (as_uuid(invoice_id), as_uuid(milestone_id) if milestone_id else None)
+        for invoice_id, milestone_id in rows
+    }
+
+
+def _overlaps(ours: Coverage, theirs: Coverage) -> bool:
+    """Whether two payments collect for some of the same money (a whole invoice covers all)."""
+    return any(
+        invoice == other and (mine is None or their is None or mine == their)
+        for invoice, mine in ours
+        for other, their in theirs
+    )
+
+
+async def supersede_overlapping(
+    payment_id: uuid.UUID | None, coverage: Coverage, *, actor: Actor | None
+) -> int:
+    """Supersede every payment not holding money that collects for what ``coverage`` does.
+
+    ``payment_id`` is the payment that replaces them (created next, or just
+    succeeded), if one does. Each is closed at its gateway after commit, where
+    the gateway allows it. Returns how many were superseded.
+    """
+    invoice_ids = list({invoice for invoice, _ in coverage})
+    if not invoice_ids:
+        return 0
+    others = PaymentAllocation.filter(invoice_id__in=invoice_ids)
+    if payment_id is not None:
+        others = others.exclude(payment_id=payment_id)
+    other_ids = await others.values_list("payment_id", flat=True)
+    candidates = await lock_rows(
+        Payment.filter(
+            id__in=list(set(other_ids)),
+            status__in=list(SUPERSEDABLE_STATUSES),
+            succeeded_at__isnull=True,
+        ).order_by("id")
+    )
+    superseded = 0
+    for other in candidates:
+        if _overlaps(coverage, await _coverage(other.id)):
+            await _supersede(other, by=payment_id, actor=actor)
+            superseded += 1
+    return superseded
+
+
+async def supersede_for_invoice(invoice_id: uuid.UUID, *, actor: Actor | None) -> int:
+    """Supersede every payment not holding money on an invoice whose amount due changed.
+
+    Credit notes and money marked paid by hand change what is owed: a checkout
+    made for the old amount would take the wrong sum, so it is closed.
+    """
+    return await supersede_overlapping(None, {(invoice_id, None)}, actor=actor)
+
+
+async def _supersede(payment: Payment, *, by: uuid.UUID | None, actor: Actor | None) -> None:
+    before = snapshot(payment)
+    payment.status = P.SUPERSEDED
+    payment.superseded_by_id = by
+    await payment.save(update_fields=["status", "superseded_by_id", "updated_at"])
+    milestone_ids = [m for _, m in await _coverage(payment.id) if m is not None]
+    if milestone_ids:
+        await Milestone.filter(
+            id__in=milestone_ids, payment_status=MilestonePaymentStatus.PROCESSING
+        ).update(payment_status=MilestonePaymentStatus.UNPAID)
+    await audit(
+        payment,
+        "superseded",
+        before=before,
+        actor=actor,
+        source=None if actor else "system",
+        reason="A newer payment of the same invoices or milestones replaced it"
+        if by
+        else "What it was collecting for changed (paid otherwise or credited)",
+    )
+    await _record(
+        actor,
+        payment,
+        "superseded",
+        "Payment superseded: its checkout is closed and can take no money",
+        activity.diff({"status": before["status"]}, {"status": payment.status.value}),
+    )
+    await _announce(payment)
+    if payment.provider_order_id and payment.provider is not PaymentProvider.OFFLINE:
+        from settle.core.outbox import send_job
+
+        await send_job(CLOSE_CHECKOUT_JOB, str(payment.id))
+
+
+async def _refund_duplicate(payment: Payment, provider_payment_id: str | None, why: str) -> Refund:
+    """Money captured for what was already settled: recorded as taken, then refunded in full."""
+    payment.succeeded_at = clock.now()
+    if provider_payment_id:
+        payment.provider_payment_id = provider_payment_id
+    if payment.status not in (P.PARTIALLY_REFUNDED, P.REFUNDED):
+        payment.status = P.SUCCEEDED
+    payment.failure_reason = None
+    payment.auto_refund_reason = (f"Captured after {why}: refunded in full as a duplicate payment")[
+        :2000
+    ]
+    await payment.save(
+        update_fields=[
+            "succeeded_at",
+            "provider_payment_id",
+            "status",
+            "failure_reason",
+            "auto_refund_reason",
+            "updated_at",
+        ]
+    )
+    pending = sum(
+        refund.amount_minor
+        for refund in await Refund.filter(payment_id=payment.id, status=RefundStatus.PENDING)
+    )
+    refund = await Refund.create(
+        agency_id=payment.agency_id,
+        payment_id=payment.id,
+        amount_minor=payment.amount_minor - payment.amount_refunded_minor - pending,
+        currency=payment.currency,
+        reason=f"{DUPLICATE_REFUND_REASON}: {why}"[:REASON_MAX_LENGTH],
+    )
+    if refund.amount_minor > 0:
+        from settle.core.outbox import send_job
+
+        await send_job(REFUND_JOB, str(refund.id))
+    shown = format_money(Money(payment.amount_minor, payment.currency))
+    await _record(
+        None,
+        payment,
+        "duplicate_refunded",
+        f"Payment of {shown} captured after {why}: refunded automatically as a duplicate payment",
+        {"auto_refund_reason": {"before": None, "after": payment.auto_refund_reason}},
+    )
+    return refund
+
+
+async def close_checkout(payment_id: uuid.UUID) -> None:
+    """Close a superseded payment's checkout at its gateway, once (the worker's job).
+
+    A gateway that cannot close it (a Razorpay order), or finds it paid
+    meanwhile, is recorded: a capture that still arrives is refunded as a
+    duplicate. GatewayError(temporary=True) when the gateway did not answer.
+    """
+    payment = await Payment.get_or_none(id=payment_id)
+    if payment is None or payment.status is not P.SUPERSEDED or not payment.provider_order_id:
+        return
+    done = PaymentAuditEntry.filter(
+        payment_id=payment.id, action__in=["checkout_closed", "checkout_not_closable"]
+    )
+    if await done.exists():
+        return
+    gateway = get_gateway(payment.provider)
+    why: str | None = None
+    try:
+        closed = await gateway.close_payment(provider_order_id=payment.provider_order_id)
+    except GatewayError as exc:
+        if exc.temporary:
+            raise
+        closed, why = False, str(exc)
+    if not closed and why is None:
+        why = f"{payment.provider.value} cannot close {payment.provider_order_id}"
+    payment = await lock_rows(Payment.filter(id=payment.id)).get()
+    if await done.exists():
+        return
+    await audit(
+        payment,
+        "checkout_closed" if closed else "checkout_not_closable",
+        before=snapshot(payment),
+        source=payment.provider.value,
+        reason=None if closed else f"{why}: a capture that still arrives is refunded",
     )
 
 
@@ -953,7 +1122,8 @@ async def settle_refund(payment: Payment, amount_minor: int) -> None:
             }
         },
     )
-    if payment.succeeded_at is not None:
+    # A duplicate's money never reached its invoices, so giving it back changes none.
+    if payment.succeeded_at is not None and payment.auto_refund_reason is None:
         await _spread_refund(payment, amount_minor)
 
 
@@ -966,34 +1136,11 @@ async def _spread_refund(payment: Payment, amount_minor: int) -> None:
             continue
         row.amount_refunded_minor += share
         await row.save(update_fields=["amount_refunded_minor", "updated_at"])
-        await Invoice.filter(id=row.invoice_id).update(
-            amount_refunded_minor=F("amount_refunded_minor") + share
-        )
+        invoice = await settlement.refund_on_invoice(row.invoice_id, share, actor=None)
         if row.milestone_id is not None:
-            full = row.amount_refunded_minor >= row.amount_minor
-            await _refund_milestone(row.milestone_id, share, full=full)
-
-
-async def _refund_milestone(milestone_id: uuid.UUID, amount_minor: int, *, full: bool) -> None:
-    """A fully refunded milestone counts as unpaid again: its deliverables lock."""
-    milestone = await lock_rows(Milestone.filter(id=milestone_id)).get()
-    before = milestone.payment_status.value
-    milestone.amount_refunded_minor += amount_minor
-    milestone.payment_status = (
-        MilestonePaymentStatus.REFUNDED if full else MilestonePaymentStatus.PARTIALLY_REFUNDED
-    )
-    await milestone.save(update_fields=["amount_refunded_minor", "payment_status", "updated_at"])
-    await activity.record(
-        None,
-        agency_id=milestone.agency_id,
-        client_id=milestone.client_id,
-        entity_type="milestone",
-        entity_id=milestone.id,
-        verb="refunded",
-        summary=f"Milestone {milestone.title} "
-        + ("refunded in full" if full else "partially refunded"),
-        changes={"payment_status": {"before": before, "after": milestone.payment_status.value}},
-    )
+            await settlement.refund_on_milestone(row.milestone_id, share)
+        else:
+            await settlement.spread_refund(invoice, share)
 
 
 async def request_refund(
@@ -1042,11 +1189,12 @@ async def request_refund(
 
         await send_job(REFUND_JOB, str(refund.id))
     await audit(payment, "refund_requested", before=before, actor=actor, reason=text)
-    await _announce(payment)
+    await _announce(payment, before=before)
     return refund
 
 
 REFUND_JOB = "payment.refund"
+CLOSE_CHECKOUT_JOB = "payment.close_checkout"
 PROCESS_WEBHOOK_JOB = "payment.process_webhook"
 RECONCILE_JOB = "payment.reconcile"
 
@@ -1078,7 +1226,7 @@ async def send_refund(refund_id: uuid.UUID) -> None:
         await refund.save(update_fields=["status", "settled_at", "updated_at"])
         await settle_refund(payment, refund.amount_minor)
         await audit(payment, "refund_succeeded", before=before, source=payment.provider.value)
-        await _announce(payment)
+        await _announce(payment, before=before)
 
 
 # --- overrides and offline money --------------------------------------------------------
@@ -1136,7 +1284,7 @@ async def record_offline_payment(
     if invoice.status not in invoice_service.OPEN_STATUSES:
         raise InvalidTransitionError("Invoice", invoice.status.value, "paid")
     value = Money.parse(amount, invoice.currency).minor_units
-    owed = invoice.total_minor - invoice.amount_paid_minor
+    owed = settlement.invoice_due(invoice)
     if not 0 < value <= owed:
         raise ValidationError(
             "amount",
@@ -1228,7 +1376,7 @@ async def refund_refused(refund_id: uuid.UUID, reason: str) -> None:
     await audit(
         payment, "refund_failed", before=before, source=payment.provider.value, reason=reason
     )
-    await _announce(payment)
+    await _announce(payment, before=before)
 
 
 # --- a project's payment status ---------------------------------------------------------------
@@ -1252,12 +1400,13 @@ class ProjectPaymentStatus:
 async def project_payment_status(actor: Actor, project_id: uuid.UUID) -> ProjectPaymentStatus:
     """A visible project's contract in money, from its milestones that are not cancelled.
 
-    ``total``: their amounts. ``paid``: what was received for those paid (their
-    invoice's tax included), less what was refunded of it. ``outstanding``: what
-    is left of each milestone's amount, added up; that is total - paid, except
-    that tax received for one milestone never counts against another's amount.
-    ``next_due``: the unpaid milestone due first; when none has a due date, the
-    first unpaid by position. A fully refunded milestone counts as unpaid again.
+    ``total``: their amounts. ``paid``: what was received for them (their
+    invoice's tax included) and kept, refunds taken off. ``outstanding``: what is
+    left of each milestone's amount once what it kept and what was forgiven on it
+    (credit notes) are taken off, added up; tax received for one milestone never
+    counts against another's amount. ``next_due``: the unsettled milestone due
+    first; when none has a due date, the first by position. Money refunded is
+    owed again, so a refunded milestone is unsettled until paid again or forgiven.
     """
     from settle.models.milestone import MilestoneKind
     from settle.services import project as project_service
@@ -1269,8 +1418,7 @@ async def project_payment_status(actor: Actor, project_id: uuid.UUID) -> Project
         .exclude(status=MilestoneStatus.CANCELLED)
         .order_by("position", "created_at", "id")
     )
-    paid = [m for m in milestones if m.status == MilestoneStatus.PAID]
-    received = {m.id: m.amount_paid_minor - m.amount_refunded_minor for m in paid}
+    kept = {m.id: m.amount_paid_minor - m.amount_refunded_minor for m in milestones}
     unpaid = [m for m in milestones if not is_settled(m)]
     # (due date, place in contract order): the earliest due, ties in contract order.
     dated = [(m.due_date, place) for place, m in enumerate(unpaid) if m.due_date is not None]
@@ -1282,8 +1430,10 @@ async def project_payment_status(actor: Actor, project_id: uuid.UUID) -> Project
         project_id=project.id,
         currency=project.currency,
         total_minor=sum(m.amount_minor for m in milestones),
-        paid_minor=sum(received.values()),
-        outstanding_minor=sum(max(m.amount_minor - received.get(m.id, 0), 0) for m in milestones),
+        paid_minor=sum(kept.values()),
+        outstanding_minor=sum(
+            max(m.amount_minor - kept[m.id] - m.amount_credited_minor, 0) for m in milestones
+        ),
         refunded_minor=sum(m.amount_refunded_minor for m in milestones),
         advance=next((m for m in milestones if m.kind == MilestoneKind.ADVANCE), None),
         balance=next((m for m in milestones if m.kind == MilestoneKind.BALANCE), None),

@@ -17,6 +17,7 @@ from settle.models.invoice import Invoice
 from settle.models.payment import Payment
 from settle.services import invoice as invoice_service
 from settle.services import payment as payment_service
+from settle.services import settlement
 
 PURPOSE = "invoice.pay"
 PAYMENT_LINK_DAYS = 90
@@ -28,7 +29,7 @@ def _signer() -> UrlSigner:
 
 def payment_url(invoice: Invoice) -> str | None:
     """The link to pay an issued invoice's balance; None when nothing is owed on it."""
-    owed = invoice.total_minor - invoice.amount_paid_minor
+    owed = settlement.invoice_due(invoice)
     if invoice.status not in invoice_service.OPEN_STATUSES or owed <= 0:
         return None
     token, _ = _signer().sign({"i": str(invoice.id)}, ttl_seconds=PAYMENT_LINK_DAYS * 86_400)

@@ -550,13 +550,18 @@ async def project_statistics(
     milestone_rows = (
         await scoped(Milestone, actor)
         .filter(project_id__in=ids)
-        .annotate(amount=Sum("amount_minor"), paid=Sum("amount_paid_minor"))
+        .annotate(
+            amount=Sum("amount_minor"),
+            paid=Sum("amount_paid_minor"),
+            refunded=Sum("amount_refunded_minor"),
+        )
         .group_by("project_id", "status")
-        .values_list("project_id", "status", "amount", "paid")
+        .values_list("project_id", "status", "amount", "paid", "refunded")
     )
-    for pid, status, amount, paid in milestone_rows:
+    for pid, status, amount, paid, refunded in milestone_rows:
         stats = values[as_uuid(pid)]
-        owed, settled = int(amount or 0), int(paid or 0)
+        # Money refunded is owed again (services.settlement): only what was kept counts.
+        owed, settled = int(amount or 0), int(paid or 0) - int(refunded or 0)
         stats["milestones_paid_minor"] = stats.get("milestones_paid_minor", 0) + settled
         if status == MilestoneStatus.APPROVED:
             # What an approved milestone still owes; a part already paid counts as paid.

@@ -50,6 +50,13 @@ async def refund(refund_id: str) -> None:
             await payment_service.refund_refused(uuid.UUID(refund_id), str(error))
 
 
+@actor(payment_service.CLOSE_CHECKOUT_JOB, max_retries=10, min_backoff=5_000, max_backoff=3_600_000)
+async def close_checkout(payment_id: str) -> None:
+    """Close a superseded payment's checkout at its gateway; a gateway outage retries."""
+    async with transaction():
+        await payment_service.close_checkout(uuid.UUID(payment_id))
+
+
 @actor(payment_service.RECONCILE_JOB, max_retries=0)
 async def reconcile() -> None:
     """Ask the gateways about payments pending for too long, and apply their answers."""

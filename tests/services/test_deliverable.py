@@ -227,7 +227,11 @@ async def test_a_refunded_milestone_closes_the_final_files(frozen: Clock, owner:
     balance = await add_milestone(project, B, BALANCE_PAID)
     final = await add_deliverable(project, DeliverableKind.FINAL)
     lead = await create_user(owner, role=Role.CLIENT_LEAD, client=await client_of(project))
-    await Milestone.filter(id=balance.id).update(payment_status=MilestonePaymentStatus.REFUNDED)
+    await Milestone.filter(id=balance.id).update(
+        status=MilestoneStatus.APPROVED,
+        payment_status=MilestonePaymentStatus.REFUNDED,
+        paid_at=None,
+    )
     # when the client asks for the final file
     state = (await payment_state([project.id]))[project.id]
     # then it is locked again, as unpaid

@@ -39,6 +39,7 @@ from settle.models.project import Project, Task, TimeEntry
 from settle.services import agency as agency_service
 from settle.services import invoice as invoice_service
 from settle.services import project as project_service
+from settle.services import settlement
 from settle.services import task as task_service
 from settle.services import time_entry as time_entry_service
 from settle.services.invoice import (
@@ -799,9 +800,9 @@ async def invoice_in(
     if status == S.VIEWED:
         await committed(invoice_service.mark_invoice_viewed(owner.actor, invoice.id))
     elif status == S.PARTIALLY_PAID:
-        await committed(invoice_service.record_payment(invoice.id, 4_000, actor=owner.actor))
+        await committed(settlement.receive_on_invoice(invoice.id, 4_000, actor=owner.actor))
     elif status == S.PAID:
-        await committed(invoice_service.record_payment(invoice.id, 10_000, actor=owner.actor))
+        await committed(settlement.receive_on_invoice(invoice.id, 10_000, actor=owner.actor))
     elif status == S.OVERDUE:
         await committed(invoice_service.mark_overdue(TODAY + timedelta(days=1)))
     elif status == S.VOID:
@@ -818,10 +819,10 @@ Move = Callable[[Account, Invoice], Awaitable[Invoice]]
 MOVES: dict[InvoiceStatus, Move] = {
     S.SENT: lambda owner, invoice: invoice_service.finalize_invoice(owner.actor, invoice.id),
     S.VIEWED: lambda owner, invoice: invoice_service.mark_invoice_viewed(owner.actor, invoice.id),
-    S.PARTIALLY_PAID: lambda owner, invoice: invoice_service.record_payment(
+    S.PARTIALLY_PAID: lambda owner, invoice: settlement.receive_on_invoice(
         invoice.id, 1, actor=owner.actor
     ),
-    S.PAID: lambda owner, invoice: invoice_service.record_payment(
+    S.PAID: lambda owner, invoice: settlement.receive_on_invoice(
         invoice.id, max(invoice.total_minor - invoice.amount_paid_minor, 1), actor=owner.actor
     ),
     S.VOID: lambda owner, invoice: invoice_service.void_invoice(
@@ -1003,16 +1004,16 @@ async def test_record_payment_moves_to_partially_paid_then_paid(
     # given an issued invoice of 100.00
     invoice = await invoice_in(owner, await create_client(owner), S.VIEWED)
     # when 40.00 is received
-    part = await committed(invoice_service.record_payment(invoice.id, 4_000, actor=None))
+    part = await committed(settlement.receive_on_invoice(invoice.id, 4_000, actor=None))
     # then it is partially paid
     assert (part.status, part.amount_paid_minor, part.paid_at) == (S.PARTIALLY_PAID, 4_000, None)
     # and more than the balance, or nothing, is refused
     for amount in (6_001, 0, -5):
         with pytest.raises(ValidationError) as refused:
-            await committed(invoice_service.record_payment(invoice.id, amount, actor=None))
+            await committed(settlement.receive_on_invoice(invoice.id, amount, actor=None))
         assert (refused.value.field, refused.value.code) == ("amount", "OUT_OF_RANGE")
     # when the balance of 60.00 is received; then it is paid
-    paid = await committed(invoice_service.record_payment(invoice.id, 6_000, actor=owner.actor))
+    paid = await committed(settlement.receive_on_invoice(invoice.id, 6_000, actor=owner.actor))
     row = await Invoice.get(id=invoice.id)
     assert (row.status, row.amount_paid_minor) == (S.PAID, 10_000)
     assert row.paid_at is not None
@@ -1023,7 +1024,7 @@ async def test_record_payment_moves_to_partially_paid_then_paid(
     )
     assert events == ["Invoice INV-2026-0001: 60.00 USD received, paid in full"]
     with pytest.raises(NotFoundError):
-        await committed(invoice_service.record_payment(uuid.uuid4(), 1, actor=None))
+        await committed(settlement.receive_on_invoice(uuid.uuid4(), 1, actor=None))
 
 
 async def test_every_step_is_on_the_timeline(db: Backend, owner: Account) -> None:
@@ -1045,8 +1046,8 @@ async def test_every_step_is_on_the_timeline(db: Backend, owner: Account) -> Non
     await committed(invoice_service.record_client_view(lead.actor, invoice.id))
     await committed(invoice_service.record_client_view(lead.actor, invoice.id))
     await committed(invoice_service.resend_invoice_email(owner.actor, invoice.id))
-    await committed(invoice_service.record_payment(invoice.id, 100, actor=None))
-    await committed(invoice_service.record_payment(invoice.id, 11_700, actor=None))
+    await committed(settlement.receive_on_invoice(invoice.id, 100, actor=None))
+    await committed(settlement.receive_on_invoice(invoice.id, 11_700, actor=None))
     # then each step is one event on the invoice's timeline, in order, by whom made it
     assert await timeline(invoice) == [
         ("created", me),

@@ -25,7 +25,7 @@ from settle.models.client import Client
 from settle.models.invoice import DeliveryStatus, Invoice, InvoiceDelivery, InvoiceStatus
 from settle.notifications.templates import format_email_date
 from settle.services import invoice as invoice_service
-from settle.services import invoice_delivery, payment_link
+from settle.services import invoice_delivery, payment_link, settlement
 from tests.conftest import Backend
 from tests.fixtures.factories import Account, create_client, create_contact
 from tests.fixtures.smtp import Mailbox, body, free_port, use_smtp
@@ -343,7 +343,7 @@ async def test_a_paid_invoice_emailed_again_says_it_is_paid(
     # given an invoice paid in full
     invoice = await issue_invoice(db, owner, client)
     async with transaction():
-        await invoice_service.record_payment(invoice.id, invoice.total_minor, actor=None)
+        await settlement.receive_on_invoice(invoice.id, invoice.total_minor, actor=None)
     delivery = await request_delivery(invoice)
 
     # when

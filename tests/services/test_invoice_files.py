@@ -31,7 +31,7 @@ from settle.models.agency import Agency, Role
 from settle.models.client import Client
 from settle.models.invoice import DiscountKind, Invoice, InvoiceStatus
 from settle.services import invoice as invoice_service
-from settle.services import invoice_files, payment_link
+from settle.services import invoice_files, payment_link, settlement
 from settle.services.invoice import DiscountInput
 from tests.conftest import Backend
 from tests.fixtures.db import row_counts
@@ -153,7 +153,7 @@ async def test_the_document_prints_the_parties_lines_and_server_totals(
     client = await acme(owner)
     invoice = await issued(db, owner, client)
     async with transaction():
-        invoice = await invoice_service.record_payment(invoice.id, 1_000_00, actor=None)
+        invoice = await settlement.receive_on_invoice(invoice.id, 1_000_00, actor=None)
 
     # when its document is built
     document = await invoice_files.invoice_document(invoice, draft=False)

@@ -145,12 +145,14 @@ async def test_payment_state_of_projects_in_one_query(db: Backend, owner: Accoun
     await create_milestone(no_advance_unpaid, paid_at=PAID_AT)
     await create_milestone(no_advance_unpaid, status=MilestoneStatus.APPROVED)
     refunded = await create_project(owner, client)
+    # (refunded money is owed again: the refund put the milestone back to approved)
     await create_milestone(
         refunded,
         kind=MilestoneKind.ADVANCE,
-        paid_at=PAID_AT,
+        status=MilestoneStatus.APPROVED,
         payment_status=MilestonePaymentStatus.REFUNDED,
     )
+    # (partly refunded, and the rest forgiven by a credit note: settled)
     partly_refunded = await create_project(owner, client)
     await create_milestone(
         partly_refunded,
@@ -185,7 +187,7 @@ async def test_payment_state_of_projects_in_one_query(db: Backend, owner: Accoun
         ProjectPaymentState(has_advance=True, advance_paid_at=later, all_paid_at=later),
         ProjectPaymentState(has_advance=False, advance_paid_at=None, all_paid_at=PAID_AT),
         ProjectPaymentState(has_advance=False, advance_paid_at=None, all_paid_at=None),
-        # (a full refund takes the payment back; a partial one does not)
+        # (a refund takes the payment back; one forgiven by a credit note does not)
         ProjectPaymentState(has_advance=True, advance_paid_at=None, all_paid_at=None),
         ProjectPaymentState(has_advance=True, advance_paid_at=PAID_AT, all_paid_at=PAID_AT),
         ProjectPaymentState(has_advance=False, advance_paid_at=None, all_paid_at=None),

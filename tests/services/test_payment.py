@@ -49,6 +49,7 @@ from settle.models.payment import (
     WebhookEvent,
 )
 from settle.models.project import Project
+from settle.services import credit_note as credit_note_service
 from settle.services import deliverable as deliverable_service
 from settle.services import invoice as invoice_service
 from settle.services import milestone as milestone_service
@@ -731,7 +732,7 @@ async def access(account: Account, deliverable: Deliverable) -> Access:
     return deliverable_service.access_for(account.actor, deliverable, state)
 
 
-async def test_deliverables_open_when_paid_and_lock_again_when_fully_refunded(
+async def test_deliverables_follow_the_refund_rule(
     db: Backend, owner: Account, lead: Account, project: Project
 ) -> None:
     # given a project's one milestone, approved, and its final files
@@ -747,11 +748,22 @@ async def test_deliverables_open_when_paid_and_lock_again_when_fully_refunded(
     days = timedelta(days=get_settings().deliverable_access_days)
     assert await access(lead, deliverable) == Access(True, None, paid_at + days)
 
-    # when part of the money is refunded; then they stay open
+    # when part of the money is refunded; then it is owed again and the files lock
     await committed(payment_service.request_refund(owner.actor, payment.id, "100.00", "Late"))
     await db.drain()
-    assert (await Milestone.get(id=milestone.id)).payment_status == MP.PARTIALLY_REFUNDED
-    assert await access(lead, deliverable) == Access(True, None, paid_at + days)
+    reopened = await Milestone.get(id=milestone.id)
+    assert (reopened.status, reopened.payment_status) == (MS.APPROVED, MP.PARTIALLY_REFUNDED)
+    assert await access(lead, deliverable) == Access(False, LockReason.BALANCE_UNPAID, None)
+
+    # when the agency forgives what was refunded; then the files open again
+    assert reopened.invoice_id is not None
+    await committed(
+        credit_note_service.issue_credit_note(owner.actor, reopened.invoice_id, "100.00", "Late")
+    )
+    forgiven = await Milestone.get(id=milestone.id)
+    assert (forgiven.status, forgiven.amount_credited_minor) == (MS.PAID, 10_000)
+    assert forgiven.paid_at is not None
+    assert await access(lead, deliverable) == Access(True, None, forgiven.paid_at + days)
 
     # when the rest is refunded; then they lock again, as if never paid
     await committed(payment_service.request_refund(owner.actor, payment.id, None, "Cancelled"))
@@ -800,14 +812,18 @@ async def test_a_partial_then_a_full_refund_settle_through_the_sandbox(
     assert refund.settled_at is not None
     payment = await Payment.get(id=captured.id)
     assert (payment.status, payment.amount_refunded_minor) == (P.PARTIALLY_REFUNDED, 20_000)
+    # (the money refunded is owed again: the milestone and its invoice reopen)
     milestone = await Milestone.get(id=allocation.milestone_id)
     assert (milestone.status, milestone.payment_status, milestone.amount_refunded_minor) == (
-        MS.PAID,
+        MS.APPROVED,
         MP.PARTIALLY_REFUNDED,
         20_000,
     )
     invoice = await Invoice.get(id=allocation.invoice_id)
-    assert (invoice.status, invoice.amount_refunded_minor) == (InvoiceStatus.PAID, 20_000)
+    assert (invoice.status, invoice.amount_refunded_minor) == (
+        InvoiceStatus.PARTIALLY_PAID,
+        20_000,
+    )
 
     # when the rest is refunded (no amount: all that is left)
     rest = await committed(payment_service.request_refund(owner.actor, captured.id, None, "Gone"))
@@ -831,9 +847,9 @@ async def test_a_partial_then_a_full_refund_settle_through_the_sandbox(
         ("refund_succeeded", "sandbox", None, None),
     ]
     assert (await verbs("milestone", milestone.id))[-2:] == ["refunded", "refunded"]
-    assert [e["status"] for e in await announced(owner.agency_id)][-4:] == [
+    # and subscribers hear of each change once: asking for a refund changes nothing yet
+    assert [e["status"] for e in await announced(owner.agency_id)][-3:] == [
         "succeeded",
-        "partially_refunded",
         "partially_refunded",
         "refunded",
     ]

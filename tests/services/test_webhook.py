@@ -288,7 +288,7 @@ async def test_a_refund_reported_before_the_success_ends_refunded(
     assert (await Payment.get(id=payment.id)).status == P.REFUNDED
     assert await webhook_service.process(success.id) == "applied"
 
-    # then the payment ends refunded, and so does the milestone it paid
+    # then the payment ends refunded, and the milestone it paid is owed again
     row = await Payment.get(id=payment.id)
     assert (row.status, row.amount_refunded_minor, row.provider_payment_id) == (
         P.REFUNDED,
@@ -302,7 +302,7 @@ async def test_a_refund_reported_before_the_success_ends_refunded(
         paid.payment_status,
         paid.amount_paid_minor,
         paid.amount_refunded_minor,
-    ) == (MilestoneStatus.PAID, MilestonePaymentStatus.REFUNDED, 50_000, 50_000)
+    ) == (MilestoneStatus.APPROVED, MilestonePaymentStatus.REFUNDED, 50_000, 50_000)
     invoice = await Invoice.get(id=milestone.invoice_id)
     assert (invoice.amount_paid_minor, invoice.amount_refunded_minor) == (50_000, 50_000)
     [settled] = await Refund.filter(payment_id=payment.id)
@@ -394,7 +394,7 @@ async def test_an_event_for_an_unknown_payment_waits_for_it(db: Backend, payment
     assert (await Payment.get(id=payment.id)).status == P.PENDING
 
 
-async def test_a_success_for_invoices_paid_meanwhile_is_flagged_not_applied_twice(
+async def test_a_success_for_invoices_paid_meanwhile_is_refunded_not_applied_twice(
     db: Backend, owner: Account, milestone: Milestone, payment: Payment
 ) -> None:
     # given the milestone's invoice paid in full by bank transfer while the payment was open
@@ -410,16 +410,24 @@ async def test_a_success_for_invoices_paid_meanwhile_is_flagged_not_applied_twic
         )
     invoice = await Invoice.get(id=milestone.invoice_id)
 
-    # when the gateway's success for the open payment arrives
+    # when the gateway's success for the open payment (superseded meanwhile) arrives
     row = await stored(gateway_event(payment, "payment.succeeded"))
     outcome = await webhook_service.process(row.id)
+    await db.drain()
 
-    # then it is flagged for a person to refund, and the invoice is not paid twice
-    assert outcome == "flagged"
-    flagged = await Payment.get(id=payment.id)
-    assert (flagged.status, flagged.flagged_reason) == (
-        P.PENDING,
-        f"The gateway reported a success, but Invoice {invoice.number} is paid; not applied",
+    # then it is taken as a duplicate: recorded, refunded in full, the invoice not paid twice
+    assert outcome == "duplicate"
+    duplicate = await Payment.get(id=payment.id)
+    assert (duplicate.status, duplicate.flagged_reason, duplicate.auto_refund_reason) == (
+        P.REFUNDED,
+        None,
+        f"Captured after Invoice {invoice.number} is paid: refunded in full as a duplicate payment",
+    )
+    [refund] = await Refund.filter(payment_id=payment.id)
+    assert (refund.status, refund.amount_minor, refund.reason) == (
+        RefundStatus.SUCCEEDED,
+        50_000,
+        f"Duplicate payment: Invoice {invoice.number} is paid",
     )
     assert (await Invoice.get(id=invoice.id)).amount_paid_minor == 50_000
 
