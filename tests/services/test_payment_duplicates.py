@@ -82,12 +82,12 @@ async def record_offline(owner: Account, invoice: Invoice, amount: str) -> Payme
 
 
 def money_adds_up(invoice: Invoice) -> None:
-    """paid - refunded - credited + due = total, to the minor unit."""
+    """(paid - refunded) + credited + due = total, to the minor unit."""
     due = settlement.invoice_due(invoice)
     assert (
         invoice.amount_paid_minor
         - invoice.amount_refunded_minor
-        - invoice.amount_credited_minor
+        + invoice.amount_credited_minor
         + due
         == invoice.total_minor
     )
