@@ -271,6 +271,32 @@ async def test_stripe_closes_a_superseded_intent(
     assert (await reloaded(second)).status is P.PENDING
 
 
+async def test_stripe_expires_a_superseded_checkout_session(
+    db: Backend, owner: Account, stripe: LocalStripe
+) -> None:
+    # given an invoice whose payment link opened a Stripe Checkout Session
+    billing = await bill(owner, currency="USD", provider="stripe", amount="250.00")
+    async with transaction():
+        hosted, _ = await payment_service.prepare_invoice_payment(None, billing.invoice.id, None)
+    async with transaction():
+        hosted = await payment_service.ensure_checkout(
+            hosted.id, description="Invoice", hosted=True
+        )
+    assert hosted.provider_order_id is not None
+    assert hosted.provider_order_id.startswith("cs_")
+
+    # when the money is recorded offline instead
+    await record_offline(owner, billing.invoice, "250.00")
+    await db.drain()
+
+    # then Stripe expired the session, so its page can take no money
+    session = await in_thread(
+        stripe.client().v1.checkout.sessions.retrieve, hosted.provider_order_id
+    )
+    assert session.status == "expired"
+    assert (await actions(hosted))[-2:] == ["superseded", "checkout_closed"]
+
+
 async def test_stripe_money_captured_twice_is_refunded_at_stripe(
     db: Backend, owner: Account, stripe: LocalStripe
 ) -> None:
