@@ -6,6 +6,11 @@ payment with a gateway order is asked about after
 applied like a webhook (the same ``apply_event``, audited as reconciliation).
 After ``payment_reconcile_max_attempts`` unanswered questions the payment is
 flagged for a person to look at, and no longer asked about.
+
+A superseded payment is asked about on the same schedule while its gateway
+could not close it (a Razorpay order): a capture whose webhook was lost is
+found that way and refunded as a duplicate, never silently kept. Any other
+answer about it changes nothing, and it is not flagged when the questions end.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ from settle.core.outbox import transaction
 from settle.core.settings import get_settings
 from settle.gateways import get_gateway
 from settle.gateways.base import EventKind, GatewayError, GatewayEvent, RemoteState, RemoteStatus
-from settle.models.payment import Payment, PaymentProvider
+from settle.models.payment import Payment, PaymentProvider, PaymentStatus
 from settle.services import payment as payment_service
 
 log = logging.getLogger(__name__)
 
 GATEWAY_PROVIDERS = (PaymentProvider.STRIPE, PaymentProvider.RAZORPAY, PaymentProvider.SANDBOX)
+ASKED_STATUSES = payment_service.OPEN_PAYMENT_STATUSES | {PaymentStatus.SUPERSEDED}
 
 _KINDS = {
     RemoteState.SUCCEEDED: EventKind.PAYMENT_SUCCEEDED,
@@ -38,7 +44,7 @@ async def reconcile_pending() -> int:
     settings = get_settings()
     now = clock.now()
     candidates = await Payment.filter(
-        status__in=list(payment_service.OPEN_PAYMENT_STATUSES),
+        status__in=list(ASKED_STATUSES),
         provider__in=list(GATEWAY_PROVIDERS),
         provider_order_id__isnull=False,
         reconcile_attempts__lt=settings.payment_reconcile_max_attempts,
@@ -68,9 +74,12 @@ async def apply_status(payment_id: uuid.UUID, status: RemoteStatus | None) -> No
     settings = get_settings()
     async with transaction():
         payment = await lock_rows(Payment.filter(id=payment_id)).get()
-        if payment.status not in payment_service.OPEN_PAYMENT_STATUSES:
+        if payment.status not in ASKED_STATUSES:
             return
         kind = _KINDS.get(status.state) if status is not None else None
+        if payment.status is PaymentStatus.SUPERSEDED and kind is not EventKind.PAYMENT_SUCCEEDED:
+            # Only money taken matters for a closed checkout; a failure or silence is expected.
+            kind = None
         if kind is not None and status is not None:
             event = GatewayEvent(
                 provider=payment.provider,

@@ -15,7 +15,7 @@ import pytest
 
 from settle.core import clock
 from settle.core.outbox import transaction
-from settle.core.settings import configure_settings
+from settle.core.settings import configure_settings, get_settings
 from settle.gateways.base import RemoteState, RemoteStatus
 from settle.models.client import Client
 from settle.models.invoice import Invoice, InvoiceStatus
@@ -23,6 +23,7 @@ from settle.models.milestone import Milestone, MilestonePaymentStatus, Milestone
 from settle.models.outbox import OutboxKind, OutboxMessage
 from settle.models.payment import OfflineMethod, Payment, PaymentAuditEntry, PaymentStatus
 from settle.models.project import Project
+from settle.services import milestone as milestone_service
 from settle.services import payment as payment_service
 from settle.services.payment_reconcile import apply_status, reconcile_pending
 from settle.subscriptions import channels
@@ -244,3 +245,58 @@ async def test_no_answer_counts_as_a_question(frozen: Frozen, payment: Payment) 
         "checkout_created",
         "created",
     ]
+
+
+async def test_a_lost_capture_of_a_superseded_payment_is_found_and_refunded(
+    db: Backend, frozen: Frozen, owner: Account, milestone: Milestone, payment: Payment
+) -> None:
+    # given the milestone paid by hand while its payment was open: the payment is superseded
+    async with transaction():
+        await milestone_service.mark_milestone_paid(owner.actor, milestone.id, "UTR-9")
+    await db.drain()
+    assert (await Payment.get(id=payment.id)).status is P.SUPERSEDED
+
+    # when reconciliation asks about it, and the gateway says it was captured after all
+    frozen.now = payment.created_at + THRESHOLD
+    await apply_status(
+        payment.id,
+        RemoteStatus(
+            RemoteState.SUCCEEDED, provider_payment_id="sbx_pay_late", amount_minor=50_000
+        ),
+    )
+    await db.drain()
+
+    # then that money is refunded in full as a duplicate, and the milestone was paid once
+    row = await Payment.get(id=payment.id)
+    assert (row.status, row.amount_refunded_minor) == (P.REFUNDED, 50_000)
+    assert row.auto_refund_reason is not None
+    invoice = await Invoice.get(id=milestone.invoice_id)
+    assert (invoice.status, invoice.amount_paid_minor, invoice.amount_refunded_minor) == (
+        InvoiceStatus.PAID,
+        50_000,
+        0,
+    )
+
+
+async def test_a_superseded_payment_is_never_flagged_for_silence(
+    db: Backend, frozen: Frozen, owner: Account, milestone: Milestone, payment: Payment
+) -> None:
+    # given a superseded payment
+    async with transaction():
+        await milestone_service.mark_milestone_paid(owner.actor, milestone.id, "UTR-9")
+    await db.drain()
+
+    # when every question goes unanswered or says it failed
+    for attempt in range(get_settings().payment_reconcile_max_attempts):
+        frozen.now = payment.created_at + THRESHOLD * 2 ** (attempt + 1)
+        await apply_status(payment.id, RemoteStatus(RemoteState.FAILED) if attempt else None)
+
+    # then it stays superseded, unflagged, and is asked about no more
+    assert await reconciled(payment) == (
+        get_settings().payment_reconcile_max_attempts,
+        frozen.now,
+        P.SUPERSEDED,
+        None,
+    )
+    frozen.now += timedelta(days=30)
+    assert await reconcile_pending() == 0
