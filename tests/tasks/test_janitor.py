@@ -4,7 +4,7 @@ and finish their work, once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +12,8 @@ import pytest
 
 from settle.core import clock
 from settle.core.outbox import relay_later, transaction
+from settle.core.storage import get_storage
+from settle.models.activity import ActivityEvent
 from settle.models.invoice import DeliveryStatus, Invoice, InvoiceDelivery
 from settle.models.milestone import Milestone
 from settle.models.outbox import OutboxMessage
@@ -28,7 +30,10 @@ from settle.services import janitor
 from settle.services import payment as payment_service
 from settle.services.invoice import RENDER_PDF_JOB, SEND_EMAIL_JOB
 from settle.services.payment import PROCESS_WEBHOOK_JOB, REFUND_JOB
+from settle.tasks.invoice import render_pdf
 from settle.tasks.janitor import resend_stuck
+from settle.tasks.payment import process_webhook
+from settle.tasks.payment import refund as refund_job
 from tests.conftest import Backend
 from tests.fixtures.factories import (
     Account,
@@ -123,3 +128,79 @@ async def test_a_run_sends_lost_jobs_again_and_each_finishes_its_work_once(
     # and the payment was applied once
     succeeded = PaymentAuditEntry.filter(payment_id=pending.id, action="payment_succeeded")
     assert await succeeded.count() == 1
+
+
+# --- a re-send racing its original: each job run twice at once finishes its work once ---------
+
+
+async def twice_at_once(job: Callable[[str], Awaitable[None]], row_id: object) -> None:
+    """Run an actor's function twice concurrently, as two workers would."""
+    await asyncio.gather(*(asyncio.to_thread(job, str(row_id)) for _ in range(2)))
+
+
+async def test_a_webhook_processed_twice_at_once_is_applied_once(
+    db: Backend, owner: Account, project: Project
+) -> None:
+    # given a stored success whose job was lost
+    pending, _ = await pay_milestones(owner, [await invoiced_milestone(db, owner, project, "A")])
+    with relay_later():
+        received = await deliver(pending, "payment.succeeded")
+
+    # when the janitor's re-send and the original run at once
+    await twice_at_once(process_webhook.fn, received.event.id)
+
+    # then it is applied once
+    event = await WebhookEvent.get(id=received.event.id)
+    assert (event.outcome, event.attempts) == ("applied", 1)
+    succeeded = PaymentAuditEntry.filter(payment_id=pending.id, action="payment_succeeded")
+    assert await succeeded.count() == 1
+    assert (await Payment.get(id=pending.id)).status == PaymentStatus.SUCCEEDED
+
+
+async def test_a_pdf_rendered_twice_at_once_is_stored_and_recorded_once(
+    db: Backend, owner: Account
+) -> None:
+    # given an issued invoice whose PDF job was lost
+    with relay_later():
+        invoice = await issue_invoice(
+            owner, await create_invoice(owner, await create_client(owner, currency="USD"))
+        )
+
+    # when two runs render it at once
+    await twice_at_once(render_pdf.fn, invoice.id)
+
+    # then it has one PDF and one timeline entry for it
+    rendered = await Invoice.get(id=invoice.id)
+    assert rendered.pdf_key is not None
+    reader = await get_storage().open(rendered.pdf_key)
+    try:
+        assert (await reader.__anext__()).startswith(b"%PDF-")
+    finally:
+        await reader.aclose()
+    events = ActivityEvent.filter(entity_id=invoice.id, verb="pdf_rendered")
+    assert await events.count() == 1
+
+
+async def test_a_refund_sent_twice_at_once_refunds_once(
+    db: Backend, owner: Account, project: Project
+) -> None:
+    # given a captured payment and a refund asked for, its job lost
+    captured, _ = await pay_milestones(owner, [await invoiced_milestone(db, owner, project, "A")])
+    await deliver(captured, "payment.succeeded")
+    await db.drain()
+    with relay_later():
+        async with transaction():
+            asked = await payment_service.request_refund(owner.actor, captured.id, "100.00", "Fix")
+
+    # when two runs ask the gateway at once (with the refund's id as the idempotency key)
+    await twice_at_once(refund_job.fn, asked.id)
+
+    # then the money went back once
+    row = await Refund.get(id=asked.id)
+    assert (row.status, row.provider_refund_id) == (RefundStatus.SUCCEEDED, f"sbx_rf_{asked.id}")
+    payment = await Payment.get(id=captured.id)
+    assert (payment.status, payment.amount_refunded_minor) == (
+        PaymentStatus.PARTIALLY_REFUNDED,
+        10_000,
+    )
+    assert await PaymentAuditEntry.filter(action="refund_succeeded").count() == 1
