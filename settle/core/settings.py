@@ -64,6 +64,19 @@ class Settings(BaseSettings):
     payment_reconcile_max_attempts: int = Field(default=8, gt=0)
     payment_reconcile_cron: str = "*/10 * * * *"
 
+    # A worker silent this long counts as dead: the messages it fetched and did not
+    # acknowledge go back to their queue (see ``settle.tasks.broker.redis_broker``).
+    broker_heartbeat_timeout_seconds: float = Field(default=30, gt=0)
+
+    # The janitor re-sends the job of work stored but not finished after ``stale_seconds``
+    # (a webhook not applied, an issued invoice without its PDF, an email never tried, a
+    # refund never asked for), at most ``batch_size`` rows of each kind per run, and
+    # leaves alone what is older than ``give_up_seconds``: that needs a person.
+    janitor_cron: str = "* * * * *"
+    janitor_stale_seconds: int = Field(default=300, gt=0)
+    janitor_give_up_seconds: int = Field(default=24 * 3600, gt=0)
+    janitor_batch_size: int = Field(default=100, gt=0, le=10_000)
+
     outbox_relay_cron: str = "* * * * *"
     outbox_stale_seconds: int = Field(default=30, ge=0)
     embedded_worker_threads: int = Field(default=4, ge=1)

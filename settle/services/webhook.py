@@ -26,6 +26,11 @@ from settle.gateways.base import GatewayEvent
 from settle.models.payment import PaymentProvider, WebhookEvent
 from settle.services import payment as payment_service
 
+# Processing attempts of one event before it is left for a person: the actor's
+# first run and its retries (an hour or so of backoff). The janitor re-sends an
+# unprocessed event only while it has attempts left.
+MAX_ATTEMPTS = 13
+
 
 @dataclass(frozen=True, slots=True)
 class Received:

@@ -15,9 +15,11 @@ from typing import Any, ParamSpec, TypeVar
 
 import dramatiq
 from dramatiq.asyncio import EventLoopThread, set_event_loop_thread
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO, Middleware
+
+from settle.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def configure_broker(
 
     broker: dramatiq.Broker
     if redis_url:
-        broker = RedisBroker(url=redis_url)
+        broker = redis_broker(redis_url)
         broker.add_middleware(AsyncIO())
     else:
         broker = StubBroker()
@@ -72,11 +74,39 @@ def configure_broker(
     return broker
 
 
-def send_by_name(actor_name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
-    """Send a message to a declared actor (the outbox relay's way in)."""
+def redis_broker(redis_url: str) -> RedisBroker:
+    """The Redis broker, set so a dead worker's unacknowledged messages come back in bounded time.
+
+    Dramatiq keeps each fetched message in its worker's ack set until the worker
+    acknowledges it. Every broker call (a fetch, an enqueue) refreshes the
+    caller's heartbeat, and with ``maintenance_chance`` out of a million it also
+    puts back the messages of workers silent for ``heartbeat_timeout`` into that
+    call's queue. Dramatiq's default of 1,000 (0.1%) left a killed worker's
+    messages waiting about a thousand calls, a quarter of an hour and more. Here
+    every call does it: it is two ZRANGEBYSCOREs on small sets inside the call's
+    own script, and an idle worker polls each queue about once a second, so a
+    dead worker's messages are back within the heartbeat timeout and a second.
+
+    The timeout must stay above the longest silence of a live worker, or its
+    messages run twice (safe, every job being idempotent, but wasted): a worker
+    polls its delay queue every second even while all its threads are busy.
+    """
+    timeout = get_settings().broker_heartbeat_timeout_seconds
+    return RedisBroker(
+        url=redis_url,
+        heartbeat_timeout=round(timeout * 1000),
+        maintenance_chance=MAINTENANCE_SCALE,
+    )
+
+
+def send_by_name(actor_name: str, args: list[Any], kwargs: dict[str, Any], **options: Any) -> None:
+    """Send a message to a declared actor (the outbox relay's and the janitor's way in).
+
+    ``options`` are Dramatiq's message options (``max_retries=0``: one attempt).
+    """
     broker = dramatiq.get_broker()
     declared = broker.get_actor(actor_name)
-    declared.send_with_options(args=tuple(args), kwargs=kwargs)
+    declared.send_with_options(args=tuple(args), kwargs=kwargs, **options)
 
 
 def actor_names() -> list[str]:

@@ -21,7 +21,12 @@ log = logging.getLogger(__name__)
 
 # An event may arrive before the payment it is about has committed (a gateway is
 # fast); retrying with backoff for about an hour covers that and any outage.
-@actor(payment_service.PROCESS_WEBHOOK_JOB, max_retries=12, min_backoff=1_000, max_backoff=600_000)
+@actor(
+    payment_service.PROCESS_WEBHOOK_JOB,
+    max_retries=webhook.MAX_ATTEMPTS - 1,
+    min_backoff=1_000,
+    max_backoff=600_000,
+)
 async def process_webhook(webhook_event_id: str) -> None:
     """Apply one stored gateway event to its payment, once."""
     event_id = uuid.UUID(webhook_event_id)

@@ -70,6 +70,7 @@ def default_jobs(settings: Settings) -> list[ScheduledJob]:
         # Daily, soon after the UTC date changes: overdue is judged by the UTC date.
         ScheduledJob("invoice.mark_overdue", "15 0 * * *", "invoice.mark_overdue"),
         ScheduledJob("payment.reconcile", settings.payment_reconcile_cron, "payment.reconcile"),
+        ScheduledJob("janitor.resend_stuck", settings.janitor_cron, "janitor.resend_stuck"),
     ]
 
 

@@ -289,11 +289,11 @@ async def _waiting_on(conn: asyncpg.Connection, holder: int) -> list[int]:
 async def _requeue_dead_workers_messages(redis_url: str, queue: str) -> None:
     """Run the Redis broker's maintenance until a dead worker's unacked messages are back.
 
-    Every broker call runs maintenance with a small probability and treats a
-    worker silent for ``heartbeat_timeout`` as dead; production relies on that
-    (a minute's silence, about one call in a thousand). Here one broker client
-    runs it on every call with a one-second timeout, so the redelivery is the
-    broker's own, only sooner.
+    Settle's broker runs maintenance on every call and treats a worker silent
+    for ``SETTLE_BROKER_HEARTBEAT_TIMEOUT_SECONDS`` (30 s) as dead. Here one
+    broker client runs it with a one-second timeout, so the redelivery is the
+    broker's own, only sooner (tests/e2e/test_crash_recovery.py waits for a
+    worker's own).
     """
     broker = RedisBroker(
         url=redis_url, heartbeat_timeout=1_000, maintenance_chance=MAINTENANCE_SCALE

@@ -3,11 +3,13 @@ outcome is recorded on the delivery and the invoice's timeline."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 
 import pytest
@@ -26,7 +28,7 @@ from settle.models.invoice import DeliveryStatus, Invoice, InvoiceDelivery, Invo
 from settle.notifications.templates import format_email_date
 from settle.services import invoice as invoice_service
 from settle.services import invoice_delivery, payment_link, settlement
-from tests.conftest import Backend
+from tests.conftest import Backend, wait_for
 from tests.fixtures.factories import Account, create_client, create_contact
 from tests.fixtures.smtp import Mailbox, body, free_port, use_smtp
 
@@ -64,6 +66,20 @@ class PickyMailbox(Mailbox):
             return "550 5.1.1 No such user"
         envelope.rcpt_tos.append(address)
         return "250 OK"
+
+
+@dataclass
+class HeldMailbox(Mailbox):
+    """Holds each DATA reply until ``release`` is set, as a slow server in mid-conversation."""
+
+    entered: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.entered.set()
+        # The server runs on its own thread and loop; waiting there holds only this reply.
+        await asyncio.to_thread(self.release.wait, 10)
+        return await super().handle_DATA(server, session, envelope)
 
 
 @contextmanager
@@ -108,13 +124,16 @@ async def issue_invoice(db: Backend, owner: Account, client: Client) -> Invoice:
     return invoice
 
 
-async def request_delivery(invoice: Invoice, *, attempts: int = 0) -> InvoiceDelivery:
+async def request_delivery(
+    invoice: Invoice, *, attempts: int = 0, status: DeliveryStatus = DeliveryStatus.PENDING
+) -> InvoiceDelivery:
     """A delivery as the invoice service writes it, without sending its job (the test runs it)."""
     return await InvoiceDelivery.create(
         agency_id=invoice.agency_id,
         invoice_id=invoice.id,
         recipients=[PRIMARY],
         attempts=attempts,
+        status=status,
     )
 
 
@@ -238,6 +257,52 @@ async def test_a_delivery_already_sent_is_not_sent_again(
     assert (await timeline(invoice)).count("emailed") == 1
 
 
+async def test_a_second_run_while_the_first_is_sending_stands_back_and_one_email_goes(
+    db: Backend, frozen_clock: None, owner: Account, client: Client
+) -> None:
+    # given a delivery whose first run is in the middle of the SMTP conversation
+    invoice = await issue_invoice(db, owner, client)
+    delivery = await request_delivery(invoice)
+    with running_smtp(HeldMailbox()) as mailbox:
+        assert isinstance(mailbox, HeldMailbox)
+        first = asyncio.create_task(invoice_delivery.deliver(delivery.id))
+
+        async def talking() -> bool:
+            return mailbox.entered.is_set()
+
+        await wait_for(talking)
+
+        # when the same delivery runs again meanwhile (a redelivered or re-sent message)
+        with pytest.raises(invoice_delivery.DeliveryInProgressError):
+            await invoice_delivery.deliver(delivery.id)
+
+        # then only the first run sends it, once
+        mailbox.release.set()
+        await first
+        assert [e.rcpt_tos for e in mailbox.envelopes] == [[PRIMARY]]
+    row = await InvoiceDelivery.get(id=delivery.id)
+    assert (row.status, row.attempts, row.last_error) == (DeliveryStatus.SENT, 1, None)
+    assert (await timeline(invoice)).count("emailed") == 1
+
+
+async def test_a_claim_abandoned_by_a_dead_run_is_taken_over_after_the_lease(
+    db: Backend, frozen_clock: None, smtp: Mailbox, owner: Account, client: Client
+) -> None:
+    # given a delivery whose attempt was claimed by a run that died before recording it
+    invoice = await issue_invoice(db, owner, client)
+    delivery = await request_delivery(invoice, attempts=1)
+    claimed_at = clock.now() - invoice_delivery.SEND_LEASE - timedelta(seconds=1)
+    await InvoiceDelivery.filter(id=delivery.id).update(updated_at=claimed_at)
+
+    # when its message runs again
+    await invoice_delivery.deliver(delivery.id)
+
+    # then it is sent, and both attempts are counted
+    assert [e.rcpt_tos for e in smtp.envelopes] == [[PRIMARY]]
+    row = await InvoiceDelivery.get(id=delivery.id)
+    assert (row.status, row.attempts) == (DeliveryStatus.SENT, 2)
+
+
 async def test_a_delivery_of_an_invoice_voided_meanwhile_is_not_sent(
     db: Backend, frozen_clock: None, smtp: Mailbox, owner: Account, client: Client
 ) -> None:
@@ -289,9 +354,11 @@ async def test_a_recipient_refused_among_accepted_ones_is_noted_on_a_sent_delive
 async def test_a_temporary_failure_on_the_last_attempt_is_final(
     db: Backend, frozen_clock: None, owner: Account, client: Client
 ) -> None:
-    # given a delivery that has used all attempts but one, and a busy server
+    # given a delivery whose attempts but one failed, and a busy server
     invoice = await issue_invoice(db, owner, client)
-    delivery = await request_delivery(invoice, attempts=invoice_delivery.MAX_ATTEMPTS - 1)
+    delivery = await request_delivery(
+        invoice, attempts=invoice_delivery.MAX_ATTEMPTS - 1, status=DeliveryStatus.FAILED
+    )
     with running_smtp(Mailbox(data_reply="451 4.3.0 Try again later")) as mailbox:
         # when the last attempt fails too, it returns instead of asking for a retry
         await invoice_delivery.deliver(delivery.id)

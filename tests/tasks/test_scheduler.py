@@ -106,9 +106,9 @@ def test_invalid_cron_raises_value_error() -> None:
         ScheduledJob("test.broken", "61 * * * *", "test.broken")
 
 
-def test_default_jobs_relay_the_outbox_on_the_configured_cron() -> None:
+def test_default_jobs_relay_the_outbox_and_run_the_janitor_on_the_configured_crons() -> None:
     # given
-    settings = Settings(outbox_relay_cron="*/5 * * * *")
+    settings = Settings(outbox_relay_cron="*/5 * * * *", janitor_cron="*/2 * * * *")
 
     # when
     jobs = default_jobs(settings)
@@ -118,6 +118,7 @@ def test_default_jobs_relay_the_outbox_on_the_configured_cron() -> None:
         ScheduledJob("outbox.relay_pending", "*/5 * * * *", "outbox.relay_pending"),
         ScheduledJob("invoice.mark_overdue", "15 0 * * *", "invoice.mark_overdue"),
         ScheduledJob("payment.reconcile", "*/10 * * * *", "payment.reconcile"),
+        ScheduledJob("janitor.resend_stuck", "*/2 * * * *", "janitor.resend_stuck"),
     ]
 
 
