@@ -142,10 +142,8 @@ def test_worker_and_scheduler_refuse_to_run_without_redis(command: str, tmp_path
 
 
 LOGIN = """
-mutation {
-  login(input: {email: "demo@settle.test", password: "settle-demo"}) {
-    ... on AuthPayload { token }
-  }
+mutation Login($email: String!, $password: String!) {
+  login(input: {email: $email, password: $password}) { __typename ... on AuthPayload { token } }
 }
 """
 SENT_INVOICE = """
@@ -229,9 +227,9 @@ async def test_serve_on_another_port_gives_links_to_that_port(
                 return False
 
         await wait_for(up, timeout=60)
-        token = (await http.post("/graphql", json={"query": LOGIN})).json()["data"]["login"][
-            "token"
-        ]
+        variables = {"email": "demo@settle.test", "password": "settle-demo"}
+        logged_in = await http.post("/graphql", json={"query": LOGIN, "variables": variables})
+        token = logged_in.json()["data"]["login"]["token"]
         auth = {"Authorization": f"Bearer {token}"}
 
         async def gql(query: str, **variables: str) -> Any:
@@ -315,3 +313,39 @@ async def test_serve_on_another_port_gives_links_to_that_port(
         assert text is not None
         [accept_url] = re.findall(r"https?://\S+", text.get_content())
         assert accept_url.startswith(f"{base}/invitations/accept?token=")
+
+        # and the newcomer who opens it finds the form, and joins with it
+        opened = await http.get(accept_url)
+        assert (opened.status_code, opened.headers["content-type"]) == (
+            200,
+            "text/html; charset=utf-8",
+        )
+        invitation_token = accept_url.split("?token=", 1)[1]
+        assert f'name="token" value="{invitation_token}"' in opened.text
+        password = "milo-joins"
+        form = {
+            "token": invitation_token,
+            "name": "Milo",
+            "password": password,
+            "password_confirm": password,
+        }
+        joined = await http.post("/invitations/accept", data=form)
+        assert joined.status_code == 200
+        assert "<h1>Welcome to Northwind Studio</h1>" in joined.text
+        login = await http.post(
+            "/graphql",
+            json={
+                "query": LOGIN,
+                "variables": {"email": "milo@northwind.example", "password": "milo-joins"},
+            },
+        )
+        assert login.json()["data"]["login"]["__typename"] == "AuthPayload"
+
+    # and the server's access log names the page, but not the token
+    log = tmp_path / "serve.log"
+
+    async def logged() -> bool:
+        return "GET /invitations/accept?token=[redacted] HTTP/1.1" in log.read_text()
+
+    await wait_for(logged, timeout=10)
+    assert invitation_token not in log.read_text()

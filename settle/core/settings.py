@@ -39,6 +39,9 @@ class Settings(BaseSettings):
 
     access_token_ttl_seconds: int = Field(default=12 * 3600, gt=0)
     invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    # Where invitation emails send the invitee, with ``token=`` added: a frontend's own
+    # page, or (unset) Settle's built-in one at ``/invitations/accept``.
+    invitation_url: str | None = None
 
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -138,6 +141,11 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env is Environment.PRODUCTION
+
+    def invitation_link(self, token: str) -> str:
+        """The link an invitation email carries: ``invitation_url`` (or the built-in page)."""
+        base = self.invitation_url or f"{self.public_base_url.rstrip('/')}/invitations/accept"
+        return f"{base}{'&' if '?' in base else '?'}token={token}"
 
     def for_server(self, host: str, port: int) -> Settings:
         """These settings for a server listening on ``host:port``.
