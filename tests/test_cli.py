@@ -349,3 +349,5 @@ async def test_serve_on_another_port_gives_links_to_that_port(
 
     await wait_for(logged, timeout=10)
     assert invitation_token not in log.read_text()
+    # and the PDFs it rendered left no lines from font subsetting
+    assert '"logger": "fontTools' not in log.read_text()

@@ -75,3 +75,6 @@ def configure_logging(level: str = "INFO") -> None:
     access = logging.getLogger("uvicorn.access")
     access.filters[:] = [f for f in access.filters if not isinstance(f, RedactQueryTokens)]
     access.addFilter(RedactQueryTokens())
+    # fpdf2 subsets the invoice font with fontTools, which reports every table it
+    # prunes at INFO: dozens of lines per PDF, most of what a worker would log.
+    logging.getLogger("fontTools").setLevel(max(root.level, logging.WARNING))

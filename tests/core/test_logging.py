@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from settle.core.logging import configure_logging
+from settle.documents.invoice import render_invoice_pdf
+from tests.documents.test_invoice import rupee_invoice
 
 
 @pytest.fixture
@@ -20,6 +22,8 @@ def json_logs() -> Iterator[io.StringIO]:
     saved_handlers, saved_level = root.handlers[:], root.level
     access = logging.getLogger("uvicorn.access")
     saved_filters = access.filters[:]
+    font_tools = logging.getLogger("fontTools")
+    saved_font_tools_level = font_tools.level
     configure_logging("INFO")
     [handler] = root.handlers
     assert isinstance(handler, logging.StreamHandler)
@@ -29,6 +33,7 @@ def json_logs() -> Iterator[io.StringIO]:
     root.handlers[:] = saved_handlers
     root.setLevel(saved_level)
     access.filters[:] = saved_filters
+    font_tools.setLevel(saved_font_tools_level)
 
 
 def lines(written: io.StringIO) -> list[dict[str, Any]]:
@@ -50,4 +55,18 @@ def test_access_lines_leave_out_the_token_of_a_link(json_logs: io.StringIO) -> N
         '127.0.0.1:51000 - "GET /invitations/accept?from=email&token=[redacted]&lang=en '
         'HTTP/1.1" 200',
         '127.0.0.1:51000 - "GET /graphql HTTP/1.1" 200',
+    ]
+
+
+def test_rendering_a_pdf_logs_nothing_from_font_subsetting(json_logs: io.StringIO) -> None:
+    # given logging at INFO, as a server and a worker run
+    # when an invoice PDF is rendered (fpdf2 subsets its font with fontTools)
+    pdf = render_invoice_pdf(rupee_invoice())
+    # then it is a PDF, and fontTools wrote no lines of its own
+    assert pdf.startswith(b"%PDF-")
+    assert [line for line in lines(json_logs) if line["logger"].startswith("fontTools")] == []
+    # and its warnings still get through
+    logging.getLogger("fontTools.subset").warning("glyph table is damaged")
+    assert [(line["logger"], line["level"]) for line in lines(json_logs)] == [
+        ("fontTools.subset", "warning")
     ]
