@@ -21,7 +21,10 @@ def json_logs() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     access = logging.getLogger("uvicorn.access")
-    saved_filters = access.filters[:]
+    saved_filters, saved_access = access.filters[:], (access.level, access.propagate)
+    # A uvicorn started in-process earlier (a test's fake gateway, say) may have turned
+    # access lines down; a `settle serve` process starts with them on.
+    access.setLevel(logging.NOTSET)
     font_tools = logging.getLogger("fontTools")
     saved_font_tools_level = font_tools.level
     configure_logging("INFO")
@@ -33,6 +36,8 @@ def json_logs() -> Iterator[io.StringIO]:
     root.handlers[:] = saved_handlers
     root.setLevel(saved_level)
     access.filters[:] = saved_filters
+    access.setLevel(saved_access[0])
+    access.propagate = saved_access[1]
     font_tools.setLevel(saved_font_tools_level)
 
 
