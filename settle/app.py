@@ -30,6 +30,7 @@ from settle.core.logging import request_id_var
 from settle.core.relay import relay_pending
 from settle.core.settings import Settings
 from settle.files import file_routes
+from settle.invitations import invitation_routes
 from settle.schema.context import Context
 from settle.schema.schema import schema
 from settle.services import auth as auth_service
@@ -262,6 +263,7 @@ def create_app(settings: Settings, *, manage_runtime: bool = True) -> Starlette:
             Route("/readyz", readyz),
             *file_routes(),
             *webhook_routes(),
+            *invitation_routes(),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,

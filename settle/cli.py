@@ -21,6 +21,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from settle.app import create_app
 
+    # The whole process (its in-process worker too) links to the port it serves on.
+    settings = settings.for_server(args.host, args.port)
+    configure_settings(settings)
     uvicorn.run(
         create_app(settings),
         host=args.host,

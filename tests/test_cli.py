@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import email
+import email.policy
+import io
 import os
+import re
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
+from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from pypdf import PdfReader
 
 from settle.cli import build_parser, main
+from tests.conftest import wait_for
+from tests.e2e.test_processes import (  # noqa: F401 - processes is a fixture
+    _free_port,
+    _spawn,
+    processes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["serve", "worker", "scheduler", "migrate", "demo", "export-schema"]
@@ -123,3 +139,215 @@ def test_worker_and_scheduler_refuse_to_run_without_redis(command: str, tmp_path
     # then they explain that the embedded server already runs them
     assert result.returncode == 2
     assert "SETTLE_REDIS_URL" in result.stderr
+
+
+LOGIN = """
+mutation Login($email: String!, $password: String!) {
+  login(input: {email: $email, password: $password}) { __typename ... on AuthPayload { token } }
+}
+"""
+SENT_INVOICE = """
+{ invoices(first: 1, filter: {status: SENT}) { edges { node { id pdfUrl { url } } } } }
+"""
+SEND_INVOICE = """
+mutation Send($id: ID!) { sendInvoice(id: $id) { __typename } }
+"""
+PAY_INVOICE = """
+mutation Pay($id: ID!) {
+  payInvoice(invoiceId: $id) { ... on PaymentCheckout { checkout { checkoutUrl } } }
+}
+"""
+PROJECT = """
+{ projects(first: 1) { edges { node { id } } } }
+"""
+UPLOAD_DELIVERABLE = """
+mutation Upload($projectId: ID!) {
+  createDeliverableUpload(input: {projectId: $projectId, title: "Notes", kind: BETA,
+                                  filename: "notes.txt", contentType: "text/plain",
+                                  sizeBytes: 6}) {
+    ... on DeliverableUpload { uploadUrl deliverable { id } }
+  }
+}
+"""
+DOWNLOAD_DELIVERABLE = """
+query Download($id: ID!) { deliverableDownloadUrl(id: $id) { ... on DownloadUrl { url } } }
+"""
+INVITE_MEMBER = """
+mutation {
+  inviteMember(input: {email: "milo@northwind.example", role: MEMBER, name: "Milo"}) {
+    __typename
+  }
+}
+"""
+
+
+def _mail(mail_dir: Path, to: str) -> EmailMessage:
+    """The one email written to ``to`` under the mail directory."""
+    found = []
+    for path in sorted(mail_dir.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        if to in str(message["To"]):
+            found.append(message)
+    (message,) = found
+    return message
+
+
+def _pdf_links(data: bytes) -> list[str]:
+    """The targets of a PDF's link annotations."""
+    return [
+        str(annotation.get_object()["/A"]["/URI"])
+        for page in PdfReader(io.BytesIO(data)).pages
+        for annotation in page.get("/Annots") or []
+    ]
+
+
+async def test_serve_on_another_port_gives_links_to_that_port(
+    tmp_path: Path,
+    processes: list[subprocess.Popen[bytes]],  # noqa: F811 - the fixture imported above
+) -> None:
+    # given the embedded run set up as `make run` does, without SETTLE_PUBLIC_BASE_URL
+    for command in ("migrate", "demo"):
+        done = await asyncio.to_thread(run_settle, command, var_dir=tmp_path)
+        assert done.returncode == 0, done.stderr
+    port = _free_port()
+    assert port != 8000
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("SETTLE_")}
+    environment["SETTLE_VAR_DIR"] = str(tmp_path)
+    base = f"http://127.0.0.1:{port}"
+
+    # when the server is started on that port (`make run PORT=...` runs `settle serve --port`)
+    processes.append(_spawn(["serve", "--port", str(port)], environment, tmp_path / "serve.log"))
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+
+        async def up() -> bool:
+            try:
+                return (await http.get("/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_for(up, timeout=60)
+        variables = {"email": "demo@settle.test", "password": "settle-demo"}
+        logged_in = await http.post("/graphql", json={"query": LOGIN, "variables": variables})
+        token = logged_in.json()["data"]["login"]["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+
+        async def gql(query: str, **variables: str) -> Any:
+            answer = await http.post(
+                "/graphql", json={"query": query, "variables": variables}, headers=auth
+            )
+            assert answer.status_code == 200, answer.text
+            return answer.json()["data"]
+
+        # then the invoice PDF rendered by the in-process worker is served from that port,
+        # and its payment link points there
+        async def rendered() -> bool:
+            node = (await gql(SENT_INVOICE))["invoices"]["edges"][0]["node"]
+            return node["pdfUrl"] is not None
+
+        await wait_for(rendered, timeout=60)
+        invoice = (await gql(SENT_INVOICE))["invoices"]["edges"][0]["node"]
+        pdf_url = invoice["pdfUrl"]["url"]
+        assert pdf_url.startswith(f"{base}/files/invoices/")
+        pdf = await http.get(pdf_url)
+        assert (pdf.status_code, pdf.headers["content-type"]) == (200, "application/pdf")
+        # (one annotation per line the long link wraps onto)
+        [pay_link] = set(_pdf_links(pdf.content))
+        assert pay_link.startswith(f"{base}/pay/invoices/")
+
+        # and the invoice email carries a payment link to that port
+        assert (await gql(SEND_INVOICE, id=invoice["id"]))["sendInvoice"] == {
+            "__typename": "Invoice"
+        }
+
+        def mailed(to: str) -> Callable[[], Awaitable[bool]]:
+            async def written() -> bool:
+                try:
+                    _mail(tmp_path / "mail", to)
+                except (ValueError, FileNotFoundError):
+                    return False
+                return True
+
+            return written
+
+        await wait_for(mailed("priya@chaipoint.example"), timeout=60)
+        invoice_mail = _mail(tmp_path / "mail", "priya@chaipoint.example")
+        text = invoice_mail.get_body(preferencelist=("plain",))
+        assert text is not None
+        [mailed_link] = re.findall(r"Pay online: (\S+)", text.get_content())
+        assert mailed_link.startswith(f"{base}/pay/invoices/")
+
+        # and the payment link leads to the sandbox page on that port, whose buttons post there
+        opened = await http.get(pay_link)
+        assert opened.status_code == 303
+        checkout_url = opened.headers["location"]
+        assert checkout_url.startswith(f"{base}/sandbox/pay/")
+        paying = (await gql(PAY_INVOICE, id=invoice["id"]))["payInvoice"]
+        assert paying == {"checkout": {"checkoutUrl": checkout_url}}
+        page = await http.get(checkout_url)
+        assert page.status_code == 200
+        assert re.findall(r'action="([^"]+)"', page.text) == [
+            f"{checkout_url}/succeed",
+            f"{checkout_url}/fail",
+        ]
+
+        # and deliverable upload and download URLs are on that port, and work
+        project_id = (await gql(PROJECT))["projects"]["edges"][0]["node"]["id"]
+        upload = (await gql(UPLOAD_DELIVERABLE, projectId=project_id))["createDeliverableUpload"]
+        assert upload["uploadUrl"].startswith(f"{base}/files/upload/")
+        put = await http.put(
+            upload["uploadUrl"], content=b"hello\n", headers={"Content-Type": "text/plain"}
+        )
+        assert put.status_code == 200, put.text
+        download = (await gql(DOWNLOAD_DELIVERABLE, id=upload["deliverable"]["id"]))[
+            "deliverableDownloadUrl"
+        ]
+        assert download["url"].startswith(f"{base}/files/download/")
+        assert (await http.get(download["url"])).content == b"hello\n"
+
+        # and the invitation email links to that port
+        assert (await gql(INVITE_MEMBER))["inviteMember"] == {"__typename": "Invitation"}
+        await wait_for(mailed("milo@northwind.example"), timeout=60)
+        invitation = _mail(tmp_path / "mail", "milo@northwind.example")
+        text = invitation.get_body(preferencelist=("plain",))
+        assert text is not None
+        [accept_url] = re.findall(r"https?://\S+", text.get_content())
+        assert accept_url.startswith(f"{base}/invitations/accept?token=")
+
+        # and the newcomer who opens it finds the form, and joins with it
+        opened = await http.get(accept_url)
+        assert (opened.status_code, opened.headers["content-type"]) == (
+            200,
+            "text/html; charset=utf-8",
+        )
+        invitation_token = accept_url.split("?token=", 1)[1]
+        assert f'name="token" value="{invitation_token}"' in opened.text
+        password = "milo-joins"
+        form = {
+            "token": invitation_token,
+            "name": "Milo",
+            "password": password,
+            "password_confirm": password,
+        }
+        joined = await http.post("/invitations/accept", data=form)
+        assert joined.status_code == 200
+        assert "<h1>Welcome to Northwind Studio</h1>" in joined.text
+        login = await http.post(
+            "/graphql",
+            json={
+                "query": LOGIN,
+                "variables": {"email": "milo@northwind.example", "password": "milo-joins"},
+            },
+        )
+        assert login.json()["data"]["login"]["__typename"] == "AuthPayload"
+
+    # and the server's access log names the page, but not the token
+    log = tmp_path / "serve.log"
+
+    async def logged() -> bool:
+        return "GET /invitations/accept?token=[redacted] HTTP/1.1" in log.read_text()
+
+    await wait_for(logged, timeout=10)
+    assert invitation_token not in log.read_text()
+    # and the PDFs it rendered left no lines from font subsetting
+    assert '"logger": "fontTools' not in log.read_text()

@@ -404,11 +404,14 @@ async def test_one_razorpay_event_delivered_five_times_at_once_pays_once(
         *(http.post("/webhooks/razorpay", content=body, headers=headers) for _ in range(5))
     )
 
-    # then all five are answered 2xx and one event is stored, under Razorpay's event id
+    # then all five are answered 2xx and one event is stored, under the id its signed body
+    # gives (Razorpay's own event id header is kept beside it)
     assert [answer.status_code for answer in answers] == [200] * 5
     [event] = await WebhookEvent.all()
-    assert (event.provider, event.event_id) == (
+    created_at = json.loads(body)["created_at"]
+    assert (event.provider, event.event_id, event.payload["event"]["gateway_event_id"]) == (
         PaymentProvider.RAZORPAY,
+        f"payment.captured:{created_at}:payment={paid['payment_id']}",
         headers["X-Razorpay-Event-Id"],
     )
     assert sorted(answer.json()["duplicate"] for answer in answers) == [False] + [True] * 4
@@ -418,6 +421,42 @@ async def test_one_razorpay_event_delivered_five_times_at_once_pays_once(
     assert (row.status, row.provider_payment_id) == (P.SUCCEEDED, paid["payment_id"])
     assert await actions(row) == ["created", "checkout_created", "payment_succeeded"]
     assert await statuses_announced(row) == ["created", "pending", "succeeded"]
+    invoice = await Invoice.get(id=billing.invoice.id)
+    assert (invoice.status, invoice.amount_paid_minor) == (InvoiceStatus.PAID, 250_000)
+
+
+async def test_a_captured_razorpay_body_replayed_with_a_new_event_id_is_stored_once(
+    db: Backend, http: httpx.AsyncClient, owner: Account, razorpay: RazorpayFake
+) -> None:
+    # given Razorpay's signed payment.captured, delivered and applied
+    billing, payment, order_id = await razorpay_checkout(owner, razorpay)
+    paid = await razorpay.pay(order_id)
+    body, headers = await razorpay.webhook("payment.captured", payment_id=paid["payment_id"])
+    first = await http.post("/webhooks/razorpay", content=body, headers=headers)
+    assert (first.status_code, first.json()["duplicate"]) == (200, False)
+    await db.drain()
+    before = await row_counts(*PAYMENT_TABLES)
+
+    # when someone who captured the body replays it under a new X-Razorpay-Event-Id
+    # (the header is not covered by the signature, so the signature still matches)
+    replayed = {**headers, "X-Razorpay-Event-Id": "Lz0bKxRbS0M8pB"}
+    assert replayed["X-Razorpay-Event-Id"] != headers["X-Razorpay-Event-Id"]
+    again = await http.post("/webhooks/razorpay", content=body, headers=replayed)
+    await db.drain()
+
+    # then it is acknowledged as the duplicate of the stored event, and nothing changes
+    assert (again.status_code, again.json()) == (
+        200,
+        {"received": True, "id": first.json()["id"], "duplicate": True},
+    )
+    assert await row_counts(*PAYMENT_TABLES) == before
+    [event] = await WebhookEvent.all()
+    assert (event.outcome, event.payload["event"]["gateway_event_id"]) == (
+        "applied",
+        headers["X-Razorpay-Event-Id"],
+    )
+    row = await Payment.get(id=payment.id)
+    assert await actions(row) == ["created", "checkout_created", "payment_succeeded"]
     invoice = await Invoice.get(id=billing.invoice.id)
     assert (invoice.status, invoice.amount_paid_minor) == (InvoiceStatus.PAID, 250_000)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import traceback
 from contextvars import ContextVar
@@ -41,6 +42,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_QUERY_TOKEN = re.compile(r"([?&]token=)[^&#\s]*")
+
+
+class RedactQueryTokens(logging.Filter):
+    """Access lines keep the path but not a ``token=`` in its query string.
+
+    An invitation link's token lets whoever holds it join as the invitee; logs are
+    read by more people, and kept longer, than the email it came in.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _QUERY_TOKEN.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Send every logger's records to stderr as JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
@@ -52,3 +72,9 @@ def configure_logging(level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    access.filters[:] = [f for f in access.filters if not isinstance(f, RedactQueryTokens)]
+    access.addFilter(RedactQueryTokens())
+    # fpdf2 subsets the invoice font with fontTools, which reports every table it
+    # prunes at INFO: dozens of lines per PDF, most of what a worker would log.
+    logging.getLogger("fontTools").setLevel(max(root.level, logging.WARNING))

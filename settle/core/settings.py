@@ -32,11 +32,16 @@ class Settings(BaseSettings):
     # queues a burst of webhooks); mind the server's max_connections across replicas.
     database_pool_size: int = Field(default=20, gt=0, le=500)
     secret_key: SecretStr | None = None
+    # The base of every link Settle makes. Unset, ``settle serve`` uses the address it
+    # listens on (``for_server``), so ``make run PORT=8123`` links to port 8123.
     public_base_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
 
     access_token_ttl_seconds: int = Field(default=12 * 3600, gt=0)
     invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    # Where invitation emails send the invitee, with ``token=`` added: a frontend's own
+    # page, or (unset) Settle's built-in one at ``/invitations/accept``.
+    invitation_url: str | None = None
 
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -149,6 +154,26 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env is Environment.PRODUCTION
+
+    def invitation_link(self, token: str) -> str:
+        """The link an invitation email carries: ``invitation_url`` (or the built-in page)."""
+        base = self.invitation_url or f"{self.public_base_url.rstrip('/')}/invitations/accept"
+        return f"{base}{'&' if '?' in base else '?'}token={token}"
+
+    def for_server(self, host: str, port: int) -> Settings:
+        """These settings for a server listening on ``host:port``.
+
+        Without SETTLE_PUBLIC_BASE_URL, links point at that port: at 127.0.0.1 when
+        the server listens on every interface, at the host itself otherwise.
+        """
+        if "public_base_url" in self.model_fields_set:
+            return self
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return self.model_copy(update={"public_base_url": f"http://{netloc}"})
 
     def signing_key(self) -> str:
         """The secret key; generated into the var directory on first use if unset."""

@@ -77,10 +77,13 @@ class Checkout:
 class GatewayEvent:
     """One verified webhook, normalized.
 
-    ``event_id`` is the gateway's own id of the delivery's event (the same for a
-    redelivery). The payment is found by ``provider_order_id`` (what
-    ``create_payment`` returned) or ``provider_payment_id``, and Settle's
-    ``payment_id`` when the gateway echoes it back in metadata.
+    ``event_id`` identifies the event, the same for a redelivery, and is what a
+    delivery is deduplicated on: the gateway's own id where the signature covers
+    it, else one derived from the signed body (Razorpay); ``gateway_event_id``
+    then keeps the gateway's unsigned id for reference. The payment is found by
+    ``provider_order_id`` (what ``create_payment`` returned) or
+    ``provider_payment_id``, and Settle's ``payment_id`` when the gateway echoes
+    it back in metadata.
     """
 
     provider: PaymentProvider
@@ -97,6 +100,7 @@ class GatewayEvent:
     # The refund's own amount (refund events).
     refund_amount_minor: int | None = None
     failure_reason: str | None = None
+    gateway_event_id: str | None = None
 
 
 class RemoteState(StrEnum):

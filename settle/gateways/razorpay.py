@@ -63,6 +63,8 @@ MAX_NOTES = 15
 MAX_NOTE_LENGTH = 256
 # ``receipt`` and ``reference_id`` are at most 40 characters (a UUID is 36).
 MAX_REFERENCE_LENGTH = 40
+# The width of WebhookEvent.event_id.
+MAX_EVENT_ID_LENGTH = 255
 
 _KINDS: dict[str, EventKind] = {
     "payment.authorized": EventKind.PAYMENT_PENDING,
@@ -214,13 +216,8 @@ class RazorpayGateway:
             raise InvalidSignatureError("The Razorpay event is not JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("event"), str):
             raise InvalidSignatureError("The Razorpay event is malformed")
-        # Razorpay sends the event id in a header, the same on every redelivery. Should
-        # it ever be missing, a hash of the body stands in: a redelivery has the same
-        # bytes (it is signed as sent), so it still dedupes.
-        event_id = lowered.get(EVENT_ID_HEADER, "").strip()
-        if not event_id:
-            event_id = f"sha256:{hashlib.sha256(body).hexdigest()}"
-        return _parse_event(event_id, data)
+        header_id = lowered.get(EVENT_ID_HEADER, "").strip() or None
+        return _parse_event(_signed_event_id(body, data), data, gateway_event_id=header_id)
 
     # --- after the payment ---------------------------------------------------------------
 
@@ -339,7 +336,31 @@ def _settle_payment_id(*entities: dict[str, Any]) -> str | None:
     return None
 
 
-def _parse_event(event_id: str, data: dict[str, Any]) -> GatewayEvent:
+def _signed_event_id(body: bytes, data: dict[str, Any]) -> str:
+    """The id a delivery is deduplicated on, taken from what the signature covers.
+
+    Razorpay's ``X-Razorpay-Event-Id`` header is not signed: a captured body sent
+    again under a new header would pass as a new event. So the id is the event's
+    name, its ``created_at`` and the id of every entity it carries (``payment.authorized``
+    and ``payment.captured`` of one payment differ by name, two refunds of one
+    payment by the refund's id). Retries and dashboard replays send the body as
+    it was first made, so they keep the same id. A body without those falls back
+    to a hash of its signed bytes.
+    """
+    created_at = _int(data.get("created_at"))
+    payload = data.get("payload")
+    names = sorted(payload) if isinstance(payload, dict) else []
+    ids = [(name, _text(_entity(payload, name).get("id"))) for name in names]
+    entities = ",".join(f"{name}={entity_id}" for name, entity_id in ids if entity_id)
+    event_id = f"{data['event']}:{created_at}:{entities}"
+    if created_at is None or not entities or len(event_id) > MAX_EVENT_ID_LENGTH:
+        return f"sha256:{hashlib.sha256(body).hexdigest()}"
+    return event_id
+
+
+def _parse_event(
+    event_id: str, data: dict[str, Any], *, gateway_event_id: str | None = None
+) -> GatewayEvent:
     event_type: str = data["event"]
     kind = _KINDS.get(event_type, EventKind.OTHER)
     payload = data.get("payload")
@@ -351,6 +372,7 @@ def _parse_event(event_id: str, data: dict[str, Any]) -> GatewayEvent:
     common: dict[str, Any] = {
         "provider": PaymentProvider.RAZORPAY,
         "event_id": event_id,
+        "gateway_event_id": gateway_event_id,
         "event_type": event_type,
         "kind": kind,
         "payload": data,

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
@@ -25,6 +26,8 @@ from settle.core.settings import Settings
 
 # aiosmtplib applies this to each network operation (connect, every command).
 SMTP_TIMEOUT_SECONDS = 30.0
+# RFC 5322's recommended line length, which the email policies fold headers to.
+HEADER_LINE_LENGTH = 78
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,8 @@ def build_message(
     message["To"] = ", ".join(to)
     if cc:
         message["Cc"] = ", ".join(cc)
-    message["Subject"] = subject
+    # Stored already folded: the generator then writes it as it is (see _fold_subject).
+    message.set_raw("Subject", _fold_subject(subject))
     message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = make_msgid(domain=_sender_domain(settings.mail_from))
     message.set_content(text)
@@ -119,6 +123,33 @@ async def deliver(message: EmailMessage, *, settings: Settings) -> DeliveryResul
         message_id=str(message_id),
         refused={address: f"{reply.code} {reply.message}" for address, reply in refused.items()},
     )
+
+
+def _fold_subject(subject: str) -> str:
+    """The Subject header's value folded to lines of at most 78 characters.
+
+    Python's own folder (3.11 to 3.13) mangles long subjects: it can fold right
+    after ``Subject:`` (the subject then reads with a leading space), and next to
+    an encoded word it doubles the space before it and drops the one after
+    (``Studio  —₹1,18,000.00``). ASCII is folded here at its spaces; anything
+    else becomes RFC 2047 encoded words, which decode back to exactly the text.
+    """
+    name = "Subject: "
+    if subject.isascii():
+        lines = [""]
+        width = len(name)
+        for index, word in enumerate(subject.split(" ")):
+            if index and word and width + 1 + len(word) > HEADER_LINE_LENGTH and lines[-1]:
+                # The fold goes before the space, which unfolding keeps.
+                lines.append(f" {word}")
+                width = len(lines[-1])
+            else:
+                lines[-1] += f" {word}" if index else word
+                width += len(word) + (1 if index else 0)
+        if all(len(line) <= HEADER_LINE_LENGTH for line in [name + lines[0], *lines[1:]]):
+            return "\n".join(lines)
+    header = Header(subject, "utf-8", maxlinelen=HEADER_LINE_LENGTH, header_name="Subject")
+    return header.encode(linesep="\n")
 
 
 def _sender_domain(mail_from: str) -> str:

@@ -203,18 +203,45 @@ async def invite_member(
     return InvitationResult(invitation=invitation, token=token)
 
 
-async def accept_invitation(
-    settings: Settings, *, token: str, name: str | None, password: str
-) -> AuthResult:
-    """Join an agency with an invitation token; the token works once."""
+async def _open_invitation(token: str) -> Invitation | None:
+    """The invitation of ``token`` while it can still be accepted, else None."""
     invitation = await Invitation.get_or_none(token_hash=hash_opaque_token(token or ""))
-    now = clock.now()
     if (
         invitation is None
         or invitation.accepted_at is not None
         or invitation.revoked_at is not None
-        or invitation.expires_at <= now
+        or invitation.expires_at <= clock.now()
     ):
+        return None
+    return invitation
+
+
+@dataclass(frozen=True, slots=True)
+class OpenInvitation:
+    invitation: Invitation
+    agency: Agency
+    inviter: User | None
+
+
+async def open_invitation(token: str) -> OpenInvitation | None:
+    """What the invitation page shows for ``token``; None once it can no longer be accepted."""
+    invitation = await _open_invitation(token)
+    if invitation is None:
+        return None
+    agency = await Agency.get(id=invitation.agency_id)
+    inviter = (
+        await User.get_or_none(id=invitation.invited_by_id) if invitation.invited_by_id else None
+    )
+    return OpenInvitation(invitation, agency, inviter)
+
+
+async def accept_invitation(
+    settings: Settings, *, token: str, name: str | None, password: str
+) -> AuthResult:
+    """Join an agency with an invitation token; the token works once."""
+    invitation = await _open_invitation(token)
+    now = clock.now()
+    if invitation is None:
         raise ValidationError(
             "token", "This invitation is invalid or has expired", code="INVALID_TOKEN"
         )

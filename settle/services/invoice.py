@@ -1070,15 +1070,15 @@ async def create_invoice_from_time_entries(
         }[group_by]
         groups[(key, entry.hourly_rate_minor or 0)].append(entry)
     names = await _group_names(group_by, [key for key, _ in groups])
-    period = f"{date_from.isoformat()} to {date_to.isoformat()}"
     line_values: list[dict[str, Any]] = []
     for (key, rate), group in groups.items():
         minutes = sum(entry.minutes or 0 for entry in group)
         name = names.get(key) or (project.name if group_by == TimeGrouping.SINGLE_LINE else "")
+        description = f"{name or 'Other work'}: time, {_worked_on(group)}"
         line_values.append(
             {
                 "kind": InvoiceLineKind.TIME,
-                "description": f"{name or 'Other work'}: time, {period}"[:DESCRIPTION_MAX_LENGTH],
+                "description": description[:DESCRIPTION_MAX_LENGTH],
                 "quantity": _hours(minutes),
                 "unit_price_minor": rate,
             }
@@ -1101,6 +1101,19 @@ async def create_invoice_from_time_entries(
         if billed != len(ids):
             raise ConflictError("Some of this time was invoiced meanwhile; try again")
     return invoice
+
+
+def _worked_on(entries: Sequence[TimeEntry]) -> str:
+    """The days a line's time was worked: one date, or the first to the last.
+
+    Not the range that was asked for: a client reads a line of March's invoice
+    that says 2026-03-02 to 2026-03-05 as when the work was done.
+    """
+    first = min(entry.work_date for entry in entries)
+    last = max(entry.work_date for entry in entries)
+    if first == last:
+        return first.isoformat()
+    return f"{first.isoformat()} to {last.isoformat()}"
 
 
 async def _group_names(group_by: TimeGrouping, keys: list[Any]) -> dict[Any, str]:

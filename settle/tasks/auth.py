@@ -28,7 +28,7 @@ async def send_invitation(invitation_id: str) -> None:
         agency_name=agency.name,
         inviter_name=inviter.name if inviter else agency.name,
         role=invitation.role.value,
-        accept_url=f"{settings.public_base_url.rstrip('/')}/invitations/accept?token={token}",
+        accept_url=settings.invitation_link(token),
         expires_at=invitation.expires_at,
     )
     message = build_message(

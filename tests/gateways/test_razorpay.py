@@ -312,23 +312,97 @@ async def test_header_names_are_matched_without_regard_to_case(
     _, _, paid = await paid_order(gateway, razorpay_fake)
     body, headers = await razorpay_fake.webhook("payment.captured", payment_id=paid["payment_id"])
     lowered = {k.lower(): v for k, v in headers.items()}
-    # when it is verified, then it is accepted with Razorpay's event id
+    # when it is verified, then it is accepted, keeping Razorpay's event id
     event = gateway.verify_webhook(body, lowered)
-    assert event.event_id == headers["X-Razorpay-Event-Id"]
+    assert event.gateway_event_id == headers["X-Razorpay-Event-Id"]
 
 
-async def test_without_an_event_id_header_the_body_hash_is_the_event_id(
+async def test_the_event_id_comes_from_the_signed_body_not_the_unsigned_header(
     gateway: RazorpayGateway, razorpay_fake: RazorpayFake
 ) -> None:
-    # given a genuine delivery without X-Razorpay-Event-Id
+    # given a genuine delivery of payment.captured
     _, _, paid = await paid_order(gateway, razorpay_fake)
     body, headers = await razorpay_fake.webhook("payment.captured", payment_id=paid["payment_id"])
-    del headers["X-Razorpay-Event-Id"]
-    # when it is verified twice (a redelivery has the same signed bytes)
-    first = gateway.verify_webhook(body, headers)
-    again = gateway.verify_webhook(body, headers)
-    # then both carry the body's hash as their id, so they dedupe
-    assert first.event_id == again.event_id == f"sha256:{hashlib.sha256(body).hexdigest()}"
+    created_at = json.loads(body)["created_at"]
+    # when it is verified as delivered, redelivered (same header), replayed under a new
+    # header, and without the header
+    delivered = gateway.verify_webhook(body, headers)
+    redelivered = gateway.verify_webhook(body, headers)
+    replayed = gateway.verify_webhook(body, {**headers, "X-Razorpay-Event-Id": "Lz0bKxRbS0M8pB"})
+    headerless = gateway.verify_webhook(
+        body, {k: v for k, v in headers.items() if k != "X-Razorpay-Event-Id"}
+    )
+    # then all four have the one id the signature covers: event, time and entity
+    expected = f"payment.captured:{created_at}:payment={paid['payment_id']}"
+    assert [e.event_id for e in (delivered, redelivered, replayed, headerless)] == [expected] * 4
+    # and each keeps the header it came with, for reference
+    assert [e.gateway_event_id for e in (delivered, redelivered, replayed, headerless)] == [
+        headers["X-Razorpay-Event-Id"],
+        headers["X-Razorpay-Event-Id"],
+        "Lz0bKxRbS0M8pB",
+        None,
+    ]
+
+
+async def test_distinct_events_never_share_an_event_id(
+    gateway: RazorpayGateway, razorpay_fake: RazorpayFake
+) -> None:
+    # given one payment authorized then captured, its order paid, and two refunds of it,
+    # all reported in the same second
+    _, order_id, paid = await paid_order(gateway, razorpay_fake)
+    refunds = [
+        await gateway.refund(
+            provider_payment_id=paid["payment_id"],
+            amount_minor=10_000,
+            refund_id=str(uuid.uuid4()),
+            reason="Scope cut",
+        )
+        for _ in range(2)
+    ]
+    deliveries = [
+        await razorpay_fake.webhook("payment.authorized", payment_id=paid["payment_id"]),
+        await razorpay_fake.webhook("payment.captured", payment_id=paid["payment_id"]),
+        await razorpay_fake.webhook("order.paid", payment_id=paid["payment_id"]),
+        *[
+            await razorpay_fake.webhook("refund.processed", refund_id=refund.provider_refund_id)
+            for refund in refunds
+        ],
+    ]
+    same_second = []
+    for body, headers in deliveries:
+        data = {**json.loads(body), "created_at": 1_767_225_600}
+        raw = json.dumps(data, separators=(",", ":")).encode()
+        signature = hmac.new(razorpay_fake.webhook_secret.encode(), raw, hashlib.sha256)
+        same_second.append((raw, {**headers, "X-Razorpay-Signature": signature.hexdigest()}))
+    # when they are verified
+    ids = [gateway.verify_webhook(raw, headers).event_id for raw, headers in same_second]
+    # then each has its own id
+    payment_id, [first, second] = paid["payment_id"], [r.provider_refund_id for r in refunds]
+    assert ids == [
+        f"payment.authorized:1767225600:payment={payment_id}",
+        f"payment.captured:1767225600:payment={payment_id}",
+        f"order.paid:1767225600:order={order_id},payment={payment_id}",
+        f"refund.processed:1767225600:payment={payment_id},refund={first}",
+        f"refund.processed:1767225600:payment={payment_id},refund={second}",
+    ]
+
+
+async def test_a_signed_body_without_its_time_or_entities_is_identified_by_its_hash(
+    gateway: RazorpayGateway, razorpay_fake: RazorpayFake
+) -> None:
+    # given a signed event with no created_at, and one with no entity
+    bodies = [
+        json.dumps({"entity": "event", "event": "payment.captured", "payload": {}}).encode(),
+        json.dumps(
+            {"entity": "event", "event": "account.updated", "payload": {}, "created_at": 1}
+        ).encode(),
+    ]
+    secret = razorpay_fake.webhook_secret.encode()
+    # when they are verified, then each is known by the hash of its signed bytes
+    for body in bodies:
+        signature = hmac.new(secret, body, hashlib.sha256).hexdigest()
+        event = gateway.verify_webhook(body, {"X-Razorpay-Signature": signature})
+        assert event.event_id == f"sha256:{hashlib.sha256(body).hexdigest()}"
 
 
 @pytest.mark.parametrize(
@@ -363,9 +437,15 @@ async def test_payment_events_parse_into_normalized_events(
     event = gateway.verify_webhook(body, headers)
     # then it is one normalized event about that order and payment; only order.paid
     # carries the order (and its notes, so Settle's payment id) in its payload
+    entities = (
+        f"order={order_id},payment={payment_id}"
+        if event_type == "order.paid"
+        else (f"payment={payment_id}")
+    )
     assert event == GatewayEvent(
         provider=RAZORPAY,
-        event_id=headers["X-Razorpay-Event-Id"],
+        event_id=f"{event_type}:{json.loads(body)['created_at']}:{entities}",
+        gateway_event_id=headers["X-Razorpay-Event-Id"],
         event_type=event_type,
         kind=kind,
         payload=json.loads(body),
@@ -406,7 +486,11 @@ async def test_a_paid_link_parses_into_a_success_for_the_link(
     # then it is a success found by the link id Settle stored, and by Settle's id
     assert event == GatewayEvent(
         provider=RAZORPAY,
-        event_id=headers["X-Razorpay-Event-Id"],
+        event_id=(
+            f"payment_link.paid:{json.loads(body)['created_at']}:order={paid['order_id']},"
+            f"payment={paid['payment_id']},payment_link={link_id}"
+        ),
+        gateway_event_id=headers["X-Razorpay-Event-Id"],
         event_type="payment_link.paid",
         kind=EventKind.PAYMENT_SUCCEEDED,
         payload=json.loads(body),
@@ -460,7 +544,11 @@ async def test_refund_events_parse_into_normalized_events(
     # then it names the refund, its own amount, and the payment it refunds
     assert event == GatewayEvent(
         provider=RAZORPAY,
-        event_id=headers["X-Razorpay-Event-Id"],
+        event_id=(
+            f"{event_type}:{json.loads(body)['created_at']}:payment={paid['payment_id']},"
+            f"refund={refund.provider_refund_id}"
+        ),
+        gateway_event_id=headers["X-Razorpay-Event-Id"],
         event_type=event_type,
         kind=kind,
         payload=json.loads(body),

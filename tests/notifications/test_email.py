@@ -230,6 +230,116 @@ async def test_without_smtp_host_the_message_is_written_as_one_eml_file(tmp_path
     assert ACCEPT_URL in body_text(written, "plain")
 
 
+SUBJECTS = [
+    # ASCII past one line: Python's folder put the whole value on the next line.
+    "Milo Rasmussen-Oyelaran invited you to join Northwind Design Studio on Settle",
+    # An encoded word after a fold: it doubled the space before the dash and lost the one after.
+    "Invoice INV-2026-0001 from Northwind Design and Motion Studio — ₹1,18,000.00 due 22 Dec 2026",
+    "Invoice INV-2026-0001 from Northwind Design and Motion Studio LLP — paid in full",
+    "Ünïcödé Désign Studio invited you to join Ünïcödé Désign Studio on Settle, Bengaluru",
+    "Short and sweet — ₹1.00",
+    "A subject with a word longer than a header line: " + "x" * 90 + " — and more after it",
+]
+
+
+def header_lines(raw: bytes, name: str) -> list[str]:
+    """The lines of one header as written, folds included."""
+    head = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode("utf-8")
+    lines: list[str] = []
+    for line in head.split("\n"):
+        if line.startswith(f"{name}:") or (lines and line[:1] in (" ", "\t") and lines[-1]):
+            lines.append(line)
+        elif lines:
+            break
+    return lines
+
+
+def assert_subject_sent_as_written(raw: bytes, subject: str) -> None:
+    # it reads back exactly (no space added before the dash, none lost after it)
+    assert parse(raw)["Subject"] == subject
+    # and it is folded within 78 characters a line, never right after "Subject:"
+    lines = header_lines(raw, "Subject")
+    assert lines[0].startswith("Subject: ")
+    assert lines[0][len("Subject: ") :].strip()
+    assert max(len(line) for line in lines) <= 78
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+async def test_a_subject_reaches_smtp_as_written(
+    tmp_path: Path, smtp_server: SmtpServer, subject: str
+) -> None:
+    # given a message with that subject
+    settings = smtp_settings(tmp_path, smtp_server.port)
+    message = build_message(
+        settings=settings,
+        to=["dev@client.test"],
+        subject=subject,
+        text="Hello",
+        html="<p>Hello</p>",
+    )
+    # when it is sent over SMTP
+    await deliver(message, settings=settings)
+    # then the bytes the server received carry it intact
+    [envelope] = smtp_server.handler.envelopes
+    assert isinstance(envelope.original_content, bytes)
+    assert_subject_sent_as_written(envelope.original_content, subject)
+    # and the message in memory still reads it as given
+    assert message["Subject"] == subject
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+async def test_a_subject_is_written_to_the_eml_file_as_written(
+    tmp_path: Path, subject: str
+) -> None:
+    # given no SMTP server
+    settings = Settings(var_dir=tmp_path, smtp_host=None, mail_from="Settle <no-reply@settle.test>")
+    message = build_message(
+        settings=settings,
+        to=["dev@client.test"],
+        subject=subject,
+        text="Hello",
+        html="<p>Hello</p>",
+    )
+    # when it is delivered, then the .eml file carries it intact
+    await deliver(message, settings=settings)
+    [path] = settings.mail_dir.iterdir()
+    assert_subject_sent_as_written(path.read_bytes(), subject)
+
+
+@pytest.fixture
+def smtputf8_server() -> Iterator[SmtpServer]:
+    handler = RecordingHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=_free_port(), enable_SMTPUTF8=True)
+    controller.start()
+    try:
+        yield SmtpServer(port=controller.port, handler=handler)
+    finally:
+        controller.stop()
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+async def test_a_subject_to_an_international_address_arrives_as_written(
+    tmp_path: Path, smtputf8_server: SmtpServer, subject: str
+) -> None:
+    # given a recipient whose address is not ASCII, so the message goes out as SMTPUTF8
+    settings = smtp_settings(tmp_path, smtputf8_server.port)
+    message = build_message(
+        settings=settings,
+        to=["désirée@client.test"],
+        subject=subject,
+        text="Hello",
+        html="<p>Hello</p>",
+    )
+    # when it is sent
+    await deliver(message, settings=settings)
+    # then the server was asked for SMTPUTF8, and the subject arrived intact
+    [envelope] = smtputf8_server.handler.envelopes
+    assert envelope.rcpt_tos == ["désirée@client.test"]
+    assert "SMTPUTF8" in envelope.mail_options
+    assert isinstance(envelope.original_content, bytes)
+    assert_subject_sent_as_written(envelope.original_content, subject)
+
+
 async def test_recipient_refused_with_550_is_a_permanent_failure(
     tmp_path: Path, smtp_server_550: SmtpServer
 ) -> None:

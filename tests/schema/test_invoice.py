@@ -1000,23 +1000,22 @@ async def _time_to_bill(owner: Account, project: Project, member: Account) -> di
     }
 
 
-PERIOD = "time, 2026-03-01 to 2026-03-31"
-
 GROUPINGS: dict[str, list[tuple[str, str, str, str]]] = {
-    # (description, hours, rate, amount): per group and rate, in the order worked
+    # (description, hours, rate, amount): per group and rate, in the order worked; each
+    # line names the days its time was worked, not the range asked for
     "TASK": [
-        (f"Design: {PERIOD}", "2.50", "1000.00", "2500.00"),
-        (f"Build: {PERIOD}", "0.75", "1000.00", "750.00"),
-        (f"Build: {PERIOD}", "0.50", "800.00", "400.00"),
+        ("Design: time, 2026-03-02 to 2026-03-03", "2.50", "1000.00", "2500.00"),
+        ("Build: time, 2026-03-04", "0.75", "1000.00", "750.00"),
+        ("Build: time, 2026-03-05", "0.50", "800.00", "400.00"),
     ],
     "USER": [
-        (f"Olive Owner: {PERIOD}", "1.50", "1000.00", "1500.00"),
-        (f"Mo Member: {PERIOD}", "1.75", "1000.00", "1750.00"),
-        (f"Olive Owner: {PERIOD}", "0.50", "800.00", "400.00"),
+        ("Olive Owner: time, 2026-03-02", "1.50", "1000.00", "1500.00"),
+        ("Mo Member: time, 2026-03-03 to 2026-03-04", "1.75", "1000.00", "1750.00"),
+        ("Olive Owner: time, 2026-03-05", "0.50", "800.00", "400.00"),
     ],
     "SINGLE_LINE": [
-        (f"Website: {PERIOD}", "3.25", "1000.00", "3250.00"),
-        (f"Website: {PERIOD}", "0.50", "800.00", "400.00"),
+        ("Website: time, 2026-03-02 to 2026-03-04", "3.25", "1000.00", "3250.00"),
+        ("Website: time, 2026-03-05", "0.50", "800.00", "400.00"),
     ],
 }
 

@@ -376,25 +376,23 @@ async def _billed_to(entries: list[TimeEntry]) -> list[uuid.UUID | None]:
     return [rows[entry.id].invoice_line_id for entry in entries]
 
 
-PERIOD = "time, 2026-03-01 to 2026-03-31"
-
 # The expected lines of each grouping: (description, hours, rate, amount, indexes of the
-# billed entries on the line).
+# billed entries on the line). A line names the days its time was worked, not the range asked.
 GROUPED_LINES: dict[TimeGrouping, list[tuple[str, str, int, int, list[int]]]] = {
     TimeGrouping.TASK: [
-        (f"Design: {PERIOD}", "1.75", 10_000, 17_500, [0, 1]),
-        (f"Build: {PERIOD}", "2.00", 10_000, 20_000, [2]),
-        (f"Other work: {PERIOD}", "1.00", 10_000, 10_000, [3]),
-        (f"Design: {PERIOD}", "0.75", 15_000, 11_250, [4]),
+        ("Design: time, 2026-03-01 to 2026-03-03", "1.75", 10_000, 17_500, [0, 1]),
+        ("Build: time, 2026-03-04", "2.00", 10_000, 20_000, [2]),
+        ("Other work: time, 2026-03-05", "1.00", 10_000, 10_000, [3]),
+        ("Design: time, 2026-03-31", "0.75", 15_000, 11_250, [4]),
     ],
     TimeGrouping.USER: [
-        (f"Olive Owner: {PERIOD}", "3.50", 10_000, 35_000, [0, 2]),
-        (f"Mo Member: {PERIOD}", "1.25", 10_000, 12_500, [1, 3]),
-        (f"Olive Owner: {PERIOD}", "0.75", 15_000, 11_250, [4]),
+        ("Olive Owner: time, 2026-03-01 to 2026-03-04", "3.50", 10_000, 35_000, [0, 2]),
+        ("Mo Member: time, 2026-03-03 to 2026-03-05", "1.25", 10_000, 12_500, [1, 3]),
+        ("Olive Owner: time, 2026-03-31", "0.75", 15_000, 11_250, [4]),
     ],
     TimeGrouping.SINGLE_LINE: [
-        (f"Website: {PERIOD}", "4.75", 10_000, 47_500, [0, 1, 2, 3]),
-        (f"Website: {PERIOD}", "0.75", 15_000, 11_250, [4]),
+        ("Website: time, 2026-03-01 to 2026-03-05", "4.75", 10_000, 47_500, [0, 1, 2, 3]),
+        ("Website: time, 2026-03-31", "0.75", 15_000, 11_250, [4]),
     ],
 }
 

@@ -31,6 +31,7 @@ from settle.services import invoice_delivery, payment_link, settlement
 from tests.conftest import Backend, wait_for
 from tests.fixtures.factories import Account, create_client, create_contact
 from tests.fixtures.smtp import Mailbox, body, free_port, use_smtp
+from tests.notifications.test_email import assert_subject_sent_as_written, header_lines
 
 # Issued on this day, due 30 days later (the agency default), numbered INV-2026-0001.
 TODAY = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
@@ -420,6 +421,57 @@ async def test_a_paid_invoice_emailed_again_says_it_is_paid(
     [message] = smtp.messages()
     assert message["Subject"] == "Invoice INV-2026-0001 from Northwind Studio — paid in full"
     assert "Total: ₹1,18,000.00\nPaid so far: ₹1,18,000.00\nAmount due: ₹0.00\n" in text_of(message)
+
+
+@pytest.mark.parametrize(
+    ("agency_name", "paid", "subject"),
+    [
+        (
+            "Northwind Design and Motion Studio",
+            False,
+            "Invoice INV-2026-0001 from Northwind Design and Motion Studio"
+            " — ₹1,18,000.00 due 22 Dec 2026",
+        ),
+        (
+            "Northwind Design and Motion Studio LLP",
+            True,
+            "Invoice INV-2026-0001 from Northwind Design and Motion Studio LLP — paid in full",
+        ),
+        (
+            "Northwind Creative Design and Motion Studio of Bengaluru",
+            False,
+            "Invoice INV-2026-0001 from Northwind Creative Design and Motion Studio of"
+            " Bengaluru — ₹1,18,000.00 due 22 Dec 2026",
+        ),
+    ],
+)
+async def test_a_long_subject_arrives_as_written(
+    db: Backend,
+    frozen_clock: None,
+    smtp: Mailbox,
+    owner: Account,
+    client: Client,
+    agency_name: str,
+    paid: bool,
+    subject: str,
+) -> None:
+    # given an agency whose name makes the subject longer than one header line
+    await Agency.filter(id=owner.agency_id).update(name=agency_name)
+    invoice = await issue_invoice(db, owner, client)
+    if paid:
+        async with transaction():
+            await invoice_service.record_payment(invoice.id, invoice.total_minor, actor=None)
+    delivery = await request_delivery(invoice)
+
+    # when it is emailed
+    await invoice_delivery.deliver(delivery.id)
+
+    # then the subject reads back exactly (one space each side of the dash), folded within
+    # 78 characters a line and never right after "Subject:"
+    [envelope] = smtp.envelopes
+    assert isinstance(envelope.original_content, bytes)
+    assert_subject_sent_as_written(envelope.original_content, subject)
+    assert len(header_lines(envelope.original_content, "Subject")) > 1
 
 
 async def test_without_an_agency_address_replies_go_to_the_sender(
