@@ -65,11 +65,17 @@ class Stack:
     logs: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
-        """Start a process (``python -m settle ...`` or a script) logging to ``<logs>/<name>``."""
+    def spawn(
+        self, name: str, args: Sequence[str], extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a process (``python -m settle ...`` or a script) logging to ``<logs>/<name>``.
+
+        ``extra_env`` adds to (or overrides) the stack's environment for this process.
+        """
+        env = {**self.env, **(extra_env or {})}
         with (self.logs / f"{name}.log").open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, *args], cwd=ROOT, env=self.env, stdout=out, stderr=out
+                [sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=out
             )
         self.processes.append(process)
         return process
@@ -158,7 +164,7 @@ async def stack(postgres_url: str, redis_url: str) -> AsyncIterator[Stack]:
     try:
         database_url = await _create_database(postgres_url)
         with tempfile.TemporaryDirectory(prefix="settle-bench-") as var_dir:
-            port = _free_port()
+            port = free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith("SETTLE_")}
             env.update(
                 {
@@ -173,15 +179,7 @@ async def stack(postgres_url: str, redis_url: str) -> AsyncIterator[Stack]:
             try:
                 await _run(["-m", "settle", "migrate"], env)
                 running.spawn("serve", ["-m", "settle", "serve", "--port", str(port)])
-                async with httpx.AsyncClient(base_url=running.base_url) as http:
-
-                    async def ready() -> bool:
-                        try:
-                            return (await http.get("/readyz")).status_code == 200
-                        except httpx.TransportError:
-                            return False
-
-                    await wait_until(ready, "settle serve")
+                await wait_ready(running.base_url)
                 yield running
             finally:
                 _stop(running.processes)
@@ -191,7 +189,20 @@ async def stack(postgres_url: str, redis_url: str) -> AsyncIterator[Stack]:
         await redis.aclose()
 
 
-def _free_port() -> int:
+async def wait_ready(base_url: str) -> None:
+    """Wait until the `settle serve` at ``base_url`` answers ``/readyz`` with 200."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+
+        async def ready() -> bool:
+            try:
+                return (await http.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(ready, f"settle serve at {base_url}")
+
+
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
 from tortoise import Tortoise
+from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
+from tortoise.backends.base.client import (
+    BaseDBAsyncClient,
+    TransactionalDBClient,
+    TransactionContextPooled,
+)
+from tortoise.connection import get_connections
 from tortoise.migrations.api import migrate as run_migrations
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
@@ -73,6 +86,103 @@ def _ensure_sqlite_dir(database_url: str) -> None:
 # For Tortoise's own CLI (`tortoise makemigrations`); the autodetector compares
 # the models with the migration files, so the in-memory database is never read.
 MIGRATIONS_CONFIG = tortoise_config("sqlite://:memory:")
+
+
+# --- one snapshot per query operation --------------------------------------------------------
+
+
+@dataclass(eq=False)
+class ReadSnapshot:
+    """The read-only transaction a query operation reads through (see ``read_snapshot``)."""
+
+    pool: BaseDBAsyncClient
+    """The pool the snapshot's connection came from, where a write steps out to."""
+
+
+_snapshot: ContextVar[ReadSnapshot | None] = ContextVar("settle_read_snapshot", default=None)
+_snapshot_slots: WeakKeyDictionary[BaseDBAsyncClient, asyncio.Semaphore] = WeakKeyDictionary()
+
+
+def snapshot_slots(pool_size: int) -> int:
+    """How many operations may hold a snapshot at once: the pool less a quarter (at least one).
+
+    A query holds its connection until it has answered, and a query that
+    writes (a client opening an invoice marks it viewed) needs a second one for
+    that write. Were every connection held by such queries, each would wait for
+    another forever; the connections kept back serve those writes, mutations
+    and webhooks, none of which waits for a second connection while holding one.
+    """
+    return pool_size - max(1, pool_size // 4)
+
+
+def current_snapshot() -> ReadSnapshot | None:
+    """The snapshot the running operation reads through, if any."""
+    return _snapshot.get()
+
+
+class _SnapshotTransaction(TransactionWrapper):
+    """Tortoise's asyncpg transaction, begun read-only at REPEATABLE READ.
+
+    ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` in one statement, where
+    a ``SET TRANSACTION`` after Tortoise's plain ``BEGIN`` would cost a round trip.
+    """
+
+    async def begin(self) -> None:
+        self.transaction = self._connection.transaction(isolation="repeatable_read", readonly=True)
+        await self.transaction.start()
+
+
+@asynccontextmanager
+async def read_snapshot() -> AsyncIterator[ReadSnapshot | None]:
+    """Run the block's reads in one read-only REPEATABLE READ transaction (PostgreSQL).
+
+    Every statement inside, in this task and in the tasks it starts (resolvers
+    of a list, DataLoader batches), uses the transaction's one connection: the
+    connection is a context variable, which a new task copies. PostgreSQL takes
+    the snapshot at the first statement, so all of them see the database as it
+    was then. Writes step out of it (``outside_snapshot``).
+
+    Yields None, and changes nothing, on SQLite, inside a transaction already,
+    or with a pool of one connection (a query that writes would wait for itself).
+    """
+    pool = Tortoise.get_connection("default")
+    if (
+        not isinstance(pool, AsyncpgDBClient)
+        or isinstance(pool, TransactionalDBClient)
+        or snapshot_slots(pool.pool_maxsize) < 1
+    ):
+        yield None
+        return
+    slots = _snapshot_slots.get(pool)
+    if slots is None:
+        slots = _snapshot_slots[pool] = asyncio.Semaphore(snapshot_slots(pool.pool_maxsize))
+    async with slots, TransactionContextPooled(_SnapshotTransaction(pool), pool._pool_init_lock):
+        snapshot = ReadSnapshot(pool)
+        token = _snapshot.set(snapshot)
+        try:
+            yield snapshot
+        finally:
+            _snapshot.reset(token)
+
+
+@contextmanager
+def outside_snapshot() -> Iterator[None]:
+    """Run the block on the pool instead of the operation's snapshot (for a write of a query).
+
+    What the block writes commits on its own connection; the snapshot, taken
+    already or not, shows the database of its own moment.
+    """
+    snapshot = _snapshot.get()
+    if snapshot is None:
+        yield
+        return
+    connection_token = get_connections().set("default", snapshot.pool)
+    snapshot_token = _snapshot.set(None)
+    try:
+        yield
+    finally:
+        _snapshot.reset(snapshot_token)
+        get_connections().reset(connection_token)
 
 
 def lock_rows(qs: QuerySet[M]) -> QuerySet[M]:

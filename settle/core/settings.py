@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # Connections each process may open to PostgreSQL (Tortoise's own default is 5, which
     # queues a burst of webhooks); mind the server's max_connections across replicas.
     database_pool_size: int = Field(default=20, gt=0, le=500)
+    # A query operation reads one snapshot on PostgreSQL (one read-only REPEATABLE READ
+    # transaction), so one response never mixes moments. Off only to measure what it costs.
+    snapshot_reads: bool = True
     secret_key: SecretStr | None = None
     # The base of every link Settle makes. Unset, ``settle serve`` uses the address it
     # listens on (``for_server``), so ``make run PORT=8123`` links to port 8123.

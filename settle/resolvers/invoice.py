@@ -140,7 +140,7 @@ async def invoice(info: Info, id: strawberry.ID) -> Invoice | None:
     async def fetch(row_id: uuid.UUID) -> models.Invoice:
         if actor.is_client_user:
             # The view is the client's act, recorded even though this is a query; in a
-            # transaction of its own, as no mutation wraps it.
+            # transaction of its own, beside the query's read-only snapshot.
             async with transaction():
                 viewed = await invoice_service.record_client_view(actor, row_id)
             if viewed is not None:

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 from strawberry.utils.logging import StrawberryLogger
 
+from settle.core.db import read_snapshot
 from settle.core.errors import AppError
+from settle.core.settings import get_settings
 from settle.resolvers import activity as activity_resolvers
 from settle.resolvers import auth as auth_resolvers
 from settle.resolvers import client as client_resolvers
@@ -132,6 +141,30 @@ def _should_mask(error: GraphQLError) -> bool:
     return not isinstance(original, AppError)
 
 
+class SnapshotReads(SchemaExtension):
+    """A query operation reads one moment: one read-only snapshot on PostgreSQL.
+
+    Two rows written in one transaction (a refund and its payment) are read by
+    separate statements, at different moments unless they share a snapshot.
+    Mutations keep their own transactions. A subscription is left alone: its
+    events carry what the committing transaction announced (at most the name of
+    an event's actor or client is looked up, one row each), and a transaction
+    per event and subscriber would hold a connection for each.
+    """
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        settings = getattr(context, "settings", None) or get_settings()
+        if (
+            self.execution_context.operation_type is not OperationType.QUERY
+            or not settings.snapshot_reads
+        ):
+            yield
+            return
+        async with read_snapshot():
+            yield
+
+
 class SettleSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -152,6 +185,7 @@ def build_schema() -> strawberry.Schema:
             lambda: QueryDepthLimiter(max_depth=12),
             lambda: MaxAliasesLimiter(max_alias_count=30),
             lambda: MaskErrors(should_mask_error=_should_mask),
+            SnapshotReads,
         ],
     )
 
