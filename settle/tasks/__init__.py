@@ -1,5 +1,5 @@
 """Dramatiq actors, one module per domain; importing this package declares them all."""
 
-from settle.tasks import auth, invoice, outbox, payment
+from settle.tasks import auth, credit_note, invoice, outbox, payment
 
-__all__ = ["auth", "invoice", "outbox", "payment"]
+__all__ = ["auth", "credit_note", "invoice", "outbox", "payment"]
