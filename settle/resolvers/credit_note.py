@@ -105,7 +105,11 @@ async def issue_credit_note(info: Info, input: IssueCreditNoteInput) -> CreditNo
 
 @strawberry.type
 class CreditNoteQuery:
-    credit_notes: Connection[CreditNote] = strawberry.field(resolver=credit_notes)
+    credit_notes: Connection[CreditNote] = strawberry.field(
+        resolver=credit_notes,
+        description="Credit notes the caller may see (a client user's: their client's), newest "
+        "first; filter by invoice or client.",
+    )
     credit_note: CreditNote | None = strawberry.field(
         resolver=credit_note,
         description="A credit note by id; null when it does not exist or is not yours.",
