@@ -31,19 +31,12 @@ from settle.services import invoice_files
 from tests.conftest import Backend
 from tests.fixtures.db import row_counts
 from tests.fixtures.factories import Account, create_client, create_user
-from tests.fixtures.files import forged_url, pdf_text, stored_files, tamper
+from tests.fixtures.files import forged_url, pdf_headers, pdf_text, stored_files, tamper
 
 pytestmark = pytest.mark.usefixtures("files_dir")
 
 NOW = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
-PDF_HEADERS = {
-    "content-type": "application/pdf",
-    "content-disposition": (
-        "attachment; filename=\"INV-2026-0001.pdf\"; filename*=UTF-8''INV-2026-0001.pdf"
-    ),
-    "x-content-type-options": "nosniff",
-    "cache-control": "private, no-store",
-}
+PDF_HEADERS = pdf_headers("INV-2026-0001.pdf")
 
 
 @dataclass
