@@ -4,6 +4,7 @@
 - ``GET /files/invoices/<token>``: an invoice's document (uploaded or rendered PDF).
 - ``GET /files/invoice-previews/<token>``: a draft invoice, rendered on each request.
 - ``PUT /files/invoice-uploads/<token>``: a PDF issued elsewhere, attached to an invoice.
+- ``GET /files/credit-notes/<token>``: a credit note's rendered PDF.
 
 The token is the whole permission (no bearer header), so a browser can send
 the file straight from a form or follow a download link. Each request is its
@@ -14,7 +15,7 @@ updates its row in one; a download logs itself in one, then streams.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -33,7 +34,9 @@ from settle.core.errors import (
 from settle.core.outbox import transaction
 from settle.core.signing import SignedTokenError
 from settle.core.storage import ObjectNotFoundError, ObjectReader
+from settle.services import credit_note_files as credit_note_files_service
 from settle.services import deliverable as deliverable_service
+from settle.services import document_files
 from settle.services import invoice_files as invoice_files_service
 
 log = logging.getLogger(__name__)
@@ -146,16 +149,55 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-# --- invoices ----------------------------------------------------------------------------
+# --- invoices and credit notes ------------------------------------------------------------
 
 
 def _pdf_headers(filename: str, *, disposition: str = "attachment") -> dict[str, str]:
     return {
-        "Content-Type": invoice_files_service.PDF_CONTENT_TYPE,
+        "Content-Type": document_files.PDF_CONTENT_TYPE,
         "Content-Disposition": content_disposition(filename, disposition),
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "private, no-store",
     }
+
+
+async def _send_pdf(
+    request: Request,
+    *,
+    key: str,
+    filename: str,
+    size_bytes: int | None,
+    what: str,
+    log_event: str,
+    log_context: dict[str, str],
+    record: Callable[[], Awaitable[None]] | None = None,
+) -> Response:
+    """Stream a stored PDF (HEAD: its headers); ``record`` logs the download in a transaction.
+
+    A file storage has lost is logged (``log_event``) and answered 404 "<what> not found".
+    """
+    headers = _pdf_headers(filename)
+    if size_bytes is not None:
+        headers["Content-Length"] = str(size_bytes)
+    if request.method == "HEAD":
+        response = Response(headers=headers)
+        if size_bytes is None:
+            # A rendered PDF's length is not kept; "0" would misstate the body a GET sends.
+            del response.headers["content-length"]
+        return response
+    try:
+        reader = await document_files.read_file(key)
+    except ObjectNotFoundError:
+        log.error(log_event, extra=log_context)
+        return _error(404, "NOT_FOUND", f"{what} not found")
+    if record is not None:
+        try:
+            async with transaction():
+                await record()
+        except BaseException:
+            await reader.aclose()
+            raise
+    return StreamingResponse(_stream(reader), headers=headers)
 
 
 async def invoice_download(request: Request) -> Response:
@@ -167,27 +209,36 @@ async def invoice_download(request: Request) -> Response:
         return _forbidden(exc)
     except AppError as exc:
         return _app_error(exc)
-    headers = _pdf_headers(found.filename)
-    if found.size_bytes is not None:
-        headers["Content-Length"] = str(found.size_bytes)
-    if request.method == "HEAD":
-        response = Response(headers=headers)
-        if found.size_bytes is None:
-            # A rendered PDF's length is not kept; "0" would misstate the body a GET sends.
-            del response.headers["content-length"]
-        return response
+    return await _send_pdf(
+        request,
+        key=found.key,
+        filename=found.filename,
+        size_bytes=found.size_bytes,
+        what="Invoice PDF",
+        log_event="invoice.file_missing",
+        log_context={"invoice_id": str(found.invoice.id)},
+        record=lambda: invoice_files_service.record_download(found),
+    )
+
+
+async def credit_note_download(request: Request) -> Response:
+    """Serve a credit note's rendered PDF."""
+    token: str = request.path_params["token"]
     try:
-        reader = await invoice_files_service.read_file(found.key)
-    except ObjectNotFoundError:
-        log.error("invoice.file_missing", extra={"invoice_id": str(found.invoice.id)})
-        return _error(404, "NOT_FOUND", "Invoice PDF not found")
-    try:
-        async with transaction():
-            await invoice_files_service.record_download(found)
-    except BaseException:
-        await reader.aclose()
-        raise
-    return StreamingResponse(_stream(reader), headers=headers)
+        found = await credit_note_files_service.open_download(token)
+    except SignedTokenError as exc:
+        return _forbidden(exc)
+    except AppError as exc:
+        return _app_error(exc)
+    return await _send_pdf(
+        request,
+        key=found.key,
+        filename=found.filename,
+        size_bytes=None,
+        what="Credit note PDF",
+        log_event="credit_note.file_missing",
+        log_context={"credit_note_id": str(found.credit_note.id)},
+    )
 
 
 async def invoice_preview(request: Request) -> Response:
@@ -243,4 +294,5 @@ def file_routes() -> list[Route]:
         Route("/files/invoices/{token}", invoice_download, methods=["GET", "HEAD"]),
         Route("/files/invoice-previews/{token}", invoice_preview, methods=["GET"]),
         Route("/files/invoice-uploads/{token}", invoice_upload, methods=["PUT"]),
+        Route("/files/credit-notes/{token}", credit_note_download, methods=["GET", "HEAD"]),
     ]

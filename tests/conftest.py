@@ -24,9 +24,11 @@ from settle.core.auth import use_password_hasher
 from settle.core.db import is_postgres, migrate
 from settle.core.settings import Environment, Settings, configure_settings
 from tests.fixtures.factories import Account, create_agency
-from tests.fixtures.graphql import GraphQLClient
 
-# Session-wide fake gateways, started once for every test that asks for them.
+# Fixtures used by name: a test's own file storage, the session-wide fake gateways
+# (started once for every test that asks for them), the websocket server.
+from tests.fixtures.files import files_dir  # noqa: F401
+from tests.fixtures.graphql import GraphQLClient
 from tests.fixtures.localstripe import localstripe_server  # noqa: F401
 from tests.fixtures.razorpay import razorpay_fake  # noqa: F401
 from tests.fixtures.services import (

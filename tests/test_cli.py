@@ -98,6 +98,11 @@ def test_migrate_and_demo_build_the_embedded_database_once(tmp_path: Path) -> No
         entries = db.execute("SELECT COUNT(*) FROM time_entry").fetchone()
         files = db.execute("SELECT kind, status FROM deliverable ORDER BY kind").fetchall()
         invoices = db.execute("SELECT status, number FROM invoice ORDER BY status").fetchall()
+        credit_notes = db.execute(
+            "SELECT credit_note.number, credit_note.amount_minor, invoice.status, "
+            "invoice.amount_credited_minor FROM credit_note "
+            "JOIN invoice ON invoice.id = credit_note.invoice_id"
+        ).fetchall()
     finally:
         db.close()
     assert agencies == [("Northwind Studio",)]
@@ -126,6 +131,10 @@ def test_migrate_and_demo_build_the_embedded_database_once(tmp_path: Path) -> No
             sequences.setdefault(scope, []).append(int(sequence))
     assert sum(len(found) for found in sequences.values()) == 6
     assert all(sorted(found) == list(range(1, len(found) + 1)) for found in sequences.values())
+    # and a credit note, first of its own sequence, on the partly paid invoice
+    assert [(number[:3], number[-5:], *rest) for number, *rest in credit_notes] == [
+        ("CN-", "-0001", 6000, "partially_paid", 6000)
+    ]
     # and a secret key was generated into the var directory, readable by its owner only
     key_file = tmp_path / "secret_key"
     assert key_file.exists()

@@ -7,7 +7,6 @@ uses the URLs as the agency's and its client's users would.
 from __future__ import annotations
 
 import asyncio
-import io
 import struct
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -19,12 +18,10 @@ from typing import Any
 import httpx
 import pytest
 from fpdf import FPDF
-from pypdf import PdfReader
 
 from settle.core import clock
 from settle.core.outbox import transaction
 from settle.core.settings import configure_settings, get_settings
-from settle.core.signing import UrlSigner
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Role, User
 from settle.models.client import Client
@@ -34,16 +31,12 @@ from settle.services import invoice_files
 from tests.conftest import Backend
 from tests.fixtures.db import row_counts
 from tests.fixtures.factories import Account, create_client, create_user
+from tests.fixtures.files import forged_url, pdf_headers, pdf_text, stored_files, tamper
+
+pytestmark = pytest.mark.usefixtures("files_dir")
 
 NOW = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
-PDF_HEADERS = {
-    "content-type": "application/pdf",
-    "content-disposition": (
-        "attachment; filename=\"INV-2026-0001.pdf\"; filename*=UTF-8''INV-2026-0001.pdf"
-    ),
-    "x-content-type-options": "nosniff",
-    "cache-control": "private, no-store",
-}
+PDF_HEADERS = pdf_headers("INV-2026-0001.pdf")
 
 
 @dataclass
@@ -57,26 +50,6 @@ def frozen() -> Iterator[Clock]:
     clock.set_clock(lambda: current.now)
     yield current
     clock.set_clock(None)
-
-
-@pytest.fixture(autouse=True)
-def files_dir(db: Backend, tmp_path: Path) -> Iterator[Path]:
-    """Each test's files in its own directory, so "nothing kept" can be checked exactly."""
-    root = tmp_path / "files"
-    configure_settings(db.settings.model_copy(update={"storage_dir": root}))
-    yield root
-    configure_settings(db.settings)
-
-
-def stored_files(root: Path) -> dict[str, bytes]:
-    """Every file under the storage root (temporary ones included) and its bytes."""
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
-
-
-def pdf_text(data: bytes) -> str:
-    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
 
 
 def small_pdf(text: str) -> bytes:
@@ -160,22 +133,6 @@ async def upload_url(account: Account, invoice: Invoice, body: bytes, **values: 
     return created.upload.url
 
 
-def forged_url(kind: str, purpose: str, invoice: Invoice, user: User) -> str:
-    """A genuine URL signed for ``user``, as if they had held access when it was made."""
-    token, _ = UrlSigner(get_settings().signing_key(), purpose).sign(
-        {"i": str(invoice.id), "u": str(user.id)}, ttl_seconds=900
-    )
-    return f"/files/{kind}/{token}"
-
-
-def _tamper(url: str) -> str:
-    """The URL with one character of its token's payload changed."""
-    prefix, token = url.rsplit("/", 1)
-    payload, signature = token.rsplit(".", 1)
-    flipped = payload[:-1] + ("A" if payload[-1] != "A" else "B")
-    return f"{prefix}/{flipped}.{signature}"
-
-
 UPLOAD_FIELDS = (
     "uploaded_pdf_key",
     "uploaded_pdf_filename",
@@ -252,14 +209,14 @@ async def test_users_who_cannot_see_the_invoice_get_not_found(
     other_user = await create_user(owner, role=Role.CLIENT_LEAD, client=other)
     waiting = await draft(owner, setup.client)
     attempts = [
-        forged_url("invoices", "invoice.download", setup.invoice, rival.user),
-        forged_url("invoices", "invoice.download", setup.invoice, other_user.user),
-        forged_url("invoices", "invoice.preview", setup.invoice, rival.user).replace(
+        forged_url("invoices", "invoice.download", setup.invoice.id, rival.user),
+        forged_url("invoices", "invoice.download", setup.invoice.id, other_user.user),
+        forged_url("invoices", "invoice.preview", setup.invoice.id, rival.user).replace(
             "/files/invoices/", "/files/invoice-previews/"
         ),
     ]
     # and the client's URL of an invoice that is a draft (it has no document)
-    draft_url = forged_url("invoices", "invoice.download", waiting, setup.viewer.user)
+    draft_url = forged_url("invoices", "invoice.download", waiting.id, setup.viewer.user)
 
     # when each is used
     responses = [await http.get(url) for url in [*attempts, draft_url]]
@@ -283,7 +240,7 @@ async def test_a_deactivated_user_or_a_tampered_or_expired_url_is_forbidden(
     # when one is altered, used on another route, or its user is deactivated
     await User.filter(id=setup.viewer.user.id).update(is_active=False)
     attempts = [
-        await http.get(_tamper(owner_url)),
+        await http.get(tamper(owner_url)),
         await http.get(owner_url.replace("/files/invoices/", "/files/invoice-previews/")),
         await http.get(owner_url.replace("/files/invoices/", "/files/download/")),
         await http.get("/files/invoices/not-a-token"),
@@ -606,7 +563,7 @@ async def test_tampered_and_expired_upload_urls_are_forbidden(
     invoice = await draft(owner, client)
     url = await upload_url(owner, invoice, PDF)
     # when it is altered, used as a download URL, or used 15 minutes later
-    tampered = await http.put(_tamper(url), content=PDF)
+    tampered = await http.put(tamper(url), content=PDF)
     misused = await http.get(url.replace("/files/invoice-uploads/", "/files/invoices/"))
     frozen.now = NOW + timedelta(minutes=15)
     late = await http.put(url, content=PDF)

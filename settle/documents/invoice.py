@@ -47,12 +47,25 @@ class TaxLine:
 
 
 @dataclass(frozen=True, slots=True)
+class TotalRow:
+    """A row of the totals block of a document that prints its own (a credit note)."""
+
+    label: str
+    amount: Money
+    emphasised: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class InvoiceDocument:
     """Everything printed on an invoice, already computed by the invoice service.
 
     ``discount`` is the positive amount taken off (zero when none). A document
     without a number is printed as a draft even when ``draft`` is not set: an
     unnumbered invoice is never valid.
+
+    Another billing document (a credit note) is printed the same way under its
+    own ``title`` and ``party_heading``; its ``total_rows`` then replace the
+    invoice's totals (subtotal to amount due), the last one shaded.
     """
 
     agency: Party
@@ -75,6 +88,8 @@ class InvoiceDocument:
     payment_url: str | None = None
     draft: bool = False
     title: str = "Invoice"
+    party_heading: str = "BILL TO"
+    total_rows: tuple[TotalRow, ...] | None = None
 
 
 def render_invoice_pdf(document: InvoiceDocument) -> bytes:
@@ -242,7 +257,7 @@ class _InvoicePdf(FPDF):
     def _bill_to(self) -> None:
         client = self.document.client
         self._font(_SMALL_SIZE, bold=True, color=_MUTED)
-        self.cell(0, 4.5, "BILL TO", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.cell(0, 4.5, self.document.party_heading, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         self._font(11, bold=True)
         self._paragraph(self.epw * 0.6, 5.5, client.name)
         self._font(_BODY_SIZE, color=_MUTED)
@@ -341,6 +356,10 @@ class _InvoicePdf(FPDF):
     def _total_rows(self) -> list[tuple[str, str, bool]]:
         """(label, amount, emphasised) for each totals row, top to bottom."""
         document = self.document
+        if document.total_rows is not None:
+            return [
+                (row.label, format_money(row.amount), row.emphasised) for row in document.total_rows
+            ]
         rows = [("Subtotal", format_money(document.subtotal), False)]
         if document.discount.minor_units:
             label = document.discount_label or "Discount"

@@ -13,7 +13,7 @@ from settle.core.tenancy import Actor, scoped
 from settle.models.agency import Agency, User
 from settle.models.client import Client, Contact, Note
 from settle.models.deliverable import Deliverable
-from settle.models.invoice import Invoice, InvoiceLine, InvoiceStatus
+from settle.models.invoice import CreditNote, Invoice, InvoiceLine, InvoiceStatus
 from settle.models.milestone import Milestone
 from settle.models.payment import (
     Payment,
@@ -24,6 +24,7 @@ from settle.models.payment import (
 )
 from settle.models.project import Project, Task, TimeEntry
 from settle.services import client as client_service
+from settle.services import credit_note as credit_note_service
 from settle.services import deliverable as deliverable_service
 from settle.services import invoice as invoice_service
 from settle.services import milestone as milestone_service
@@ -55,6 +56,7 @@ class Loaders:
         self.invoice = DataLoader(self._invoices, cache=cache)
         self.milestone = DataLoader(self._milestones, cache=cache)
         self.invoice_payments = DataLoader(self._invoice_payments, cache=cache)
+        self.invoice_credit_notes = DataLoader(self._invoice_credit_notes, cache=cache)
         self.payment_allocations = DataLoader(self._payment_allocations, cache=cache)
         self.payment_refunds = DataLoader(self._payment_refunds, cache=cache)
         self.payment_audit_log = DataLoader(self._payment_audit_log, cache=cache)
@@ -172,6 +174,13 @@ class Loaders:
     async def _invoice_payments(self, ids: Sequence[uuid.UUID]) -> list[list[Payment]]:
         """Each invoice's payments, newest first."""
         found = await payment_service.payments_for_invoices(self._require_actor(), ids)
+        return [found.get(i, []) for i in ids]
+
+    async def _invoice_credit_notes(self, ids: Sequence[uuid.UUID]) -> list[list[CreditNote]]:
+        """Each invoice's credit notes, oldest first."""
+        found = await credit_note_service.credit_notes_for_invoices(
+            self._require_actor(), list(ids)
+        )
         return [found.get(i, []) for i in ids]
 
     async def _payment_allocations(self, ids: Sequence[uuid.UUID]) -> list[list[PaymentAllocation]]:

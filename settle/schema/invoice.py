@@ -21,6 +21,7 @@ from settle.services import settlement
 
 if TYPE_CHECKING:
     from settle.schema.activity import ActivityEvent
+    from settle.schema.credit_note import CreditNote
     from settle.schema.payment import Payment
     from settle.schema.project import Project
 
@@ -320,6 +321,18 @@ class Invoice:
 
         rows = await info.context.loaders.invoice_payments.load(self._row.id)
         return [Payment.from_model(row) for row in rows]
+
+    @strawberry.field(
+        description="The credit notes forgiving part of it, oldest first; batched across a list "
+        "of invoices."
+    )
+    async def credit_notes(
+        self, info: Info
+    ) -> list[Annotated[CreditNote, strawberry.lazy("settle.schema.credit_note")]]:
+        from settle.schema.credit_note import CreditNote
+
+        rows = await info.context.loaders.invoice_credit_notes.load(self._row.id)
+        return [CreditNote.from_model(row) for row in rows]
 
     @strawberry.field(description="What happened to this invoice, newest first.")
     async def timeline(

@@ -25,6 +25,7 @@ from settle.resolvers import activity as activity_resolvers
 from settle.resolvers import auth as auth_resolvers
 from settle.resolvers import client as client_resolvers
 from settle.resolvers.agency import AgencyMutation
+from settle.resolvers.credit_note import CreditNoteMutation, CreditNoteQuery
 from settle.resolvers.deliverable import DeliverableMutation, DeliverableQuery
 from settle.resolvers.invoice import InvoiceMutation, InvoiceQuery
 from settle.resolvers.milestone import MilestoneMutation, MilestoneQuery
@@ -98,6 +99,7 @@ class CrmMutation:
 # A domain adds its pair here (types defined beside its resolvers).
 QUERY_TYPES: tuple[type, ...] = (
     CrmQuery,
+    CreditNoteQuery,
     DeliverableQuery,
     InvoiceQuery,
     MilestoneQuery,
@@ -109,6 +111,7 @@ QUERY_TYPES: tuple[type, ...] = (
 MUTATION_TYPES: tuple[type, ...] = (
     AgencyMutation,
     CrmMutation,
+    CreditNoteMutation,
     DeliverableMutation,
     InvoiceMutation,
     MilestoneMutation,

@@ -1,5 +1,5 @@
-"""Demo data for the embedded run: one agency with clients, projects, milestones, files
-and invoices in every status."""
+"""Demo data for the embedded run: one agency with clients, projects, milestones, files,
+invoices in every status and a credit note."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from settle.models.project import TaskStatus
 from settle.services import agency as agency_service
 from settle.services import auth as auth_service
 from settle.services import client as client_service
+from settle.services import credit_note as credit_note_service
 from settle.services import deliverable as deliverable_service
 from settle.services import invoice as invoice_service
 from settle.services import milestone as milestone_service
@@ -246,7 +247,10 @@ def _line(description: str, quantity: str, unit_price: str, **extra: str) -> dic
 async def _load_invoices(
     actor: Actor, clients: dict[str, Client], ordering_app_id: uuid.UUID
 ) -> None:
-    """One invoice in each status: overdue, void, paid, partially paid, viewed, sent, draft."""
+    """One invoice in each status: overdue, void, paid, partially paid, viewed, sent, draft.
+
+    The partly paid one also has a credit note forgiving half an hour billed twice.
+    """
     acme, chai, fjord = (
         clients["Acme Robotics"],
         clients["Chai Point Foods"],
@@ -299,6 +303,9 @@ async def _load_invoices(
         method=OfflineMethod.CRYPTO,
         reference="0x5c5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e",
         explorer_url="https://etherscan.io/tx/0x5c5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e",
+    )
+    await credit_note_service.issue_credit_note(
+        actor, partly, "60.00", "Half an on-call hour was also billed in October"
     )
     viewed = await issue(fjord, [_line("Podcast intro animation", "1", "1200.00")])
     await invoice_service.mark_invoice_viewed(actor, viewed)

@@ -25,7 +25,6 @@ still be active, and every use checks again what that user may see.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -35,29 +34,19 @@ from settle.core import clock, validation
 from settle.core.db import lock_rows
 from settle.core.errors import ConflictError, NotFoundError, ValidationError
 from settle.core.money import Money
-from settle.core.outbox import transaction
 from settle.core.settings import get_settings
-from settle.core.signing import SignedTokenError, SignedUrl, UrlSigner
-from settle.core.storage import ObjectExistsError, ObjectReader, StoredObject, get_storage
+from settle.core.signing import SignedTokenError, SignedUrl
+from settle.core.storage import ObjectExistsError, StoredObject, get_storage
 from settle.core.tenancy import MANAGERS, Actor
-from settle.documents.invoice import (
-    DocumentLine,
-    InvoiceDocument,
-    Party,
-    TaxLine,
-    render_invoice_pdf,
-)
-from settle.models.agency import Agency, User
-from settle.models.client import Client
+from settle.documents.invoice import DocumentLine, InvoiceDocument, TaxLine, render_invoice_pdf
 from settle.models.invoice import DiscountKind, Invoice, InvoiceStatus
-from settle.services import activity, payment_link, settlement
+from settle.services import activity, document_files, payment_link, settlement
 from settle.services import invoice as invoice_service
 
 DOWNLOAD_PURPOSE = "invoice.download"
 PREVIEW_PURPOSE = "invoice.preview"
 UPLOAD_PURPOSE = "invoice.upload"
 
-PDF_CONTENT_TYPE = "application/pdf"
 PDF_HEADER = b"%PDF-"
 PDF_TRAILER = b"%%EOF"
 # Where a PDF must end: readers look for the last %%EOF within the final kilobyte.
@@ -72,20 +61,10 @@ def _percent(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-def _details(*values: str | None) -> tuple[str, ...]:
-    """Non-empty lines, an address split at its line breaks."""
-    lines: list[str] = []
-    for value in values:
-        lines.extend(line.strip() for line in (value or "").splitlines())
-    return tuple(line for line in lines if line)
-
-
 async def invoice_document(invoice: Invoice, *, draft: bool) -> InvoiceDocument:
     """Everything printed on the invoice: parties, lines and the server's totals."""
     lines = await invoice_service.invoice_lines(invoice)
-    agency = await Agency.get(id=invoice.agency_id)
-    client = await Client.get(id=invoice.client_id)
-    contact_email = await invoice_service.primary_contact_email(client.id)
+    agency, client = await document_files.parties(invoice.agency_id, invoice.client_id)
     totals = invoice_service.totals_of(invoice, lines)
     currency = invoice.currency
 
@@ -98,22 +77,8 @@ async def invoice_document(invoice: Invoice, *, draft: bool) -> InvoiceDocument:
         if invoice.discount_kind == DiscountKind.PERCENT and invoice.discount_percent is not None:
             discount_label = f"Discount ({_percent(invoice.discount_percent)}%)"
     return InvoiceDocument(
-        agency=Party(
-            agency.name,
-            _details(
-                agency.address,
-                agency.email,
-                f"Tax ID: {agency.tax_id}" if agency.tax_id else None,
-            ),
-        ),
-        client=Party(
-            client.name,
-            _details(
-                client.address,
-                f"Tax ID: {client.tax_id}" if client.tax_id else None,
-                contact_email,
-            ),
-        ),
+        agency=agency,
+        client=client,
         number=invoice.number,
         issue_date=invoice.issue_date,
         due_date=invoice.due_date,
@@ -160,7 +125,7 @@ def upload_storage_key(invoice: Invoice, upload_id: uuid.UUID) -> str:
 def document_filename(invoice: Invoice) -> str:
     """``<number>.pdf`` (a ``/`` of the numbering pattern would read as a folder)."""
     if invoice.number:
-        return f"{invoice.number.replace('/', '-')}.pdf"
+        return document_files.pdf_filename(invoice.number)
     return "draft-invoice.pdf"
 
 
@@ -169,42 +134,23 @@ def _document_key(invoice: Invoice) -> str | None:
     return invoice.uploaded_pdf_key or invoice.pdf_key
 
 
-async def _single(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
 async def render_pdf(invoice_id: uuid.UUID) -> None:
     """Render and store an issued invoice's PDF once, then set ``pdf_key`` (the worker's job).
 
     Idempotent, also when two runs race: an issued invoice's content never
-    changes, so whichever run stored its PDF first is kept, and the conditional
-    update lets exactly one run set the key and write the event.
-    Opens its own transaction for that update (joined if one is open already).
+    changes, so whichever run stored its PDF first is kept
+    (``document_files.store_rendered``).
     """
     invoice = await Invoice.get_or_none(id=invoice_id)
     if invoice is None or invoice.status == InvoiceStatus.DRAFT or invoice.pdf_key is not None:
         return
-    key = pdf_storage_key(invoice)
-    data = await _render(invoice, draft=False)
-    # A run that died before its commit, or one racing this one, may have stored it already.
-    with contextlib.suppress(ObjectExistsError):
-        await get_storage().put(key, _single(data))
-    async with transaction():
-        rendered_at = clock.now()
-        claimed = await Invoice.filter(id=invoice.id, pdf_key__isnull=True).update(
-            pdf_key=key, pdf_rendered_at=rendered_at
-        )
-        if claimed:
-            await activity.record(
-                None,
-                agency_id=invoice.agency_id,
-                client_id=invoice.client_id,
-                entity_type="invoice",
-                entity_id=invoice.id,
-                verb="pdf_rendered",
-                summary=f"{invoice_service.label(invoice)} PDF rendered",
-                changes=activity.diff({}, {"pdf_rendered_at": rendered_at}),
-            )
+    await document_files.store_rendered(
+        invoice,
+        pdf_storage_key(invoice),
+        await _render(invoice, draft=False),
+        entity_type="invoice",
+        summary=f"{invoice_service.label(invoice)} PDF rendered",
+    )
 
 
 async def document(invoice: Invoice) -> tuple[str, bytes]:
@@ -220,43 +166,10 @@ async def document(invoice: Invoice) -> tuple[str, bytes]:
         key = _document_key(await Invoice.get(id=invoice.id))
     if key is None:
         raise ConflictError("A draft invoice has no document yet")
-    reader = await get_storage().open(key)
-    try:
-        data = b"".join([chunk async for chunk in reader])
-    finally:
-        await reader.aclose()
-    return document_filename(invoice), data
+    return document_filename(invoice), await document_files.read_bytes(key)
 
 
 # --- signed URLs -------------------------------------------------------------------------
-
-
-def _signer(purpose: str) -> UrlSigner:
-    return UrlSigner(get_settings().signing_key(), purpose)
-
-
-def _file_url(kind: str, token: str) -> str:
-    return f"{get_settings().public_base_url.rstrip('/')}/files/{kind}/{token}"
-
-
-def _sign(purpose: str, kind: str, claims: dict[str, str]) -> SignedUrl:
-    token, expires_at = _signer(purpose).sign(
-        claims, ttl_seconds=get_settings().invoice_url_ttl_seconds
-    )
-    return SignedUrl(_file_url(kind, token), expires_at)
-
-
-async def _token_actor(claims: dict[str, str]) -> tuple[uuid.UUID, Actor]:
-    """The invoice id and the still-active user a verified token was issued for."""
-    try:
-        invoice_id = uuid.UUID(claims["i"])
-        user_id = uuid.UUID(claims["u"])
-    except (KeyError, ValueError):
-        raise SignedTokenError("Invalid signature") from None
-    user = await User.get_or_none(id=user_id, is_active=True)
-    if user is None:
-        raise SignedTokenError("This link is no longer valid")
-    return invoice_id, Actor.from_user(user)
 
 
 async def pdf_url(actor: Actor, invoice_id: uuid.UUID) -> SignedUrl | None:
@@ -268,7 +181,7 @@ async def pdf_url(actor: Actor, invoice_id: uuid.UUID) -> SignedUrl | None:
     invoice = await invoice_service.get_invoice(actor, invoice_id)
     if _document_key(invoice) is None:
         return None
-    return _sign(DOWNLOAD_PURPOSE, "invoices", {"i": str(invoice.id), "u": str(actor.user_id)})
+    return document_files.sign_for(DOWNLOAD_PURPOSE, "invoices", invoice.id, actor)
 
 
 async def preview_url(actor: Actor, invoice_id: uuid.UUID) -> SignedUrl:
@@ -277,9 +190,7 @@ async def preview_url(actor: Actor, invoice_id: uuid.UUID) -> SignedUrl:
     ConflictError once the invoice is issued: its document is at ``pdf_url``.
     """
     invoice = await _draft_for_preview(actor, invoice_id)
-    return _sign(
-        PREVIEW_PURPOSE, "invoice-previews", {"i": str(invoice.id), "u": str(actor.user_id)}
-    )
+    return document_files.sign_for(PREVIEW_PURPOSE, "invoice-previews", invoice.id, actor)
 
 
 async def _draft_for_preview(actor: Actor, invoice_id: uuid.UUID) -> Invoice:
@@ -311,7 +222,7 @@ async def open_download(token: str) -> Download:
     SignedTokenError for a forged or expired URL (or a deactivated user);
     NotFoundError if the user may not see the invoice or it has no document.
     """
-    invoice_id, actor = await _token_actor(_signer(DOWNLOAD_PURPOSE).verify(token))
+    invoice_id, actor = await document_files.open_token(DOWNLOAD_PURPOSE, token)
     invoice = await invoice_service.get_invoice(actor, invoice_id)
     if invoice.uploaded_pdf_key is not None:
         return Download(
@@ -326,11 +237,6 @@ async def open_download(token: str) -> Download:
     raise NotFoundError("Invoice PDF", invoice_id)
 
 
-async def read_file(key: str) -> ObjectReader:
-    """A stored document as a stream; ObjectNotFoundError if storage has lost it."""
-    return await get_storage().open(key)
-
-
 async def record_download(download: Download) -> None:
     """A client user downloading the invoice has opened it: mark it viewed the first time."""
     await invoice_service.record_client_view(download.actor, download.invoice.id)
@@ -343,7 +249,7 @@ async def open_preview(token: str) -> Invoice:
     the user cannot see (deleted, foreign); PermissionDeniedError if the user is
     no longer an owner or admin; ConflictError once the invoice is issued.
     """
-    invoice_id, actor = await _token_actor(_signer(PREVIEW_PURPOSE).verify(token))
+    invoice_id, actor = await document_files.open_token(PREVIEW_PURPOSE, token)
     return await _draft_for_preview(actor, invoice_id)
 
 
@@ -400,7 +306,7 @@ async def create_upload(
         "n": name,
         "s": str(size),
     }
-    return InvoiceUpload(invoice, _sign(UPLOAD_PURPOSE, "invoice-uploads", claims))
+    return InvoiceUpload(invoice, document_files.sign(UPLOAD_PURPOSE, "invoice-uploads", claims))
 
 
 class UploadRejectedError(ValidationError):
@@ -443,8 +349,8 @@ async def open_upload(token: str, *, content_length: str | None) -> PendingUploa
     ConflictError for a void invoice; UploadRejectedError when the Content-Length
     is over the limit or not the declared size.
     """
-    claims = _signer(UPLOAD_PURPOSE).verify(token)
-    invoice_id, actor = await _token_actor(claims)
+    claims = document_files.signer(UPLOAD_PURPOSE).verify(token)
+    invoice_id, actor = await document_files.token_actor(claims)
     try:
         upload_id = uuid.UUID(claims["k"])
         filename = claims["n"]

@@ -18,6 +18,7 @@ from settle.documents.invoice import (
     InvoiceDocument,
     Party,
     TaxLine,
+    TotalRow,
     render_invoice_pdf,
 )
 
@@ -318,3 +319,48 @@ def test_amount_too_wide_for_its_column_still_prints_whole() -> None:
     lines = text_lines(render_invoice_pdf(document))
     # then it is printed in full (in a smaller size) rather than cut
     assert "Everything 1 ₹99,99,99,99,99,99,999.99 ₹99,99,99,99,99,99,999.99" in lines
+
+
+def test_a_credit_note_prints_its_own_title_heading_and_totals() -> None:
+    # given a credit note laid out as a document of its own title, heading and totals
+    credit = usd("250")
+    document = dollar_invoice(
+        number="CN-2026-0001",
+        lines=(
+            DocumentLine(
+                "Credit against Invoice INV-2026-0007\nReason: Delivered late",
+                Decimal("1"),
+                credit,
+                credit,
+                None,
+            ),
+        ),
+        subtotal=credit,
+        total=credit,
+        amount_due=usd("0"),
+        title="Credit note",
+        party_heading="CREDIT TO",
+        total_rows=(TotalRow("Total credit", credit, emphasised=True),),
+    )
+    # when it is rendered
+    data = render_invoice_pdf(document)
+    lines = text_lines(data)
+    # then it is titled a credit note, credits the client, and closes with its one total
+    for expected in [
+        "Northwind Studio LLC CREDIT NOTE",
+        "Number CN-2026-0001",
+        "Issue date 15 Jan 2026",
+        "CREDIT TO",
+        "Initech Inc.",
+        "Credit against Invoice INV-2026-0007",
+        "Reason: Delivered late",
+        "1 $250.00 $250.00",
+        "Total credit $250.00",
+    ]:
+        assert expected in lines
+    text = "\n".join(lines)
+    for absent in ("INVOICE", "BILL TO", "Subtotal", "Amount due", "Pay online", "DRAFT"):
+        assert absent not in text
+    reader = PdfReader(io.BytesIO(data))
+    assert reader.metadata is not None
+    assert reader.metadata.title == "Credit note CN-2026-0001"

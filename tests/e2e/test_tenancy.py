@@ -37,7 +37,7 @@ from settle.models.activity import ActivityEvent
 from settle.models.agency import Role, User
 from settle.models.client import Client, Contact, Note
 from settle.models.deliverable import Deliverable, DeliverableKind, DeliverableStatus
-from settle.models.invoice import Invoice, InvoiceLine, InvoiceStatus
+from settle.models.invoice import CreditNote, Invoice, InvoiceLine, InvoiceStatus
 from settle.models.milestone import Milestone
 from settle.models.payment import Payment, PaymentAllocation, PaymentProvider, PaymentStatus
 from settle.models.project import Project, Task, TimeEntry
@@ -472,6 +472,22 @@ mutation Action({signature}) {{
 """
 
 
+CREDIT_NOTE_QUERY = """
+query CreditNote($id: ID!) {
+  creditNote(id: $id) { __typename id number }
+}
+"""
+
+CREDIT_NOTES_QUERY = """
+query CreditNotes($filter: CreditNoteFilter) {
+  creditNotes(first: 100, filter: $filter) {
+    __typename
+    totalCount
+    edges { node { id number } }
+  }
+}
+"""
+
 PAYMENT_QUERY = """
 query Payment($id: ID!) {
   payment(id: $id) { __typename id status }
@@ -530,6 +546,7 @@ class Target:
     invoice_line_id: str  # that line
     issued_invoice_id: str  # a sent invoice of the project, with payment_id under way
     payment_id: str  # a pending sandbox payment of issued_invoice_id, its checkout made
+    credit_note_id: str  # a credit note of 10.00 on issued_invoice_id (the 40.00 due is paying)
 
     @classmethod
     def unknown(cls) -> Target:
@@ -553,6 +570,7 @@ class Target:
                 self.invoice_line_id,
                 self.issued_invoice_id,
                 self.payment_id,
+                self.credit_note_id,
             }
         )
 
@@ -1053,6 +1071,32 @@ REGISTRY: dict[str, Probe] = {
         "InvoiceUpload",
         entity="Payment",
     ),
+    "creditNote": Probe(
+        CREDIT_NOTE_QUERY, lambda t: {"id": t.credit_note_id}, Answer.NULL, "CreditNote"
+    ),
+    "creditNotes": Probe(
+        CREDIT_NOTES_QUERY,
+        lambda t: {"filter": {"invoiceId": t.issued_invoice_id, "clientId": t.client_id}},
+        Answer.EMPTY,
+        "CreditNoteConnection",
+    ),
+    # More than the 40.00 due: the owner is told the amount is out of range, which only a
+    # request that reached the invoice can learn (and nothing is credited).
+    "issueCreditNote": Probe(
+        invoice_mutation(
+            "issueCreditNote",
+            "$input: IssueCreditNoteInput!",
+            "input: $input",
+            "CreditNotePayload { creditNote { id } }",
+        ),
+        lambda t: {
+            "input": {"invoiceId": t.issued_invoice_id, "amount": "999.00", "reason": "Planted"}
+        },
+        Answer.NOT_FOUND,
+        "ValidationError",
+        entity="Invoice",
+        viewer_denied=True,
+    ),
     "payment": Probe(PAYMENT_QUERY, lambda t: {"id": t.payment_id}, Answer.NULL, "Payment"),
     "payments": Probe(
         PAYMENTS_QUERY,
@@ -1217,6 +1261,7 @@ class Rows:
     invoice_line: InvoiceLine
     issued_invoice: Invoice
     payment: Payment
+    credit_note: CreditNote
 
     @property
     def target(self) -> Target:
@@ -1234,6 +1279,7 @@ class Rows:
             str(self.invoice_line.id),
             str(self.issued_invoice.id),
             str(self.payment.id),
+            str(self.credit_note.id),
         )
 
 
@@ -1241,9 +1287,9 @@ async def client_rows(account: Account, name: str) -> Rows:
     """A client with a primary and a second contact and a note, each on the timeline.
 
     And a project with a pending milestone, a task with an hour logged on it, a
-    draft invoice with one line, and a sent invoice with a sandbox payment under way,
-    written directly (off the timeline, so the timeline counts below stay those of the
-    CRM rows).
+    draft invoice with one line, and a sent invoice with a credit note and a sandbox
+    payment of the rest under way, written directly (off the timeline, so the timeline
+    counts below stay those of the CRM rows).
     """
     client = await create_client(account, name=name, email=f"{name.lower()}@example.com")
     primary = await create_contact(account, client, name=f"{name} Primary", primary=True)
@@ -1321,6 +1367,17 @@ async def client_rows(account: Account, name: str) -> Rows:
         issue_date=date(2026, 3, 2),
         subtotal_minor=5_000,
         total_minor=5_000,
+        amount_credited_minor=1_000,
+    )
+    credit_note = await CreditNote.create(
+        agency_id=account.agency_id,
+        invoice_id=issued_invoice.id,
+        client_id=client.id,
+        number=f"{name}-CN-0001",
+        amount_minor=1_000,
+        currency="USD",
+        reason="Goodwill",
+        issue_date=date(2026, 3, 3),
     )
     payment = await Payment.create(
         agency_id=account.agency_id,
@@ -1329,7 +1386,7 @@ async def client_rows(account: Account, name: str) -> Rows:
         invoice_id=issued_invoice.id,
         provider=PaymentProvider.SANDBOX,
         status=PaymentStatus.PENDING,
-        amount_minor=5_000,
+        amount_minor=4_000,
         currency="USD",
         provider_order_id=f"sbx_{name}",
         checkout_url=f"http://settle.test/sandbox/pay/{name}",
@@ -1338,7 +1395,7 @@ async def client_rows(account: Account, name: str) -> Rows:
         agency_id=account.agency_id,
         payment_id=payment.id,
         invoice_id=issued_invoice.id,
-        amount_minor=5_000,
+        amount_minor=4_000,
     )
     return Rows(
         client,
@@ -1354,6 +1411,7 @@ async def client_rows(account: Account, name: str) -> Rows:
         invoice_line,
         issued_invoice,
         payment,
+        credit_note,
     )
 
 
@@ -1390,6 +1448,7 @@ async def agency_ids(agency_id: uuid.UUID) -> set[str]:
         Deliverable,
         Invoice,
         InvoiceLine,
+        CreditNote,
     ):
         rows = await model.filter(agency_id=agency_id).values_list("id", flat=True)
         ids |= {str(row) for row in rows}

@@ -7,7 +7,6 @@ The routes that use these URLs are tested through the ASGI app in
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pypdf import PdfReader
 
 from settle.core import clock
 from settle.core.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
@@ -27,7 +25,7 @@ from settle.core.signing import SignedUrl
 from settle.core.storage import get_storage
 from settle.documents.invoice import DocumentLine, InvoiceDocument, Party, TaxLine
 from settle.models.activity import ActivityEvent
-from settle.models.agency import Agency, Role
+from settle.models.agency import Role
 from settle.models.client import Client
 from settle.models.invoice import DiscountKind, Invoice, InvoiceStatus
 from settle.services import invoice as invoice_service
@@ -35,7 +33,10 @@ from settle.services import invoice_files, payment_link, settlement
 from settle.services.invoice import DiscountInput
 from tests.conftest import Backend
 from tests.fixtures.db import row_counts
-from tests.fixtures.factories import Account, create_client, create_contact, create_user
+from tests.fixtures.factories import Account, create_client, create_user
+from tests.fixtures.files import acme, pdf_text, stored_files
+
+pytestmark = pytest.mark.usefixtures("files_dir")
 
 NOW = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
 
@@ -53,44 +54,8 @@ def frozen() -> Iterator[Clock]:
     clock.set_clock(None)
 
 
-@pytest.fixture(autouse=True)
-def files_dir(db: Backend, tmp_path: Path) -> Iterator[Path]:
-    """Each test's files in its own directory, so "one file" can be checked exactly."""
-    root = tmp_path / "files"
-    configure_settings(db.settings.model_copy(update={"storage_dir": root}))
-    yield root
-    configure_settings(db.settings)
-
-
-def stored_files(root: Path) -> dict[str, bytes]:
-    """Every file under the storage root (temporary ones included) and its bytes."""
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
-
-
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-def pdf_text(data: bytes) -> str:
-    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
-
-
-async def acme(owner: Account) -> Client:
-    """A USD client with an address, a tax id and a primary contact; the agency's details."""
-    await Agency.filter(id=owner.agency_id).update(
-        address="4 Mill Lane\nLeeds LS1 2AB", email="billing@northwind.test", tax_id="GB999"
-    )
-    client = await create_client(
-        owner,
-        name="Acme Ltd",
-        currency="USD",
-        address="12 Harbour Road\n\nBristol BS1 4QA",
-        tax_id="GB123",
-    )
-    await create_contact(owner, client, primary=True, email="ap@acme.test")
-    return client
 
 
 async def draft(owner: Account, client: Client, **values: Any) -> Invoice:
