@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import dramatiq
 import httpx
 import pytest
 from argon2 import PasswordHasher
@@ -23,6 +24,7 @@ from settle.app import Runtime, create_app, start_runtime, stop_runtime
 from settle.core.auth import use_password_hasher
 from settle.core.db import is_postgres, migrate
 from settle.core.settings import Environment, Settings, configure_settings
+from tests.fixtures.db import drain_jobs
 from tests.fixtures.factories import Account, create_agency
 
 # Fixtures used by name: a test's own file storage, the session-wide fake gateways
@@ -53,14 +55,8 @@ class Backend:
         """Wait until the in-process worker has run every job sent so far."""
         worker = self.runtime.worker
         assert worker is not None, "this backend has no in-process worker"
-        broker = worker.broker
-
-        def join() -> None:
-            for queue in broker.get_declared_queues():
-                broker.join(queue, timeout=int(timeout * 1000))  # type: ignore[attr-defined]
-            worker.join()
-
-        await asyncio.wait_for(asyncio.to_thread(join), timeout)
+        assert worker.broker is dramatiq.get_broker(), "the worker consumes another broker"
+        await drain_jobs(timeout)
 
 
 def make_settings(var_dir: Path, database_url: str, redis_url: str | None) -> Settings:
