@@ -85,6 +85,16 @@ class Settings(BaseSettings):
     janitor_give_up_seconds: int = Field(default=24 * 3600, gt=0)
     janitor_batch_size: int = Field(default=100, gt=0, le=10_000)
 
+    # GraphQL operation limits, checked before an operation is validated or runs (see
+    # settle/schema/limits.py for the cost model). The document's size and tokens bound
+    # parsing and validation; depth, aliases and the estimated cost bound execution.
+    graphql_max_document_bytes: int = Field(default=64 * 1024, gt=0)
+    graphql_max_tokens: int = Field(default=2000, gt=0)
+    graphql_max_depth: int = Field(default=12, gt=0, le=50)
+    graphql_max_aliases: int = Field(default=30, ge=0)
+    graphql_max_cost: int = Field(default=200_000, gt=0)
+    graphql_max_cost_anonymous: int = Field(default=1000, gt=0)
+
     outbox_relay_cron: str = "* * * * *"
     outbox_stale_seconds: int = Field(default=30, ge=0)
     embedded_worker_threads: int = Field(default=4, ge=1)

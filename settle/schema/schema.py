@@ -7,12 +7,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import (
-    MaskErrors,
-    MaxAliasesLimiter,
-    QueryDepthLimiter,
-    SchemaExtension,
-)
+from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
@@ -38,6 +33,7 @@ from settle.schema.activity import ActivityEvent
 from settle.schema.auth import User
 from settle.schema.client import Client, Contact, Note
 from settle.schema.common import Connection
+from settle.schema.limits import OperationLimits
 from settle.subscriptions import activity as activity_subscriptions
 from settle.subscriptions import payment as payment_subscriptions
 
@@ -184,9 +180,9 @@ def build_schema() -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=list(errors.ERROR_TYPES),
+        # OperationLimits first: no other extension may parse or validate before it.
         extensions=[
-            lambda: QueryDepthLimiter(max_depth=12),
-            lambda: MaxAliasesLimiter(max_alias_count=30),
+            OperationLimits,
             lambda: MaskErrors(should_mask_error=_should_mask),
             SnapshotReads,
         ],
