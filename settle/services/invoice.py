@@ -499,25 +499,7 @@ def _shown(data: dict[str, Any], currency: str) -> dict[str, Any]:
     return activity.with_amounts(data, currency, _MONEY_FIELDS)
 
 
-async def _record(
-    actor: Actor | None,
-    invoice: Invoice,
-    verb: str,
-    summary: str,
-    changes: activity.Changes | None = None,
-) -> None:
-    await activity.record(
-        actor,
-        agency_id=invoice.agency_id,
-        client_id=invoice.client_id,
-        entity_type="invoice",
-        entity_id=invoice.id,
-        verb=verb,
-        summary=summary,
-        changes=changes,
-        # A draft is the agency's working: its client sees the invoice once it is issued.
-        internal=invoice.status == S.DRAFT,
-    )
+_record = settlement.record_invoice_event
 
 
 # --- drafts ---------------------------------------------------------------------------------

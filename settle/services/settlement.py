@@ -87,6 +87,28 @@ def label(invoice: Invoice) -> str:
     return f"Invoice {invoice.number}" if invoice.number else "Draft invoice"
 
 
+async def record_invoice_event(
+    actor: Actor | None,
+    invoice: Invoice,
+    verb: str,
+    summary: str,
+    changes: activity.Changes | None = None,
+) -> None:
+    """Put an invoice event on the timeline (a draft's events are internal to the agency)."""
+    await activity.record(
+        actor,
+        agency_id=invoice.agency_id,
+        client_id=invoice.client_id,
+        entity_type="invoice",
+        entity_id=invoice.id,
+        verb=verb,
+        summary=summary,
+        changes=changes,
+        # A draft is the agency's working: its client sees the invoice once it is issued.
+        internal=invoice.status == S.DRAFT,
+    )
+
+
 async def _lock_invoice(invoice_id: uuid.UUID) -> Invoice:
     invoice = await lock_rows(Invoice.filter(id=invoice_id)).first()
     if invoice is None:
@@ -122,15 +144,12 @@ async def _save_invoice(
             "updated_at",
         ]
     )
-    await activity.record(
+    await record_invoice_event(
         actor,
-        agency_id=invoice.agency_id,
-        client_id=invoice.client_id,
-        entity_type="invoice",
-        entity_id=invoice.id,
-        verb=verb,
-        summary=summary,
-        changes=activity.diff(
+        invoice,
+        verb,
+        summary,
+        activity.diff(
             activity.with_amounts(before, invoice.currency, _MONEY_FIELDS),
             activity.with_amounts(_invoice_money(invoice), invoice.currency, _MONEY_FIELDS),
         ),
@@ -368,6 +387,19 @@ async def _milestone_parts(invoice: Invoice) -> list[tuple[Milestone, InvoiceLin
     ]
 
 
+async def _shares_by_owed(invoice: Invoice, amount_minor: int) -> list[tuple[Milestone, int]]:
+    """Money just received or forgiven on a whole invoice, shared by what each milestone owed.
+
+    The invoice's other lines take their part as one (what the invoice owed before this
+    money, less the milestones' parts), so milestones get only their share of it.
+    """
+    parts = await _milestone_parts(invoice)
+    owed = [max(milestone_due(m, line), 0) for m, line in parts]
+    rest = max(invoice_due(invoice) + amount_minor - sum(owed), 0)
+    shares = allocate(min(amount_minor, sum(owed) + rest), [*owed, rest])
+    return [(m, share) for (m, _), share in zip(parts, shares, strict=False) if share > 0]
+
+
 async def spread_received(
     invoice: Invoice,
     amount_minor: int,
@@ -378,22 +410,10 @@ async def spread_received(
 ) -> None:
     """Money for a whole invoice (already on it) shared over its milestones by what each owes.
 
-    The invoice's other lines take their part as one; when the invoice is settled,
-    every milestone on it is too.
+    When the invoice is settled, every milestone on it is too.
     """
-    parts = await _milestone_parts(invoice)
-    if not parts:
-        return
-    owed = [max(milestone_due(m, line), 0) for m, line in parts]
-    # What the rest of the invoice owed before this money: the invoice's due then, less the
-    # milestones' parts.
-    rest = max(invoice_due(invoice) + amount_minor - sum(owed), 0)
-    shares = allocate(min(amount_minor, sum(owed) + rest), [*owed, rest])
-    for (milestone, _), share in zip(parts, shares, strict=False):
-        if share > 0:
-            await receive_on_milestone(
-                milestone.id, share, reference=reference, source=source, now=now
-            )
+    for milestone, share in await _shares_by_owed(invoice, amount_minor):
+        await receive_on_milestone(milestone.id, share, reference=reference, source=source, now=now)
 
 
 async def spread_refund(invoice: Invoice, amount_minor: int) -> None:
@@ -413,12 +433,5 @@ async def spread_refund(invoice: Invoice, amount_minor: int) -> None:
 
 async def spread_credit(invoice: Invoice, amount_minor: int, number: str) -> None:
     """Money forgiven on an invoice shared over its milestones by what each owes."""
-    parts = await _milestone_parts(invoice)
-    if not parts:
-        return
-    owed = [max(milestone_due(m, line), 0) for m, line in parts]
-    rest = max(invoice_due(invoice) + amount_minor - sum(owed), 0)
-    shares = allocate(min(amount_minor, sum(owed) + rest), [*owed, rest])
-    for (milestone, _), share in zip(parts, shares, strict=False):
-        if share > 0:
-            await credit_on_milestone(milestone.id, share, number)
+    for milestone, share in await _shares_by_owed(invoice, amount_minor):
+        await credit_on_milestone(milestone.id, share, number)

@@ -460,7 +460,7 @@ async def test_a_long_subject_arrives_as_written(
     invoice = await issue_invoice(db, owner, client)
     if paid:
         async with transaction():
-            await invoice_service.record_payment(invoice.id, invoice.total_minor, actor=None)
+            await settlement.receive_on_invoice(invoice.id, invoice.total_minor, actor=None)
     delivery = await request_delivery(invoice)
 
     # when it is emailed

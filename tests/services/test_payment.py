@@ -33,7 +33,7 @@ from settle.gateways.base import Checkout, PaymentGateway
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Role
 from settle.models.client import Client
-from settle.models.deliverable import Deliverable, DeliverableKind, DeliverableStatus
+from settle.models.deliverable import Deliverable
 from settle.models.invoice import Invoice, InvoiceLine, InvoiceStatus
 from settle.models.milestone import Milestone, MilestonePaymentStatus, MilestoneStatus
 from settle.models.outbox import OutboxKind, OutboxMessage
@@ -62,6 +62,7 @@ from tests.fixtures.db import row_counts
 from tests.fixtures.factories import (
     Account,
     create_client,
+    create_final_deliverable,
     create_invoice,
     create_project,
     create_user,
@@ -710,23 +711,6 @@ async def test_paying_one_of_an_invoices_milestones_leaves_it_partially_paid(
     assert (row.status, row.amount_paid_minor) == (InvoiceStatus.PAID, 75_000)
 
 
-async def final_deliverable(project: Project) -> Deliverable:
-    row = Deliverable(
-        agency_id=project.agency_id,
-        project_id=project.id,
-        client_id=project.client_id,
-        title="Final build",
-        kind=DeliverableKind.FINAL,
-        status=DeliverableStatus.READY,
-        filename="final.zip",
-        content_type="application/zip",
-        size_bytes=3,
-    )
-    row.storage_key = f"deliverables/{project.agency_id}/{project.id}/{row.id}"
-    await row.save()
-    return row
-
-
 async def access(account: Account, deliverable: Deliverable) -> Access:
     state = await deliverable_service.project_payment_state(deliverable.project_id)
     return deliverable_service.access_for(account.actor, deliverable, state)
@@ -738,7 +722,7 @@ async def test_deliverables_follow_the_refund_rule(
     # given a project's one milestone, approved, and its final files
     milestone = await approved_milestone(owner, project)
     await db.drain()
-    deliverable = await final_deliverable(project)
+    deliverable = await create_final_deliverable(project)
     assert await access(lead, deliverable) == Access(False, LockReason.BALANCE_UNPAID, None)
 
     # when the milestone is paid; then the final files open to the client

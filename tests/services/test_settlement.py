@@ -21,7 +21,7 @@ from settle.core.errors import AppError
 from settle.core.outbox import transaction
 from settle.models.agency import Role
 from settle.models.client import Client
-from settle.models.deliverable import Deliverable, DeliverableKind, DeliverableStatus
+from settle.models.deliverable import Deliverable
 from settle.models.invoice import Invoice, InvoiceStatus
 from settle.models.milestone import Milestone, MilestonePaymentStatus, MilestoneStatus
 from settle.models.payment import OfflineMethod, Payment, PaymentStatus
@@ -33,7 +33,13 @@ from settle.services import payment as payment_service
 from settle.services import settlement
 from settle.services.payment import AlreadyPaidError
 from tests.conftest import Backend
-from tests.fixtures.factories import Account, create_client, create_project, create_user
+from tests.fixtures.factories import (
+    Account,
+    create_client,
+    create_final_deliverable,
+    create_project,
+    create_user,
+)
 from tests.fixtures.sandbox import approved_milestone, deliver, pay_invoice, pay_milestones
 
 T = TypeVar("T")
@@ -63,23 +69,6 @@ async def project(owner: Account, client: Client) -> Project:
 @pytest.fixture
 async def lead(owner: Account, client: Client) -> Account:
     return await create_user(owner, role=Role.CLIENT_LEAD, client=client, name="Lena Lead")
-
-
-async def final_files(project: Project) -> Deliverable:
-    row = Deliverable(
-        agency_id=project.agency_id,
-        project_id=project.id,
-        client_id=project.client_id,
-        title="Final build",
-        kind=DeliverableKind.FINAL,
-        status=DeliverableStatus.READY,
-        filename="final.zip",
-        content_type="application/zip",
-        size_bytes=3,
-    )
-    row.storage_key = f"deliverables/{project.agency_id}/{project.id}/{row.id}"
-    await row.save()
-    return row
 
 
 async def invoiced_milestone(db: Backend, owner: Account, project: Project) -> Milestone:
@@ -173,7 +162,7 @@ async def test_every_step_of_paying_refunding_and_forgiving_keeps_the_books_true
     # given a ₹500.00 milestone with its invoice and its final files
     rng = random.Random(seed)
     milestone = await invoiced_milestone(db, owner, project)
-    files = await final_files(project)
+    files = await create_final_deliverable(project)
     await check_invariants(lead, owner, milestone, files)
 
     # when random steps of pay / refund in part / refund in full / forgive / pay again are taken
