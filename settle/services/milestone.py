@@ -45,6 +45,7 @@ from settle.models.milestone import (
 )
 from settle.models.project import Project
 from settle.services import activity, settlement
+from settle.services import payment as payment_service
 from settle.services.invoice import GENERATE_FOR_MILESTONE_JOB
 
 M = TypeVar("M", bound=Model)
@@ -420,8 +421,6 @@ async def mark_milestone_paid(
         if invoice.status in settlement.OPEN_STATUSES and amount > 0:
             await settlement.receive_on_invoice(invoice.id, amount, actor=actor)
         # A checkout still collecting for this milestone would take its money twice.
-        from settle.services import payment as payment_service
-
         await payment_service.supersede_overlapping(None, {(invoice.id, milestone.id)}, actor=actor)
     return milestone
 

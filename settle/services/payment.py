@@ -42,7 +42,7 @@ from settle.core.errors import (
 )
 from settle.core.logging import request_id_var
 from settle.core.money import Money, format_money
-from settle.core.outbox import emit_event
+from settle.core.outbox import emit_event, send_job
 from settle.core.pagination import Ordering, Page, paginate
 from settle.core.settings import get_settings
 from settle.core.tenancy import MANAGERS, Actor, scoped
@@ -959,9 +959,17 @@ async def _supersede(payment: Payment, *, by: uuid.UUID | None, actor: Actor | N
     )
     await _announce(payment)
     if payment.provider_order_id and payment.provider is not PaymentProvider.OFFLINE:
-        from settle.core.outbox import send_job
-
         await send_job(CLOSE_CHECKOUT_JOB, str(payment.id))
+
+
+async def _refundable_minor(payment: Payment) -> int:
+    """What is left to refund: captured, less refunded, less refunds asked for and not settled."""
+    pending = await Refund.filter(payment_id=payment.id, status=RefundStatus.PENDING)
+    return (
+        payment.amount_minor
+        - payment.amount_refunded_minor
+        - sum(refund.amount_minor for refund in pending)
+    )
 
 
 async def _refund_duplicate(payment: Payment, provider_payment_id: str | None, why: str) -> Refund:
@@ -985,20 +993,14 @@ async def _refund_duplicate(payment: Payment, provider_payment_id: str | None, w
             "updated_at",
         ]
     )
-    pending = sum(
-        refund.amount_minor
-        for refund in await Refund.filter(payment_id=payment.id, status=RefundStatus.PENDING)
-    )
     refund = await Refund.create(
         agency_id=payment.agency_id,
         payment_id=payment.id,
-        amount_minor=payment.amount_minor - payment.amount_refunded_minor - pending,
+        amount_minor=await _refundable_minor(payment),
         currency=payment.currency,
         reason=f"{DUPLICATE_REFUND_REASON}: {why}"[:REASON_MAX_LENGTH],
     )
     if refund.amount_minor > 0:
-        from settle.core.outbox import send_job
-
         await send_job(REFUND_JOB, str(refund.id))
     shown = format_money(Money(payment.amount_minor, payment.currency))
     await _record(
@@ -1155,11 +1157,7 @@ async def request_refund(
     text = validation.required_text("reason", reason, max_length=REASON_MAX_LENGTH)
     if payment.status not in (P.SUCCEEDED, P.PARTIALLY_REFUNDED):
         raise InvalidTransitionError("Payment", payment.status.value, "refunded")
-    pending = sum(
-        refund.amount_minor
-        for refund in await Refund.filter(payment_id=payment.id, status=RefundStatus.PENDING)
-    )
-    left = payment.amount_minor - payment.amount_refunded_minor - pending
+    left = await _refundable_minor(payment)
     value = Money.parse(amount, payment.currency).minor_units if amount else left
     if value <= 0:
         raise ValidationError("amount", "amount must be greater than 0", code="OUT_OF_RANGE")
@@ -1185,8 +1183,6 @@ async def request_refund(
         await refund.save(update_fields=["status", "settled_at", "updated_at"])
         await settle_refund(payment, value)
     else:
-        from settle.core.outbox import send_job
-
         await send_job(REFUND_JOB, str(refund.id))
     await audit(payment, "refund_requested", before=before, actor=actor, reason=text)
     await _announce(payment, before=before)

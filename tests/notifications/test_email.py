@@ -74,8 +74,10 @@ def _free_port() -> int:
         return port
 
 
-def _start_server(handler: RecordingHandler) -> Iterator[SmtpServer]:
-    controller = Controller(handler, hostname="127.0.0.1", port=_free_port())
+def _start_server(handler: RecordingHandler, *, smtputf8: bool = False) -> Iterator[SmtpServer]:
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=_free_port(), enable_SMTPUTF8=smtputf8
+    )
     # start() returns once the server answers, so tests need not wait for it.
     controller.start()
     try:
@@ -264,19 +266,20 @@ def assert_subject_sent_as_written(raw: bytes, subject: str) -> None:
     assert max(len(line) for line in lines) <= 78
 
 
+def hello(settings: Settings, to: str, subject: str) -> EmailMessage:
+    """A short message to ``to`` with ``subject``: what the subject tests send."""
+    return build_message(
+        settings=settings, to=[to], subject=subject, text="Hello", html="<p>Hello</p>"
+    )
+
+
 @pytest.mark.parametrize("subject", SUBJECTS)
 async def test_a_subject_reaches_smtp_as_written(
     tmp_path: Path, smtp_server: SmtpServer, subject: str
 ) -> None:
     # given a message with that subject
     settings = smtp_settings(tmp_path, smtp_server.port)
-    message = build_message(
-        settings=settings,
-        to=["dev@client.test"],
-        subject=subject,
-        text="Hello",
-        html="<p>Hello</p>",
-    )
+    message = hello(settings, "dev@client.test", subject)
     # when it is sent over SMTP
     await deliver(message, settings=settings)
     # then the bytes the server received carry it intact
@@ -293,13 +296,7 @@ async def test_a_subject_is_written_to_the_eml_file_as_written(
 ) -> None:
     # given no SMTP server
     settings = Settings(var_dir=tmp_path, smtp_host=None, mail_from="Settle <no-reply@settle.test>")
-    message = build_message(
-        settings=settings,
-        to=["dev@client.test"],
-        subject=subject,
-        text="Hello",
-        html="<p>Hello</p>",
-    )
+    message = hello(settings, "dev@client.test", subject)
     # when it is delivered, then the .eml file carries it intact
     await deliver(message, settings=settings)
     [path] = settings.mail_dir.iterdir()
@@ -308,13 +305,7 @@ async def test_a_subject_is_written_to_the_eml_file_as_written(
 
 @pytest.fixture
 def smtputf8_server() -> Iterator[SmtpServer]:
-    handler = RecordingHandler()
-    controller = Controller(handler, hostname="127.0.0.1", port=_free_port(), enable_SMTPUTF8=True)
-    controller.start()
-    try:
-        yield SmtpServer(port=controller.port, handler=handler)
-    finally:
-        controller.stop()
+    yield from _start_server(RecordingHandler(), smtputf8=True)
 
 
 @pytest.mark.parametrize("subject", SUBJECTS)
@@ -323,13 +314,7 @@ async def test_a_subject_to_an_international_address_arrives_as_written(
 ) -> None:
     # given a recipient whose address is not ASCII, so the message goes out as SMTPUTF8
     settings = smtp_settings(tmp_path, smtputf8_server.port)
-    message = build_message(
-        settings=settings,
-        to=["désirée@client.test"],
-        subject=subject,
-        text="Hello",
-        html="<p>Hello</p>",
-    )
+    message = hello(settings, "désirée@client.test", subject)
     # when it is sent
     await deliver(message, settings=settings)
     # then the server was asked for SMTPUTF8, and the subject arrived intact
