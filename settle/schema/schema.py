@@ -48,6 +48,7 @@ class CrmQuery:
     timeline: Connection[ActivityEvent] = strawberry.field(
         resolver=activity_resolvers.agency_timeline
     )
+    members: Connection[User] = strawberry.field(resolver=auth_resolvers.members)
 
 
 @strawberry.type
@@ -59,6 +60,13 @@ class CrmMutation:
     )
     accept_invitation: auth_resolvers.AuthResult = strawberry.mutation(
         resolver=auth_resolvers.accept_invitation
+    )
+    logout: auth_resolvers.LogoutResult = strawberry.mutation(resolver=auth_resolvers.logout)
+    change_password: auth_resolvers.AuthResult = strawberry.mutation(
+        resolver=auth_resolvers.change_password
+    )
+    remove_member: auth_resolvers.RemoveMemberResult = strawberry.mutation(
+        resolver=auth_resolvers.remove_member
     )
 
     create_client: client_resolvers.ClientResult = strawberry.mutation(
