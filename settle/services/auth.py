@@ -240,12 +240,11 @@ async def remove_member(actor: Actor, user_id: uuid.UUID) -> User:
             raise PermissionDeniedError("Only an owner can remove an owner")
         # The owners' rows are locked, so two owners removing each other at once
         # cannot both succeed: the second sees the first's removal and stops.
-        owners = (
-            await User.filter(agency_id=actor.agency_id, role=Role.OWNER, is_active=True)
-            .select_for_update()
-            .values_list("id", flat=True)
-        )
-        if not {uuid.UUID(str(owner)) for owner in owners} - {user.id}:
+        # (Whole rows: Tortoise drops FOR UPDATE from a values_list query.)
+        owners = await User.filter(
+            agency_id=actor.agency_id, role=Role.OWNER, is_active=True
+        ).select_for_update()
+        if not {owner.id for owner in owners} - {user.id}:
             raise LastOwnerError("The agency must keep at least one owner")
     claimed = await User.filter(id=user.id, is_active=True).update(
         is_active=False, updated_at=clock.now()
@@ -262,7 +261,7 @@ async def remove_member(actor: Actor, user_id: uuid.UUID) -> User:
         entity_id=user.id,
         verb="removed",
         summary=f"{actor.name} removed {user.name} ({user.email}, {user.role.value})",
-        changes={"isActive": {"before": True, "after": False}},
+        changes={"is_active": {"before": True, "after": False}},
     )
     return user
 
