@@ -68,7 +68,8 @@ class SocketSessions:
 
     def forget(self, scope: Any) -> None:
         """The socket of ``scope`` has closed."""
-        self._sockets.pop(id(scope), None)
+        if self._sockets.pop(id(scope), None) is not None:
+            self._wake.set()  # the last one gone ends the task and its bus subscription
 
     async def _run(self) -> None:
         listener = asyncio.create_task(self._listen())
