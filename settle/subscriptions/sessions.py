@@ -124,6 +124,8 @@ class SocketSessions:
     async def _check(self, sockets: list[_Socket]) -> None:
         """Close those of ``sockets`` whose session has ended or whose user was removed."""
         sockets = [s for s in sockets if self._is_open(s)]
+        if not sockets:
+            return  # a session ended on another replica, or of a user with no socket here
         live: set[uuid.UUID] = set()
         try:
             for start in range(0, len(sockets), CHECK_BATCH):
