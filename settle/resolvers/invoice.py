@@ -182,15 +182,19 @@ async def invoice_deliveries(info: Info, invoice_id: uuid.UUID) -> list[InvoiceD
 async def invoice_timeline(
     info: Info, invoice_id: uuid.UUID, *, first: int, after: str | None
 ) -> Connection[ActivityEvent]:
-    """Invoice.timeline: the caller's timeline narrowed to this invoice, newest first."""
-    actor = require_actor(info)
+    """Invoice.timeline: the caller's timeline narrowed to this invoice, newest first.
+
+    The invoices of a list get their pages through one loader.
+    """
+    require_actor(info)
+    loader = info.context.loaders.timelines(
+        activity_service.TimelineFilter(entity_types=("invoice",)),
+        "entity_id",
+        first=first,
+        after=after,
+    )
     with public_errors():
-        page = await activity_service.timeline(
-            actor,
-            activity_service.TimelineFilter(entity_types=("invoice",), entity_id=invoice_id),
-            first=first,
-            after=after,
-        )
+        page = await loader.load(invoice_id)
     return Connection.from_page(page, ActivityEvent.from_model)
 
 

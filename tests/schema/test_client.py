@@ -1344,3 +1344,86 @@ async def test_clients_with_contacts_and_notes_take_a_fixed_number_of_queries(
     assert small.count == large.count, (small.queries, large.queries)
     # (token lookup, count, page, contacts, note counts, latest notes, their rows, authors)
     assert small.count <= 8, small.queries
+
+
+CLIENTS_WITH_NOTES_AND_TIMELINE = """
+query ClientsWithNotesAndTimeline {
+  clients(first: 100, orderBy: {field: NAME}) {
+    edges {
+      node {
+        name
+        pinned: notes(first: 1, pinned: true) {
+          totalCount
+          edges { node { body pinned } }
+          pageInfo { hasNextPage }
+        }
+        notes(first: 2) { totalCount edges { node { body } } pageInfo { hasNextPage } }
+        timeline(first: 2, filter: {entityTypes: ["note"]}) {
+          totalCount
+          edges { node { entityType summary client { name } } }
+          pageInfo { hasNextPage }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+async def test_notes_and_timeline_of_a_list_of_clients_take_a_fixed_number_of_queries(
+    gql: GraphQLClient, owner: Account
+) -> None:
+    # given one client with two pinned notes and one unpinned, each added through the service
+    async def client_with_notes(i: int) -> None:
+        client = await create_client(owner, name=f"Client {i}")
+        await create_note(owner, client, f"First of {i}", pinned=True)
+        await create_note(owner, client, f"Second of {i}", pinned=True)
+        await create_note(owner, client, f"Third of {i}")
+
+    await client_with_notes(0)
+    # when the clients are read with their pinned notes, latest notes and timeline
+    with count_queries() as one:
+        few = await gql.execute(CLIENTS_WITH_NOTES_AND_TIMELINE, token=owner.token)
+    # and again with five such clients
+    for i in range(1, 5):
+        await client_with_notes(i)
+    with count_queries() as five:
+        many = await gql.execute(CLIENTS_WITH_NOTES_AND_TIMELINE, token=owner.token)
+
+    # then every client gets its own pages, counts and page info
+    def expected(i: int) -> dict[str, Any]:
+        return {
+            "name": f"Client {i}",
+            "pinned": {
+                "totalCount": 2,
+                "edges": [{"node": {"body": f"Second of {i}", "pinned": True}}],
+                "pageInfo": {"hasNextPage": True},
+            },
+            "notes": {
+                "totalCount": 3,
+                "edges": [
+                    {"node": {"body": f"Third of {i}"}},
+                    {"node": {"body": f"Second of {i}"}},
+                ],
+                "pageInfo": {"hasNextPage": True},
+            },
+            "timeline": {
+                "totalCount": 3,
+                "edges": [
+                    {
+                        "node": {
+                            "entityType": "note",
+                            "summary": f"Olive Owner added a note to Client {i}",
+                            "client": {"name": f"Client {i}"},
+                        }
+                    }
+                ]
+                * 2,
+                "pageInfo": {"hasNextPage": True},
+            },
+        }
+
+    assert few == {"clients": {"edges": [{"node": expected(0)}]}}
+    assert many == {"clients": {"edges": [{"node": expected(i)} for i in range(5)]}}
+    # and five clients cost the same SQL statements as one
+    assert one.count == five.count, (one.queries, five.queries)
