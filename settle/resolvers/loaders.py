@@ -15,7 +15,13 @@ from settle.models.activity import ActivityEvent
 from settle.models.agency import Agency, User
 from settle.models.client import Client, Contact, Note
 from settle.models.deliverable import Deliverable
-from settle.models.invoice import CreditNote, Invoice, InvoiceLine, InvoiceStatus
+from settle.models.invoice import (
+    CreditNote,
+    Invoice,
+    InvoiceDelivery,
+    InvoiceLine,
+    InvoiceStatus,
+)
 from settle.models.milestone import Milestone
 from settle.models.payment import (
     Payment,
@@ -61,6 +67,8 @@ class Loaders:
         self.milestone = DataLoader(self._milestones, cache=cache)
         self.invoice_payments = DataLoader(self._invoice_payments, cache=cache)
         self.invoice_credit_notes = DataLoader(self._invoice_credit_notes, cache=cache)
+        self.invoice_deliveries = DataLoader(self._invoice_deliveries, cache=cache)
+        self.credit_note = DataLoader(self._credit_notes, cache=cache)
         self.payment_allocations = DataLoader(self._payment_allocations, cache=cache)
         self.payment_refunds = DataLoader(self._payment_refunds, cache=cache)
         self.payment_audit_log = DataLoader(self._payment_audit_log, cache=cache)
@@ -205,6 +213,16 @@ class Loaders:
             self._require_actor(), list(ids)
         )
         return [found.get(i, []) for i in ids]
+
+    async def _invoice_deliveries(self, ids: Sequence[uuid.UUID]) -> list[list[InvoiceDelivery]]:
+        """Each invoice's emails, newest first."""
+        found = await invoice_service.deliveries_for_invoices(self._require_actor(), ids)
+        return [found.get(i, []) for i in ids]
+
+    async def _credit_notes(self, ids: Sequence[uuid.UUID]) -> list[CreditNote | None]:
+        """Credit notes by id, as the credit note service scopes them."""
+        found = await credit_note_service.credit_notes_by_ids(self._require_actor(), ids)
+        return [found.get(i) for i in ids]
 
     async def _payment_allocations(self, ids: Sequence[uuid.UUID]) -> list[list[PaymentAllocation]]:
         """What each payment pays; callers pass ids of payments the actor already sees."""
