@@ -1428,3 +1428,72 @@ async def test_notes_and_timeline_of_a_list_of_clients_take_a_fixed_number_of_qu
     assert many == {"clients": {"edges": [{"node": expected(i)} for i in range(5)]}}
     # and five clients cost the same SQL statements as one
     assert one.count == five.count, (one.queries, five.queries)
+
+
+CLIENTS_WITH_NOTES_AFTER = """
+query ClientsWithNotesAfter($after: String) {
+  clients(first: 100, orderBy: {field: NAME}) {
+    edges {
+      node {
+        name
+        notes(first: 1, after: $after) {
+          totalCount
+          edges { node { body } }
+          pageInfo { hasNextPage endCursor }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def _note_pages(data: dict[str, Any]) -> list[tuple[str, int, list[str], bool]]:
+    return [
+        (
+            edge["node"]["name"],
+            edge["node"]["notes"]["totalCount"],
+            [note["node"]["body"] for note in edge["node"]["notes"]["edges"]],
+            edge["node"]["notes"]["pageInfo"]["hasNextPage"],
+        )
+        for edge in data["clients"]["edges"]
+    ]
+
+
+async def test_a_cursor_below_a_list_of_clients_pages_each_client_after_it(
+    gql: GraphQLClient, owner: Account
+) -> None:
+    # given two clients with three notes each, the second client's all written later
+    base = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    for i, name in enumerate(("Early", "Late")):
+        client = await create_client(owner, name=name)
+        for j in range(3):
+            moment = base + timedelta(hours=10 * i + j)
+            clock.set_clock(lambda moment=moment: moment)
+            try:
+                await create_note(owner, client, f"{name} {j}")
+            finally:
+                clock.set_clock(None)
+    # and the first page of each client's notes
+    first = await gql.execute(CLIENTS_WITH_NOTES_AFTER, token=owner.token)
+    assert _note_pages(first) == [("Early", 3, ["Early 2"], True), ("Late", 3, ["Late 2"], True)]
+    cursor = first["clients"]["edges"][0]["node"]["notes"]["pageInfo"]["endCursor"]
+
+    # when the list is read again after the early client's cursor
+    with count_queries() as counted:
+        after = await gql.execute(CLIENTS_WITH_NOTES_AFTER, {"after": cursor}, token=owner.token)
+
+    # then each client's page holds its own notes older than the cursor, its full count kept
+    assert _note_pages(after) == [("Early", 3, ["Early 1"], True), ("Late", 3, [], False)]
+    # in a fixed number of statements (token lookup, count, page; the notes' counts,
+    # window and rows)
+    assert counted.count == 6, counted.queries
+    # and a cursor that is not one is refused with its code (the first error nulls the list)
+    refused = await gql.execute(
+        CLIENTS_WITH_NOTES_AFTER,
+        {"after": "bm90LWEtY3Vyc29y"},
+        token=owner.token,
+        expect_errors=True,
+    )
+    assert refused["data"] is None
+    assert {e["extensions"]["code"] for e in refused["errors"]} == {"INVALID_CURSOR"}
