@@ -148,9 +148,9 @@ def typenames(value: Any) -> Iterator[str]:
             yield from typenames(item)
 
 
-def asked_types(query: str) -> set[str]:
-    """The object types a generated query selects (``... on`` aside, by walking it again)."""
-    found: set[str] = set()
+def asked_types(name: str) -> dict[str, int]:
+    """The object types the query of connection ``name`` selects, each at its shallowest level."""
+    found: dict[str, int] = {}
 
     def walk(parent: GraphQLNamedType, level: int) -> None:
         if isinstance(parent, GraphQLUnionType | GraphQLInterfaceType):
@@ -158,12 +158,14 @@ def asked_types(query: str) -> set[str]:
                 walk(kind, level)
             return
         assert isinstance(parent, GraphQLObjectType)
-        found.add(parent.name)
+        if found.get(parent.name, LEVELS + 1) <= level:
+            return
+        found[parent.name] = level
         if level >= LEVELS:
             return
-        for name, field in parent.fields.items():
+        for field_name, field in parent.fields.items():
             named = get_named_type(field.type)
-            if (parent.name, name) in EXCLUDED_FIELDS or is_leaf_type(named):
+            if (parent.name, field_name) in EXCLUDED_FIELDS or is_leaf_type(named):
                 continue
             if named.name.endswith("Connection"):
                 assert isinstance(named, GraphQLObjectType)
@@ -173,7 +175,6 @@ def asked_types(query: str) -> set[str]:
 
     root = schema._schema.query_type
     assert root is not None
-    name = query.split("{", 2)[1].split("(")[0].strip()
     connection = get_named_type(root.fields[name].type)
     assert isinstance(connection, GraphQLObjectType)
     walk(_node_type(connection), 0)
@@ -345,10 +346,17 @@ async def test_every_list_reads_its_children_in_a_fixed_number_of_statements(
     # then every list holds more rows than before
     for name in names:
         assert five[name][2][name]["totalCount"] > one[name][2][name]["totalCount"], name
-    # and every type below a list that runs resolvers was in the answers, so was exercised
+    # and every type below a list that runs resolvers was in the answers, so was exercised,
+    # and had all its fields asked (it was reached above the last level)
+    levels: dict[str, int] = {}
+    for name in names:
+        for kind, level in asked_types(name).items():
+            levels[kind] = min(level, levels.get(kind, level))
+    resolving = {kind for kind in levels if with_resolvers(kind)}
+    too_deep = {kind for kind in resolving if levels[kind] >= LEVELS}
+    assert not too_deep, f"raise LEVELS: these types' fields are not all asked: {too_deep}"
     seen = {kind for _, _, data in five.values() for kind in typenames(data)}
-    asked = {kind for text in queries.values() for kind in asked_types(text)}
-    unseen = {kind for kind in asked - seen if with_resolvers(kind)} - set(NOT_SEEDED)
+    unseen = resolving - seen - set(NOT_SEEDED)
     assert not unseen, f"seed these (or list them in NOT_SEEDED with the reason): {unseen}"
     # and no list took more SQL statements for five clients than for one
     grew = {
