@@ -159,7 +159,9 @@ async def paginate_each(
         ranked = ranked.annotate(_count=WindowCount(table[column["id"]]).over(parent))
         values = ranked.values("id", key, "_rank", "_count")
     # Rows are numbered in a subquery and kept by their number outside it:
-    # SQL cannot filter on a window function where it is computed.
+    # SQL cannot filter on a window function where it is computed. Tortoise
+    # has no public way to nest a query in FROM; this builds the inner one as
+    # its own Subquery expression does, so scoping, joins and values stay its.
     values._choose_db_if_not_chosen()
     values._make_query()
     inner, params = values.query.get_parameterized_sql()
