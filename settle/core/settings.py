@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     graphql_max_cost: int = Field(default=200_000, gt=0)
     graphql_max_cost_anonymous: int = Field(default=1000, gt=0)
 
+    # The largest request body /graphql and /webhooks/* take (413 beyond it, refused as it
+    # arrives). Operations and gateway webhooks are a few KiB; files have their own routes.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
     outbox_relay_cron: str = "* * * * *"
     outbox_stale_seconds: int = Field(default=30, ge=0)
     embedded_worker_threads: int = Field(default=4, ge=1)
