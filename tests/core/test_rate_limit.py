@@ -145,6 +145,22 @@ async def test_after_ten_failures_for_one_email_even_the_right_password_is_refus
     assert typename(other, "login") == "AuthPayload"
 
 
+async def test_thirty_concurrent_guesses_for_one_email_let_exactly_ten_through(
+    app: Starlette, owner: Account
+) -> None:
+    # when thirty wrong passwords for one email arrive at once, from thirty addresses
+    answers = await asyncio.gather(
+        *(
+            login(app, owner.user.email, f"guess number {n}", ip=f"198.51.100.{100 + n}")
+            for n in range(30)
+        )
+    )
+
+    # then the count is kept atomically: ten are checked, twenty refused unchecked
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200] * 10 + [429] * 20
+
+
 async def test_after_twenty_attempts_from_one_address_it_is_refused_there_only(
     app: Starlette, owner: Account
 ) -> None:
