@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -450,6 +452,26 @@ async def test_counts_are_kept_in_redis_when_it_is_configured(
         f"{rate_limit.KEY_PREFIX}:LIMITER/login.ip/198.51.100.80/20/1/minute",
         f"{rate_limit.KEY_PREFIX}:LIMITER/login.ip/198.51.100.80/200/1/hour",
     ]
+
+
+async def test_with_redis_away_an_attempt_goes_ahead_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # given counts kept in a Redis nobody listens at, and a limit of one a minute
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    limiter = rate_limit.RateLimiter(
+        Settings(redis_url=f"redis://127.0.0.1:{port}/0", rate_limit_login_per_ip="1/minute")
+    )
+
+    # when three attempts come
+    with caplog.at_level(logging.ERROR, logger="settle.core.rate_limit"):
+        for _ in range(3):
+            await limiter.hit("login.ip", "192.0.2.1")
+
+    # then none was refused (Redis being away must not lock everyone out), and each is logged
+    assert [record.getMessage() for record in caplog.records] == ["rate_limit.storage_error"] * 3
 
 
 # --- the client's address ---------------------------------------------------------------------
