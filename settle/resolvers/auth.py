@@ -7,6 +7,7 @@ from typing import Annotated
 import strawberry
 
 from settle.resolvers.common import mutate, parse_id, require_actor
+from settle.resolvers.rate_limit import over_limit
 from settle.schema.auth import (
     AcceptInvitationInput,
     AuthPayload,
@@ -22,12 +23,13 @@ from settle.schema.errors import (
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitedError,
     ValidationError,
 )
 from settle.services import auth as auth_service
 
 AuthResult = Annotated[
-    AuthPayload | ValidationError | AuthenticationError | ConflictError,
+    AuthPayload | ValidationError | AuthenticationError | ConflictError | RateLimitedError,
     strawberry.union("AuthResult"),
 ]
 InviteMemberResult = Annotated[
@@ -54,6 +56,8 @@ async def sign_up(info: Info, input: SignUpInput) -> AuthResult:
             )
         )
 
+    if refused := await over_limit(info, "sign_up", input.email):
+        return refused
     return await mutate(run)  # type: ignore[return-value]
 
 
@@ -65,6 +69,8 @@ async def login(info: Info, input: LoginInput) -> AuthResult:
             )
         )
 
+    if refused := await over_limit(info, "login", input.email):
+        return refused
     return await mutate(run)  # type: ignore[return-value]
 
 
@@ -107,4 +113,10 @@ async def accept_invitation(info: Info, input: AcceptInvitationInput) -> AuthRes
             )
         )
 
+    async def invitee() -> str | None:
+        found = await auth_service.open_invitation(input.token)
+        return found.invitation.email if found else None
+
+    if refused := await over_limit(info, "accept_invitation", invitee):
+        return refused
     return await mutate(run)  # type: ignore[return-value]
