@@ -15,6 +15,8 @@ subscriber gets, so rotating addresses inside it does not reset the count.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import json
 import logging
@@ -94,6 +96,7 @@ class RateLimiter:
             rule: parse_many(getattr(settings, setting)) for rule, setting in RULES.items()
         }
         self._trusted = parse_networks(settings.trusted_proxies)
+        self._secret = settings.signing_key().encode()
 
     async def hit(self, rule: str, key: str) -> None:
         """Count one attempt at ``rule`` by ``key``; RateLimitedError if it is one too many."""
@@ -110,6 +113,11 @@ class RateLimiter:
 
     def client_ip(self, scope: Scope) -> str:
         return client_ip(scope, self._trusted)
+
+    def email_key(self, email: str) -> str:
+        """The key an address is counted under: a keyed hash, so no address sits in Redis."""
+        digest = hmac.new(self._secret, normalize_email(email).encode(), hashlib.sha256)
+        return digest.hexdigest()[:32]
 
 
 def parse_networks(values: Iterable[str]) -> tuple[Network, ...] | None:
@@ -182,7 +190,8 @@ async def limit_by_ip(scope: Scope, action: str) -> None:
 
 async def limit_by_email(scope: Scope, action: str, email: str) -> None:
     """Count an attempt at ``action`` for this email address, wherever it comes from."""
-    await limiter_of(scope).hit(f"{action}.email", normalize_email(email))
+    limiter = limiter_of(scope)
+    await limiter.hit(f"{action}.email", limiter.email_key(email))
 
 
 def refused_body(exc: RateLimitedError) -> bytes:
