@@ -173,6 +173,9 @@ async def stack(postgres_url: str, redis_url: str) -> AsyncIterator[Stack]:
                     "SETTLE_VAR_DIR": var_dir,
                     "SETTLE_SECRET_KEY": secrets.token_urlsafe(32),
                     "SETTLE_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+                    # One token sends every request of a run: a per-user rate limit
+                    # would measure the limit, not the work.
+                    "SETTLE_RATE_LIMITS_ENABLED": "false",
                 }
             )
             running = Stack(database_url, redis_url, env, f"http://127.0.0.1:{port}", Path(var_dir))

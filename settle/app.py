@@ -24,8 +24,10 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from tortoise import Tortoise
 
+from settle.core import rate_limit
 from settle.core.db import close_db, init_db
 from settle.core.errors import AuthenticationError
+from settle.core.http_limits import BodySizeLimit
 from settle.core.logging import request_id_var
 from settle.core.relay import relay_pending
 from settle.core.settings import Settings
@@ -83,6 +85,9 @@ class SettleGraphQL(GraphQL):
                     )
                     await response(scope, receive, send)
                     return
+            actor = scope["state"]["actor"]
+            if actor is not None and not await rate_limit.admit_user(scope, send, actor.user_id):
+                return
         await super().__call__(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:  # type: ignore[override]
@@ -276,7 +281,11 @@ def create_app(settings: Settings, *, manage_runtime: bool = True) -> Starlette:
             *webhook_routes(),
             *invitation_routes(),
         ],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(BodySizeLimit, settings=settings),
+            Middleware(rate_limit.RateLimits, settings=settings),
+        ],
         lifespan=lifespan,
     )
     app.state.settings = settings

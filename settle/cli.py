@@ -30,6 +30,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port,
         log_config=None,
         proxy_headers=True,
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; Settle believes
+        # exactly the proxies SETTLE_TRUSTED_PROXIES names (see settle.core.rate_limit).
+        forwarded_allow_ips=list(settings.trusted_proxies),
     )
     return 0
 

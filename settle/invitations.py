@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from settle.core import rate_limit
 from settle.core.errors import ConflictError, ValidationError
 from settle.core.outbox import transaction
 from settle.core.settings import Settings
@@ -119,7 +120,16 @@ async def accept_submit(request: Request) -> Response:
         return PlainTextResponse("The form is too large", 413)
     token = form.get("token", "")
     name = form.get("name", "")
-    found = await auth_service.open_invitation(token)
+    try:
+        # The same limits as the acceptInvitation mutation: per address, then per invitee.
+        await rate_limit.limit_by_ip(request.scope, "accept_invitation")
+        found = await auth_service.open_invitation(token)
+        if found is not None:
+            await rate_limit.limit_by_email(
+                request.scope, "accept_invitation", found.invitation.email
+            )
+    except rate_limit.RateLimitedError as exc:
+        return PlainTextResponse(exc.message, 429, headers={"Retry-After": str(exc.retry_after)})
     if found is None:
         return _invalid(400)
     password = form.get("password", "")

@@ -23,6 +23,7 @@ from tortoise.backends.base.executor import EXECUTOR_CACHE
 from settle.app import Runtime, create_app, start_runtime, stop_runtime
 from settle.core.auth import use_password_hasher
 from settle.core.db import is_postgres, migrate
+from settle.core.rate_limit import reset_counts
 from settle.core.settings import Environment, Settings, configure_settings
 from tests.fixtures.db import drain_jobs
 from tests.fixtures.factories import Account, create_agency
@@ -135,6 +136,8 @@ async def _truncate_all(backend: Backend) -> None:
 async def db(backend: Backend) -> AsyncIterator[Backend]:
     """A test's database: empty at the start; emptied again afterwards."""
     configure_settings(backend.settings)
+    # Every test's client has the same address; each starts with nothing counted.
+    await reset_counts(backend.settings)
     yield backend
     await backend.drain()
     await _truncate_all(backend)

@@ -360,3 +360,55 @@ async def test_serve_on_another_port_gives_links_to_that_port(
     assert invitation_token not in log.read_text()
     # and the PDFs it rendered left no lines from font subsetting
     assert '"logger": "fontTools' not in log.read_text()
+
+
+async def test_serve_believes_x_forwarded_for_only_from_the_trusted_proxies(
+    tmp_path: Path,
+    processes: list[subprocess.Popen[bytes]],  # noqa: F811 - the fixture imported above
+) -> None:
+    # given a migrated embedded database and two servers allowing two logins a minute per
+    # address: one trusting no proxy (the default), one trusting 127.0.0.1
+    done = await asyncio.to_thread(run_settle, "migrate", var_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("SETTLE_")}
+    environment.update(
+        {"SETTLE_VAR_DIR": str(tmp_path), "SETTLE_RATE_LIMIT_LOGIN_PER_IP": "2/minute"}
+    )
+    untrusting, trusting = _free_port(), _free_port()
+    processes.append(
+        _spawn(["serve", "--port", str(untrusting)], environment, tmp_path / "untrusting.log")
+    )
+    processes.append(
+        _spawn(
+            ["serve", "--port", str(trusting)],
+            {**environment, "SETTLE_TRUSTED_PROXIES": '["127.0.0.1"]'},
+            tmp_path / "trusting.log",
+        )
+    )
+
+    async def statuses(port: int) -> list[int]:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+
+            async def up() -> bool:
+                try:
+                    return (await http.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(up, timeout=60)
+            variables = {"email": "nobody@example.com", "password": "a wrong guess"}
+            answers = [
+                await http.post(
+                    "/graphql",
+                    json={"query": LOGIN, "variables": variables},
+                    headers={"X-Forwarded-For": f"192.0.2.{n}"},
+                )
+                for n in range(3)
+            ]
+            return [answer.status_code for answer in answers]
+
+    # when three logins come from 127.0.0.1, each claiming another client address
+    # then the untrusting server counts them all as 127.0.0.1 and refuses the third
+    # (uvicorn alone would believe 127.0.0.1), and the trusting one counts three clients
+    assert await statuses(untrusting) == [200, 200, 429]
+    assert await statuses(trusting) == [200, 200, 200]

@@ -7,7 +7,7 @@ own page sends them; the in-process worker applies what was stored.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -160,6 +160,37 @@ async def test_with_the_sandbox_switched_off_its_endpoint_and_page_are_not_found
     # then neither answers, and nothing is stored
     assert (response.status_code, page.status_code) == (404, 404)
     assert await WebhookEvent.all().count() == 0
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_a_signed_delivery_over_the_body_limit_is_refused_unread_and_changes_nothing(
+    db: Backend, http: httpx.AsyncClient, payment: Payment, declared: bool
+) -> None:
+    # given a correctly signed success padded to 3 MiB, past the 1 MiB limit
+    body = event_body(payment, "payment.succeeded", padding="x" * (3 * 1024 * 1024))
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for start in range(0, len(body), 65536):
+            sent += len(body[start : start + 65536])
+            yield body[start : start + 65536]
+
+    headers = {"content-type": "application/json", **signed(body)}
+    if declared:
+        headers["content-length"] = str(len(body))
+
+    # when it is posted, with its length declared or streamed without one
+    response = await http.post("/webhooks/sandbox", content=chunks(), headers=headers)
+
+    # then it is refused at once (declared) or at the limit (streamed), and nothing is stored
+    assert (response.status_code, response.json()) == (
+        413,
+        {"code": "REQUEST_TOO_LARGE", "message": "The request body is larger than 1048576 bytes"},
+    )
+    assert sent == (0 if declared else 17 * 65536)
+    assert await WebhookEvent.all().count() == 0
+    assert (await Payment.get(id=payment.id)).status == P.PENDING
 
 
 async def test_only_post_is_answered(db: Backend, http: httpx.AsyncClient) -> None:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
+from pypika_tortoise.analytics import Count as WindowCount
+from pypika_tortoise.analytics import RowNumber
+from pypika_tortoise.enums import Order
 from tortoise.expressions import Q
+from tortoise.functions import Count
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
@@ -28,16 +33,6 @@ class Page(Generic[M]):
     cursors: list[str]
     total_count: int
     has_next_page: bool
-
-    @classmethod
-    def first_of(cls, items: list[M], total_count: int, ordering: Ordering) -> Page[M]:
-        """The first page from rows a loader fetched (``items``) and the full count."""
-        return cls(
-            items=items,
-            cursors=[encode_cursor(item, ordering) for item in items],
-            total_count=total_count,
-            has_next_page=total_count > len(items),
-        )
 
     @property
     def end_cursor(self) -> str | None:
@@ -92,22 +87,101 @@ async def paginate(
     """One page of ``qs``: ``first`` rows after the ``after`` cursor, plus the total count."""
     size = check_page_size(first)
     total = await qs.count()
-    page_qs = qs
-    if after:
-        value, pk = decode_cursor(after, ordering, qs.model)
-        op = "lt" if ordering.descending else "gt"
-        page_qs = page_qs.filter(
-            Q(**{f"{ordering.field}__{op}": value}) | Q(**{ordering.field: value, f"id__{op}": pk})
-        )
+    page_qs = _after_cursor(qs, after, ordering)
     prefix = "-" if ordering.descending else ""
     rows = await page_qs.order_by(f"{prefix}{ordering.field}", f"{prefix}id").limit(size + 1)
-    items = list(rows[:size])
+    return _page(list(rows), total, size, ordering)
+
+
+def _after_cursor(qs: QuerySet[M], after: str | None, ordering: Ordering) -> QuerySet[M]:
+    """The rows of ``qs`` that come after the ``after`` cursor (all of them without one)."""
+    if not after:
+        return qs
+    value, pk = decode_cursor(after, ordering, qs.model)
+    op = "lt" if ordering.descending else "gt"
+    return qs.filter(
+        Q(**{f"{ordering.field}__{op}": value}) | Q(**{ordering.field: value, f"id__{op}": pk})
+    )
+
+
+def _page(rows: list[M], total: int, size: int, ordering: Ordering) -> Page[M]:
+    """A page from up to ``size + 1`` rows in order (one more than fits tells of a next page)."""
+    items = rows[:size]
     return Page(
         items=items,
         cursors=[encode_cursor(item, ordering) for item in items],
         total_count=total,
         has_next_page=len(rows) > size,
     )
+
+
+async def paginate_each(
+    qs: QuerySet[M],
+    key: str,
+    keys: Sequence[Any],
+    *,
+    first: int | None,
+    after: str | None,
+    ordering: Ordering,
+) -> dict[Any, Page[M]]:
+    """For each value of the column ``key`` in ``keys``, the page ``paginate`` gives of its rows.
+
+    This is how a list's children are read: all parents at once, in a fixed
+    number of statements however many parents and rows there are. A window
+    numbers (and counts) each parent's rows and keeps ``first`` + 1 of each;
+    a second statement loads them; with ``after``, whose cursor narrows the
+    rows but not the count, a third counts.
+    """
+    size = check_page_size(first)
+    wanted = list(dict.fromkeys(keys))
+    pages: dict[Any, Page[M]] = {k: Page([], [], 0, False) for k in wanted}
+    if not wanted:
+        return pages
+    model = qs.model
+    base = qs.filter(**{f"{key}__in": wanted})
+    table = model._meta.basetable
+    column = model._meta.fields_db_projection
+    direction = Order.desc if ordering.descending else Order.asc
+    parent = table[column[key]]
+    rank = (
+        RowNumber()
+        .over(parent)
+        .orderby(table[column[ordering.field]], order=direction)
+        .orderby(table[column["id"]], order=direction)
+    )
+    to_key = model._meta.fields_map[key].to_python_value
+    ranked = _after_cursor(base, after, ordering).annotate(_rank=rank)
+    if after:
+        counts = base.group_by(key).annotate(_count=Count("id")).values(key, "_count")
+        totals = {to_key(row[key]): int(row["_count"]) for row in await counts}
+        values = ranked.values("id", "_rank")
+    else:
+        ranked = ranked.annotate(_count=WindowCount(table[column["id"]]).over(parent))
+        values = ranked.values("id", key, "_rank", "_count")
+    # Rows are numbered in a subquery and kept by their number outside it:
+    # SQL cannot filter on a window function where it is computed. Tortoise
+    # has no public way to nest a query in FROM; this builds the inner one as
+    # its own Subquery expression does, so scoping, joins and values stay its.
+    values._choose_db_if_not_chosen()
+    values._make_query()
+    inner, params = values.query.get_parameterized_sql()
+    sql = f'SELECT * FROM ({inner}) AS "ranked" WHERE "_rank" <= {size + 1:d}'
+    _, rows = await values._db.execute_query(sql, params)
+    if not after:
+        totals = {to_key(row[key]): int(row["_count"]) for row in rows}
+    chosen = [row["id"] for row in rows]
+    prefix = "-" if ordering.descending else ""
+    found = (
+        await model.filter(id__in=chosen).order_by(f"{prefix}{ordering.field}", f"{prefix}id")
+        if chosen
+        else []
+    )
+    grouped: dict[Any, list[M]] = {k: [] for k in wanted}
+    for row in found:
+        grouped[getattr(row, key)].append(row)
+    for k, children in grouped.items():
+        pages[k] = _page(children, totals.get(k, 0), size, ordering)
+    return pages
 
 
 def _to_json(value: Any) -> Any:

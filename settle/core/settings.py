@@ -7,11 +7,13 @@ environment only.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+import limits
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -98,6 +100,25 @@ class Settings(BaseSettings):
     graphql_max_cost: int = Field(default=200_000, gt=0)
     graphql_max_cost_anonymous: int = Field(default=1000, gt=0)
 
+    # The largest request body /graphql and /webhooks/* take (413 beyond it, refused as it
+    # arrives). Operations and gateway webhooks are a few KiB; files have their own routes.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    # Rate limits, in the `limits` library's notation ("10/minute;100/hour": every part
+    # must hold), counted in Redis when it is configured. See settle/core/rate_limit.py.
+    rate_limits_enabled: bool = True
+    rate_limit_login_per_ip: str = "20/minute;200/hour"
+    rate_limit_login_per_email: str = "10/minute;100/hour"
+    rate_limit_sign_up_per_ip: str = "5/minute;20/hour"
+    rate_limit_sign_up_per_email: str = "5/hour"
+    rate_limit_accept_invitation_per_ip: str = "10/minute;100/hour"
+    rate_limit_accept_invitation_per_email: str = "10/minute;50/hour"
+    rate_limit_authenticated: str = "600/minute"
+    rate_limit_websocket_per_ip: str = "60/minute"
+    # Peers (addresses or networks, or "*") whose X-Forwarded-For names the client; a
+    # header from anyone else is ignored, or every caller could pick their own address.
+    trusted_proxies: tuple[str, ...] = ()
+
     outbox_relay_cron: str = "* * * * *"
     outbox_stale_seconds: int = Field(default=30, ge=0)
     embedded_worker_threads: int = Field(default=4, ge=1)
@@ -132,6 +153,30 @@ class Settings(BaseSettings):
     invoice_upload_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0, le=2**31 - 1)
     # How long a signed invoice URL (PDF download, draft preview, upload) works.
     invoice_url_ttl_seconds: int = Field(default=900, gt=0)
+
+    @field_validator(
+        "rate_limit_login_per_ip",
+        "rate_limit_login_per_email",
+        "rate_limit_sign_up_per_ip",
+        "rate_limit_sign_up_per_email",
+        "rate_limit_accept_invitation_per_ip",
+        "rate_limit_accept_invitation_per_email",
+        "rate_limit_authenticated",
+        "rate_limit_websocket_per_ip",
+        mode="after",
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        limits.parse_many(value)  # a ValueError names what it could not read
+        return value
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _trusted_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in value:
+            if proxy.strip() != "*":
+                ipaddress.ip_network(proxy.strip(), strict=False)
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from functools import cache
+from importlib.resources import files
 
 from email_validator import EmailNotValidError
 from email_validator import validate_email as _validate_email
@@ -69,8 +71,29 @@ def phone(field: str, value: str | None) -> str | None:
 
 
 def password(field: str, value: str) -> str:
+    """A password a person chose: long enough, not blank, not one of the most common.
+
+    NIST SP 800-63B asks for exactly this (a minimum length and a check against
+    known-common passwords) instead of composition rules, which push people to
+    ``Password1!`` without making passwords harder to guess.
+    """
     if len(value) < 8:
         raise ValidationError(field, "Password must be at least 8 characters", code="TOO_SHORT")
     if len(value) > 256:
         raise ValidationError(field, "Password must be at most 256 characters", code="TOO_LONG")
+    if not value.strip():
+        raise ValidationError(field, "Password must not be only spaces", code="REQUIRED")
+    if value.strip().lower() in common_passwords():
+        raise ValidationError(
+            field,
+            "This password is one of the most common ones; choose one that is harder to guess",
+            code="COMMON_PASSWORD",
+        )
     return value
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    """The most common passwords of at least 8 characters, lower case (see data/README.md)."""
+    text = files("settle.core").joinpath("data/common-passwords.txt").read_text("utf-8")
+    return frozenset(line for line in text.splitlines() if line)

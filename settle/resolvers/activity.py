@@ -38,6 +38,24 @@ async def timeline(
     return Connection.from_page(page, ActivityEvent.from_model)
 
 
+async def client_timeline(
+    info: Info, client_id: uuid.UUID, *, first: int, after: str | None, flt: TimelineFilter | None
+) -> Connection[ActivityEvent]:
+    """Client.timeline: the clients of a list get their pages through one loader.
+
+    The client is the parent's; a ``clientId`` in the filter is not looked at.
+    """
+    require_actor(info)
+    given = flt or TimelineFilter()
+    narrowed = activity_service.TimelineFilter(
+        entity_types=tuple(given.entity_types or ()), since=given.from_, until=given.to
+    )
+    loader = info.context.loaders.timelines(narrowed, "client_id", first=first, after=after)
+    with public_errors():
+        page = await loader.load(client_id)
+    return Connection.from_page(page, ActivityEvent.from_model)
+
+
 async def agency_timeline(
     info: Info, first: int = 20, after: str | None = None, filter: TimelineFilter | None = None
 ) -> Connection[ActivityEvent]:

@@ -7,6 +7,7 @@ from typing import Annotated
 import strawberry
 
 from settle.resolvers.common import mutate, parse_id, public_errors, require_actor
+from settle.resolvers.rate_limit import over_limit
 from settle.schema.auth import (
     AcceptInvitationInput,
     AuthPayload,
@@ -25,12 +26,13 @@ from settle.schema.errors import (
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitedError,
     ValidationError,
 )
 from settle.services import auth as auth_service
 
 AuthResult = Annotated[
-    AuthPayload | ValidationError | AuthenticationError | ConflictError,
+    AuthPayload | ValidationError | AuthenticationError | ConflictError | RateLimitedError,
     strawberry.union("AuthResult"),
 ]
 LogoutResult = Annotated[LogoutPayload | AuthenticationError, strawberry.union("LogoutResult")]
@@ -62,6 +64,8 @@ async def sign_up(info: Info, input: SignUpInput) -> AuthResult:
             )
         )
 
+    if refused := await over_limit(info, "sign_up", input.email):
+        return refused
     return await mutate(run)  # type: ignore[return-value]
 
 
@@ -73,6 +77,8 @@ async def login(info: Info, input: LoginInput) -> AuthResult:
             )
         )
 
+    if refused := await over_limit(info, "login", input.email):
+        return refused
     return await mutate(run)  # type: ignore[return-value]
 
 
@@ -114,6 +120,12 @@ async def accept_invitation(info: Info, input: AcceptInvitationInput) -> AuthRes
             )
         )
 
+    async def invitee() -> str | None:
+        found = await auth_service.open_invitation(input.token)
+        return found.invitation.email if found else None
+
+    if refused := await over_limit(info, "accept_invitation", invitee):
+        return refused
     return await mutate(run)  # type: ignore[return-value]
 
 

@@ -7,8 +7,6 @@ from typing import Annotated
 
 import strawberry
 
-from settle.core.pagination import Page, check_page_size
-from settle.models.client import Note as NoteModel
 from settle.resolvers.common import (
     find_one,
     mutate,
@@ -96,18 +94,11 @@ async def note(info: Info, id: strawberry.ID) -> Note | None:
 async def client_notes(
     info: Info, client_id: uuid.UUID, *, first: int, after: str | None, pinned: bool | None
 ) -> Connection[Note]:
-    """Client.notes: the first page of a list of clients is batched through a loader."""
-    actor = require_actor(info)
-    page: Page[NoteModel]
+    """Client.notes: the clients of a list get their pages through one loader."""
+    require_actor(info)
+    loader = info.context.loaders.client_notes(first=first, after=after, pinned=pinned)
     with public_errors():
-        if after is None and pinned is None:
-            check_page_size(first)
-            notes, total = await info.context.loaders.latest_notes(first).load(client_id)
-            page = Page.first_of(notes, total, client_service.note_ordering())
-        else:
-            page = await client_service.list_notes(
-                actor, client_id, first=first, after=after, pinned=pinned
-            )
+        page = await loader.load(client_id)
     return Connection.from_page(page, Note.from_model)
 
 

@@ -76,12 +76,16 @@ async def credit_note(info: Info, id: strawberry.ID) -> CreditNote | None:
 
 
 async def credit_note_pdf_url(info: Info, credit_note_id: uuid.UUID) -> DownloadUrl | None:
-    """CreditNote.pdfUrl: a signed link to the PDF, once it is rendered."""
+    """CreditNote.pdfUrl: a signed link to the PDF, once it is rendered.
+
+    The credit note is read again (one query for a whole list): the worker
+    renders its PDF after the mutation that issued it has read it.
+    """
     from settle.services import credit_note_files
 
     actor = require_actor(info)
-    with public_errors():
-        signed = await credit_note_files.pdf_url(actor, credit_note_id)
+    note = await info.context.loaders.credit_note.load(credit_note_id)
+    signed = None if note is None else credit_note_files.signed_pdf_url(actor, note)
     return None if signed is None else DownloadUrl.from_value(signed)
 
 

@@ -162,35 +162,42 @@ async def invoice_preview_url(info: Info, id: strawberry.ID) -> InvoicePreviewUr
 
 
 async def invoice_pdf_url(info: Info, invoice_id: uuid.UUID) -> DownloadUrl | None:
-    """Invoice.pdfUrl: a signed link to the document, once there is one."""
+    """Invoice.pdfUrl: a signed link to the document, once there is one.
+
+    The invoice is read again (one query for a whole list) for a document
+    stored since the parent row was read, say, by the mutation that returns it.
+    """
     from settle.services import invoice_files
 
     actor = require_actor(info)
-    with public_errors():
-        signed = await invoice_files.pdf_url(actor, invoice_id)
+    invoice = await info.context.loaders.invoice.load(invoice_id)
+    signed = None if invoice is None else invoice_files.signed_pdf_url(actor, invoice)
     return None if signed is None else DownloadUrl.from_value(signed)
 
 
 async def invoice_deliveries(info: Info, invoice_id: uuid.UUID) -> list[InvoiceDelivery]:
-    """Invoice.deliveries, newest first."""
-    actor = require_actor(info)
-    with public_errors():
-        rows = await invoice_service.deliveries(actor, invoice_id)
+    """Invoice.deliveries, newest first: one query for a whole list of invoices."""
+    require_actor(info)
+    rows = await info.context.loaders.invoice_deliveries.load(invoice_id)
     return [InvoiceDelivery.from_model(row) for row in rows]
 
 
 async def invoice_timeline(
     info: Info, invoice_id: uuid.UUID, *, first: int, after: str | None
 ) -> Connection[ActivityEvent]:
-    """Invoice.timeline: the caller's timeline narrowed to this invoice, newest first."""
-    actor = require_actor(info)
+    """Invoice.timeline: the caller's timeline narrowed to this invoice, newest first.
+
+    The invoices of a list get their pages through one loader.
+    """
+    require_actor(info)
+    loader = info.context.loaders.timelines(
+        activity_service.TimelineFilter(entity_types=("invoice",)),
+        "entity_id",
+        first=first,
+        after=after,
+    )
     with public_errors():
-        page = await activity_service.timeline(
-            actor,
-            activity_service.TimelineFilter(entity_types=("invoice",), entity_id=invoice_id),
-            first=first,
-            after=after,
-        )
+        page = await loader.load(invoice_id)
     return Connection.from_page(page, ActivityEvent.from_model)
 
 

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from functools import partial
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, Literal, TypeVar
 
 from strawberry.dataloader import DataLoader
+from tortoise.models import Model
 
+from settle.core.pagination import Page
 from settle.core.tenancy import Actor, scoped
+from settle.models.activity import ActivityEvent
 from settle.models.agency import Agency, User
 from settle.models.client import Client, Contact, Note
 from settle.models.deliverable import Deliverable
-from settle.models.invoice import CreditNote, Invoice, InvoiceLine, InvoiceStatus
+from settle.models.invoice import (
+    CreditNote,
+    Invoice,
+    InvoiceDelivery,
+    InvoiceLine,
+    InvoiceStatus,
+)
 from settle.models.milestone import Milestone
 from settle.models.payment import (
     Payment,
@@ -23,6 +31,7 @@ from settle.models.payment import (
     WebhookEvent,
 )
 from settle.models.project import Project, Task, TimeEntry
+from settle.services import activity as activity_service
 from settle.services import client as client_service
 from settle.services import credit_note as credit_note_service
 from settle.services import deliverable as deliverable_service
@@ -33,6 +42,7 @@ from settle.services import project as project_service
 from settle.services import task as task_service
 from settle.services import time_entry as time_entry_service
 
+M = TypeVar("M", bound=Model)
 PaymentChild = TypeVar("PaymentChild", PaymentAllocation, Refund, PaymentAuditEntry, WebhookEvent)
 
 
@@ -57,40 +67,79 @@ class Loaders:
         self.milestone = DataLoader(self._milestones, cache=cache)
         self.invoice_payments = DataLoader(self._invoice_payments, cache=cache)
         self.invoice_credit_notes = DataLoader(self._invoice_credit_notes, cache=cache)
+        self.invoice_deliveries = DataLoader(self._invoice_deliveries, cache=cache)
+        self.credit_note = DataLoader(self._credit_notes, cache=cache)
         self.payment_allocations = DataLoader(self._payment_allocations, cache=cache)
         self.payment_refunds = DataLoader(self._payment_refunds, cache=cache)
         self.payment_audit_log = DataLoader(self._payment_audit_log, cache=cache)
         self.payment_webhook_events = DataLoader(self._payment_webhook_events, cache=cache)
-        self._latest_notes: dict[int, DataLoader[uuid.UUID, tuple[list[Note], int]]] = {}
-        self._project_tasks: dict[int, DataLoader[uuid.UUID, tuple[list[Task], int]]] = {}
-        self._project_time_entries: dict[
-            int, DataLoader[uuid.UUID, tuple[list[TimeEntry], int]]
-        ] = {}
+        # Child connections: one loader per kind of list and its arguments, so every
+        # parent on a page asks for the same page of its own children at once.
+        self._pages: dict[Hashable, DataLoader[uuid.UUID, Page[Any]]] = {}
         self._cache = cache
 
-    def latest_notes(self, first: int) -> DataLoader[uuid.UUID, tuple[list[Note], int]]:
-        """Newest ``first`` notes and the note count per client (one loader per page size)."""
-        if first not in self._latest_notes:
-            self._latest_notes[first] = DataLoader(partial(self._notes, first), cache=self._cache)
-        return self._latest_notes[first]
+    def client_notes(
+        self, *, first: int, after: str | None, pinned: bool | None
+    ) -> DataLoader[uuid.UUID, Page[Note]]:
+        """A page of notes per client (newest first)."""
+        return self._paged(
+            ("client_notes", first, after, pinned),
+            lambda ids: client_service.notes_of_clients(
+                self._require_actor(), ids, first=first, after=after, pinned=pinned
+            ),
+        )
 
-    def project_tasks(self, first: int) -> DataLoader[uuid.UUID, tuple[list[Task], int]]:
-        """First ``first`` tasks in order and the task count per project (one per page size)."""
-        if first not in self._project_tasks:
-            self._project_tasks[first] = DataLoader(
-                partial(self._first_tasks, first), cache=self._cache
-            )
-        return self._project_tasks[first]
+    def timelines(
+        self,
+        flt: activity_service.TimelineFilter,
+        key: Literal["client_id", "entity_id"],
+        *,
+        first: int,
+        after: str | None,
+    ) -> DataLoader[uuid.UUID, Page[ActivityEvent]]:
+        """A page of timeline events per client or entity (``key``), newest first."""
+        return self._paged(
+            ("timelines", flt, key, first, after),
+            lambda ids: activity_service.timelines(
+                self._require_actor(), flt, key, ids, first=first, after=after
+            ),
+        )
+
+    def project_tasks(self, *, first: int, after: str | None) -> DataLoader[uuid.UUID, Page[Task]]:
+        """A page of tasks per project, in their order."""
+        return self._paged(
+            ("project_tasks", first, after),
+            lambda ids: task_service.tasks_of_projects(
+                self._require_actor(), ids, first=first, after=after
+            ),
+        )
 
     def project_time_entries(
-        self, first: int
-    ) -> DataLoader[uuid.UUID, tuple[list[TimeEntry], int]]:
-        """Newest ``first`` time entries and the entry count per project (one per page size)."""
-        if first not in self._project_time_entries:
-            self._project_time_entries[first] = DataLoader(
-                partial(self._latest_time_entries, first), cache=self._cache
-            )
-        return self._project_time_entries[first]
+        self, *, first: int, after: str | None
+    ) -> DataLoader[uuid.UUID, Page[TimeEntry]]:
+        """A page of time entries per project, newest work date first."""
+        return self._paged(
+            ("project_time_entries", first, after),
+            lambda ids: time_entry_service.entries_of_projects(
+                self._require_actor(), ids, first=first, after=after
+            ),
+        )
+
+    def _paged(
+        self,
+        key: Hashable,
+        fetch: Callable[[list[uuid.UUID]], Awaitable[dict[uuid.UUID, Page[M]]]],
+    ) -> DataLoader[uuid.UUID, Page[M]]:
+        loader = self._pages.get(key)
+        if loader is None:
+
+            async def load(ids: Sequence[uuid.UUID]) -> list[Page[M]]:
+                found = await fetch(list(ids))
+                return [found[i] for i in ids]
+
+            loader = DataLoader(load, cache=self._cache)
+            self._pages[key] = loader
+        return loader
 
     def _require_actor(self) -> Actor:
         if self.actor is None:
@@ -109,27 +158,9 @@ class Loaders:
         found = await client_service.contacts_for_clients(self._require_actor(), ids)
         return [found.get(i, []) for i in ids]
 
-    async def _notes(self, first: int, ids: Sequence[uuid.UUID]) -> list[tuple[list[Note], int]]:
-        found = await client_service.latest_notes_for_clients(self._require_actor(), ids, first)
-        return [found[i] for i in ids]
-
     async def _tasks(self, ids: Sequence[uuid.UUID]) -> list[Task | None]:
         found = await task_service.tasks_by_ids(self._require_actor(), ids)
         return [found.get(i) for i in ids]
-
-    async def _first_tasks(
-        self, first: int, ids: Sequence[uuid.UUID]
-    ) -> list[tuple[list[Task], int]]:
-        found = await task_service.first_tasks_for_projects(self._require_actor(), ids, first)
-        return [found[i] for i in ids]
-
-    async def _latest_time_entries(
-        self, first: int, ids: Sequence[uuid.UUID]
-    ) -> list[tuple[list[TimeEntry], int]]:
-        found = await time_entry_service.latest_entries_for_projects(
-            self._require_actor(), ids, first
-        )
-        return [found[i] for i in ids]
 
     async def _project_milestones(self, ids: Sequence[uuid.UUID]) -> list[list[Milestone]]:
         found = await milestone_service.milestones_for_projects(self._require_actor(), ids)
@@ -182,6 +213,16 @@ class Loaders:
             self._require_actor(), list(ids)
         )
         return [found.get(i, []) for i in ids]
+
+    async def _invoice_deliveries(self, ids: Sequence[uuid.UUID]) -> list[list[InvoiceDelivery]]:
+        """Each invoice's emails, newest first."""
+        found = await invoice_service.deliveries_for_invoices(self._require_actor(), ids)
+        return [found.get(i, []) for i in ids]
+
+    async def _credit_notes(self, ids: Sequence[uuid.UUID]) -> list[CreditNote | None]:
+        """Credit notes by id, as the credit note service scopes them."""
+        found = await credit_note_service.credit_notes_by_ids(self._require_actor(), ids)
+        return [found.get(i) for i in ids]
 
     async def _payment_allocations(self, ids: Sequence[uuid.UUID]) -> list[list[PaymentAllocation]]:
         """What each payment pays; callers pass ids of payments the actor already sees."""

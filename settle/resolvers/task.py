@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.types.unset import UnsetType
 
-from settle.core.pagination import Page, check_page_size
 from settle.models import project as models
 from settle.resolvers.common import (
     find_one,
@@ -84,18 +83,11 @@ async def task(info: Info, id: strawberry.ID) -> Task | None:
 async def project_tasks(
     info: Info, project_id: uuid.UUID, *, first: int, after: str | None
 ) -> Connection[Task]:
-    """Project.tasks: the first page of a list of projects is batched through a loader."""
-    actor = require_actor(info)
-    page: Page[models.Task]
+    """Project.tasks: the projects of a list get their pages through one loader."""
+    require_actor(info)
+    loader = info.context.loaders.project_tasks(first=first, after=after)
     with public_errors():
-        if after is None:
-            check_page_size(first)
-            rows, total = await info.context.loaders.project_tasks(first).load(project_id)
-            page = Page.first_of(rows, total, task_service.TASK_ORDERING)
-        else:
-            page = await task_service.list_tasks(
-                actor, task_service.TaskFilter(project_id=project_id), first=first, after=after
-            )
+        page = await loader.load(project_id)
     return Connection.from_page(page, Task.from_model)
 
 

@@ -10,8 +10,6 @@ import strawberry
 from strawberry.types.unset import UnsetType
 
 from settle.core.errors import NotFoundError as DomainNotFoundError
-from settle.core.pagination import Page, check_page_size
-from settle.models import project as models
 from settle.resolvers.common import (
     find_one,
     mutate,
@@ -111,22 +109,11 @@ async def time_summary(
 async def project_time_entries(
     info: Info, project_id: uuid.UUID, *, first: int, after: str | None
 ) -> Connection[TimeEntry]:
-    """Project.timeEntries: the first page of a list of projects is batched through a loader."""
-    actor = require_actor(info)
-    page: Page[models.TimeEntry]
+    """Project.timeEntries: the projects of a list get their pages through one loader."""
+    require_actor(info)
+    loader = info.context.loaders.project_time_entries(first=first, after=after)
     with public_errors():
-        if after is None:
-            check_page_size(first)
-            rows, total = await info.context.loaders.project_time_entries(first).load(project_id)
-            ordering = time_entry_service.TIME_ENTRY_ORDERING
-            page = Page.first_of(rows, total, ordering)
-        else:
-            page = await time_entry_service.list_time_entries(
-                actor,
-                time_entry_service.TimeEntryFilter(project_id=project_id),
-                first=first,
-                after=after,
-            )
+        page = await loader.load(project_id)
     return Connection.from_page(page, TimeEntry.from_model)
 
 

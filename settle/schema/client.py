@@ -142,9 +142,9 @@ class Client:
         after: str | None = None,
         filter: Annotated[TimelineFilter, strawberry.lazy("settle.schema.activity")] | None = None,
     ) -> Connection[Annotated[ActivityEvent, strawberry.lazy("settle.schema.activity")]]:
-        from settle.resolvers.activity import timeline
+        from settle.resolvers.activity import client_timeline
 
-        return await timeline(info, first=first, after=after, flt=filter, client_id=self.uuid)
+        return await client_timeline(info, self.uuid, first=first, after=after, flt=filter)
 
 
 @strawberry.input

@@ -74,6 +74,15 @@ class GatewayUnavailableError(Error):
     pass
 
 
+@strawberry.type(
+    description="Too many attempts (or requests) from this address, for this email or by this "
+    "user: nothing was done. `code` is RATE_LIMITED; try again after `retryAfter` seconds "
+    "(also the response's Retry-After header, with HTTP status 429)."
+)
+class RateLimitedError(Error):
+    retry_after: int
+
+
 ERROR_TYPES: tuple[type, ...] = (
     ValidationError,
     NotFoundError,
@@ -84,6 +93,7 @@ ERROR_TYPES: tuple[type, ...] = (
     AccessLockedError,
     InvoiceNotEditableError,
     GatewayUnavailableError,
+    RateLimitedError,
 )
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from tortoise.queryset import QuerySet
 
@@ -15,7 +16,7 @@ from settle.core import clock
 from settle.core.errors import ValidationError
 from settle.core.money import Money
 from settle.core.outbox import emit_event
-from settle.core.pagination import Ordering, Page, paginate
+from settle.core.pagination import Ordering, Page, paginate, paginate_each
 from settle.core.tenancy import Actor, scoped
 from settle.models.activity import ActivityEvent
 from settle.subscriptions import channels
@@ -159,6 +160,26 @@ async def timeline(
     """Timeline events the actor may see, newest first."""
     return await paginate(
         timeline_query(actor, flt),
+        first=first,
+        after=after,
+        ordering=Ordering("created_at", descending=True),
+    )
+
+
+async def timelines(
+    actor: Actor,
+    flt: TimelineFilter,
+    key: Literal["client_id", "entity_id"],
+    keys: Sequence[uuid.UUID],
+    *,
+    first: int | None,
+    after: str | None,
+) -> dict[uuid.UUID, Page[ActivityEvent]]:
+    """The timeline of each client or entity in ``keys``, newest first, in fixed queries."""
+    return await paginate_each(
+        timeline_query(actor, flt),
+        key,
+        keys,
         first=first,
         after=after,
         ordering=Ordering("created_at", descending=True),

@@ -9,19 +9,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from tortoise import Tortoise
 from tortoise.expressions import Q
-from tortoise.functions import Count
 
 from settle.core import clock, validation
-from settle.core.db import SqlParams, as_uuid, get_visible
+from settle.core.db import get_visible
 from settle.core.errors import ValidationError
 from settle.core.money import normalize_currency
 from settle.core.pagination import (
     Ordering,
     Page,
-    check_page_size,
     paginate,
+    paginate_each,
 )
 from settle.core.tenancy import MANAGERS, MEMBERS, Actor, scoped
 from settle.models.client import Client, Contact, Note
@@ -353,54 +351,21 @@ def note_ordering() -> Ordering:
     return Ordering("created_at", descending=True)
 
 
-async def list_notes(
+async def notes_of_clients(
     actor: Actor,
-    client_id: uuid.UUID,
+    client_ids: Sequence[uuid.UUID],
     *,
     first: int | None,
     after: str | None,
     pinned: bool | None = None,
-) -> Page[Note]:
-    """A client's notes, newest first."""
-    qs = _notes(actor).filter(client_id=client_id)
+) -> dict[uuid.UUID, Page[Note]]:
+    """Each client's notes, newest first, a page of each, in a fixed number of queries."""
+    qs = _notes(actor)
     if pinned is not None:
         qs = qs.filter(pinned=pinned)
-    return await paginate(qs, first=first, after=after, ordering=note_ordering())
-
-
-async def latest_notes_for_clients(
-    actor: Actor, client_ids: Sequence[uuid.UUID], first: int | None
-) -> dict[uuid.UUID, tuple[list[Note], int]]:
-    """The newest ``first`` notes of each client and its note count, in two queries."""
-    size = check_page_size(first)
-    ids = list(client_ids)
-    if not ids or actor.is_client_user:
-        return {client_id: ([], 0) for client_id in ids}
-    counts = (
-        await _notes(actor)
-        .filter(client_id__in=ids)
-        .group_by("client_id")
-        .annotate(n=Count("id"))
-        .values("client_id", "n")
+    return await paginate_each(
+        qs, "client_id", client_ids, first=first, after=after, ordering=note_ordering()
     )
-    total = {as_uuid(row["client_id"]): int(row["n"]) for row in counts}
-    conn = Tortoise.get_connection("default")
-    param = SqlParams(conn)
-    # A window function keeps this one query however many clients are on the page.
-    sql = (
-        'SELECT "id" FROM (SELECT "id", ROW_NUMBER() OVER ('
-        'PARTITION BY "client_id" ORDER BY "created_at" DESC, "id" DESC) AS "rn" '
-        f'FROM "note" WHERE "agency_id" = {param(actor.agency_id)} '
-        f'AND "client_id" IN ({", ".join(param(i) for i in ids)})'
-        f') AS "ranked" WHERE "rn" <= {param(size)}'
-    )
-    _, rows = await conn.execute_query(sql, param.values)
-    note_ids = [row["id"] for row in rows]
-    notes = await Note.filter(id__in=note_ids).order_by("-created_at", "-id") if note_ids else []
-    grouped: dict[uuid.UUID, list[Note]] = defaultdict(list)
-    for note in notes:
-        grouped[note.client_id].append(note)
-    return {client_id: (grouped.get(client_id, []), total.get(client_id, 0)) for client_id in ids}
 
 
 def clean_note_body(body: str | None) -> str:

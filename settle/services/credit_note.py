@@ -11,6 +11,7 @@ the timeline. A credit note is final: a mistake is corrected with an invoice.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tortoise.queryset import QuerySet
@@ -65,6 +66,13 @@ async def list_credit_notes(
     return await paginate(
         qs, first=first, after=after, ordering=Ordering("created_at", descending=True)
     )
+
+
+async def credit_notes_by_ids(
+    actor: Actor, ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, CreditNote]:
+    """The credit notes among ``ids`` the actor may see, in one query (for loaders)."""
+    return {row.id: row for row in await _credit_notes(actor).filter(id__in=list(ids))}
 
 
 async def credit_notes_for_invoices(

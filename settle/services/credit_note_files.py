@@ -106,7 +106,11 @@ async def render_pdf(credit_note_id: uuid.UUID) -> None:
 
 async def pdf_url(actor: Actor, credit_note_id: uuid.UUID) -> SignedUrl | None:
     """A signed, expiring URL of the credit note's PDF; None until the worker rendered it."""
-    note = await credit_note_service.get_credit_note(actor, credit_note_id)
+    return signed_pdf_url(actor, await credit_note_service.get_credit_note(actor, credit_note_id))
+
+
+def signed_pdf_url(actor: Actor, note: CreditNote) -> SignedUrl | None:
+    """``pdf_url`` of a credit note already read (as the actor may see it), without a query."""
     if note.pdf_key is None:
         return None
     return document_files.sign_for(DOWNLOAD_PURPOSE, FILE_KIND, note.id, actor)

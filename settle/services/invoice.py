@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F, Q
+from tortoise.expressions import F, Q, Subquery
 from tortoise.functions import Max
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
@@ -300,10 +300,18 @@ async def invoice_lines(invoice: Invoice) -> list[InvoiceLine]:
     return await InvoiceLine.filter(invoice_id=invoice.id).order_by("position", "created_at", "id")
 
 
-async def deliveries(actor: Actor, invoice_id: uuid.UUID) -> list[InvoiceDelivery]:
-    """The emails sent or requested for a visible invoice, newest first."""
-    invoice = await get_invoice(actor, invoice_id)
-    return await InvoiceDelivery.filter(invoice_id=invoice.id).order_by("-created_at", "-id")
+async def deliveries_for_invoices(
+    actor: Actor, invoice_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[InvoiceDelivery]]:
+    """The emails sent or requested for each visible invoice, newest first, in one query."""
+    visible = _invoices(actor).filter(id__in=list(invoice_ids)).values("id")
+    rows = await InvoiceDelivery.filter(
+        agency_id=actor.agency_id, invoice_id__in=Subquery(visible)
+    ).order_by("-created_at", "-id")
+    grouped: dict[uuid.UUID, list[InvoiceDelivery]] = {}
+    for row in rows:
+        grouped.setdefault(row.invoice_id, []).append(row)
+    return grouped
 
 
 async def invoices_for_milestones(

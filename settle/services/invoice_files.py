@@ -178,7 +178,11 @@ async def pdf_url(actor: Actor, invoice_id: uuid.UUID) -> SignedUrl | None:
     An issued invoice has one once its PDF is rendered or a PDF was uploaded; a
     draft only once a PDF was uploaded for it (its own rendering is the preview).
     """
-    invoice = await invoice_service.get_invoice(actor, invoice_id)
+    return signed_pdf_url(actor, await invoice_service.get_invoice(actor, invoice_id))
+
+
+def signed_pdf_url(actor: Actor, invoice: Invoice) -> SignedUrl | None:
+    """``pdf_url`` of an invoice already read (as the actor may see it), without a query."""
     if _document_key(invoice) is None:
         return None
     return document_files.sign_for(DOWNLOAD_PURPOSE, "invoices", invoice.id, actor)

@@ -8,22 +8,20 @@ Members, admins and owners change tasks; client users read their client's.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-from tortoise import Tortoise
 from tortoise.expressions import F
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
 from settle.core import clock, validation
-from settle.core.db import SqlParams, as_uuid, get_visible, lock_rows
+from settle.core.db import get_visible, lock_rows
 from settle.core.errors import ConflictError, NotFoundError, ValidationError
-from settle.core.pagination import Ordering, Page, check_page_size, paginate
+from settle.core.pagination import Ordering, Page, paginate, paginate_each
 from settle.core.tenancy import MEMBERS, Actor, scoped
 from settle.models.agency import User
 from settle.models.project import Project, Task, TaskPriority, TaskStatus, TimeEntry
@@ -247,54 +245,13 @@ async def list_tasks(
     return await paginate(qs, first=first, after=after, ordering=TASK_ORDERING)
 
 
-async def first_tasks_for_projects(
-    actor: Actor, project_ids: Sequence[uuid.UUID], first: int | None
-) -> dict[uuid.UUID, tuple[list[Task], int]]:
-    """The first ``first`` tasks of each project, in order, and its task count: two queries."""
-    return await first_rows_per_project(
-        Task, actor, project_ids, check_page_size(first), (("position", False), ("id", False))
+async def tasks_of_projects(
+    actor: Actor, project_ids: Sequence[uuid.UUID], *, first: int | None, after: str | None
+) -> dict[uuid.UUID, Page[Task]]:
+    """Each project's tasks in their order, a page of each, in a fixed number of queries."""
+    return await paginate_each(
+        _tasks(actor), "project_id", project_ids, first=first, after=after, ordering=TASK_ORDERING
     )
-
-
-async def first_rows_per_project(
-    model: type[M],
-    actor: Actor,
-    project_ids: Sequence[uuid.UUID],
-    size: int,
-    order: Sequence[tuple[str, bool]],
-) -> dict[uuid.UUID, tuple[list[M], int]]:
-    """The first ``size`` rows of each project in ``order`` (column, descending), and counts.
-
-    One window query picks the rows and counts each project's, however many
-    projects are asked for; a second loads the chosen rows.
-    """
-    ids = list(dict.fromkeys(project_ids))
-    empty: dict[uuid.UUID, tuple[list[M], int]] = {pid: ([], 0) for pid in ids}
-    if not ids or (actor.is_client_user and actor.client_id is None):
-        return empty
-    conn = Tortoise.get_connection("default")
-    param = SqlParams(conn)
-
-    where = f'"agency_id" = {param(actor.agency_id)}'
-    if actor.is_client_user:
-        where += f' AND "client_id" = {param(actor.client_id)}'
-    where += f' AND "project_id" IN ({", ".join(param(pid) for pid in ids)})'
-    order_sql = ", ".join(f'"{column}" {"DESC" if desc else "ASC"}' for column, desc in order)
-    sql = (
-        'SELECT "id", "project_id", "n" FROM (SELECT "id", "project_id", '
-        f'ROW_NUMBER() OVER (PARTITION BY "project_id" ORDER BY {order_sql}) AS "rn", '
-        'COUNT(*) OVER (PARTITION BY "project_id") AS "n" '
-        f'FROM "{model._meta.db_table}" WHERE {where}) AS "ranked" WHERE "rn" <= {param(size)}'
-    )
-    _, rows = await conn.execute_query(sql, param.values)
-    totals = {as_uuid(row["project_id"]): int(row["n"]) for row in rows}
-    chosen = [row["id"] for row in rows]
-    ordering = [f"{'-' if desc else ''}{column}" for column, desc in order]
-    found = await model.filter(id__in=chosen).order_by(*ordering) if chosen else []
-    grouped: dict[uuid.UUID, list[M]] = defaultdict(list)
-    for item in found:
-        grouped[item.project_id].append(item)  # type: ignore[attr-defined]
-    return {pid: (grouped.get(pid, []), totals.get(pid, 0)) for pid in ids}
 
 
 # --- changes ---------------------------------------------------------------

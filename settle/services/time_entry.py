@@ -31,7 +31,7 @@ from tortoise.queryset import QuerySet
 from settle.core import clock, validation
 from settle.core.db import as_uuid, get_visible, lock_rows
 from settle.core.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
-from settle.core.pagination import Ordering, Page, check_page_size, paginate
+from settle.core.pagination import Ordering, Page, paginate, paginate_each
 from settle.core.tenancy import MANAGERS, MEMBERS, Actor, scoped
 from settle.models.project import Project, TimeEntry
 from settle.services import activity
@@ -308,12 +308,17 @@ async def list_time_entries(
     )
 
 
-async def latest_entries_for_projects(
-    actor: Actor, project_ids: Sequence[uuid.UUID], first: int | None
-) -> dict[uuid.UUID, tuple[list[TimeEntry], int]]:
-    """The newest ``first`` entries of each project and its entry count: two queries."""
-    return await task_service.first_rows_per_project(
-        TimeEntry, actor, project_ids, check_page_size(first), (("work_date", True), ("id", True))
+async def entries_of_projects(
+    actor: Actor, project_ids: Sequence[uuid.UUID], *, first: int | None, after: str | None
+) -> dict[uuid.UUID, Page[TimeEntry]]:
+    """Each project's time entries, newest work date first, a page of each, in fixed queries."""
+    return await paginate_each(
+        _entries(actor),
+        "project_id",
+        project_ids,
+        first=first,
+        after=after,
+        ordering=TIME_ENTRY_ORDERING,
     )
 
 

@@ -122,6 +122,40 @@ def test_phone_rejects(value: str) -> None:
 
 
 def test_password_length() -> None:
-    assert validation.password("password", "12345678") == "12345678"
+    assert validation.password("password", "tram-lines-84") == "tram-lines-84"
     assert _error(validation.password, "password", "1234567") == ("password", "TOO_SHORT")
     assert _error(validation.password, "password", "x" * 257) == ("password", "TOO_LONG")
+
+
+@pytest.mark.parametrize("value", [" " * 8, "\t" * 8, " \t\n " * 3, "\u3000" * 8])
+def test_password_of_only_whitespace_is_refused(value: str) -> None:
+    # given a password long enough, but nothing except whitespace
+    # then it counts as no password at all
+    with pytest.raises(ValidationError) as caught:
+        validation.password("password", value)
+    assert (caught.value.field, caught.value.code, caught.value.message) == (
+        "password",
+        "REQUIRED",
+        "Password must not be only spaces",
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["password", "12345678", "Password", "PASSWORD", "  password  ", "iloveyou", "qwertyuiop"],
+)
+def test_a_common_password_is_refused(value: str) -> None:
+    # given one of the most common passwords (in any case, with spaces around it)
+    # then it is refused as NIST SP 800-63B asks, whatever its composition
+    with pytest.raises(ValidationError) as caught:
+        validation.password("password", value)
+    assert (caught.value.field, caught.value.code, caught.value.message) == (
+        "password",
+        "COMMON_PASSWORD",
+        "This password is one of the most common ones; choose one that is harder to guess",
+    )
+
+
+@pytest.mark.parametrize("value", ["correct horse", "tram-lines-84", "P@ssw0rd-for-settle"])
+def test_an_uncommon_password_is_accepted_whatever_its_composition(value: str) -> None:
+    assert validation.password("password", value) == value

@@ -211,6 +211,19 @@ async def test_sign_up_with_a_taken_email_is_a_conflict(gql: GraphQLClient) -> N
             "TOO_SHORT",
             "Password must be at least 8 characters",
         ),
+        ({"password": " " * 8}, "password", "REQUIRED", "Password must not be only spaces"),
+        (
+            {"password": "password"},
+            "password",
+            "COMMON_PASSWORD",
+            "This password is one of the most common ones; choose one that is harder to guess",
+        ),
+        (
+            {"password": "12345678"},
+            "password",
+            "COMMON_PASSWORD",
+            "This password is one of the most common ones; choose one that is harder to guess",
+        ),
     ],
 )
 async def test_sign_up_with_bad_input_names_the_field_and_writes_nothing(
@@ -862,6 +875,24 @@ async def test_a_reinvite_revokes_the_earlier_invitation(
             "Password must be at least 8 characters",
         ),
         ({"password": "long enough", "name": "   "}, "name", "REQUIRED", "name must not be empty"),
+        (
+            {"password": " " * 8, "name": "Mia"},
+            "password",
+            "REQUIRED",
+            "Password must not be only spaces",
+        ),
+        (
+            {"password": "password", "name": "Mia"},
+            "password",
+            "COMMON_PASSWORD",
+            "This password is one of the most common ones; choose one that is harder to guess",
+        ),
+        (
+            {"password": "12345678", "name": "Mia"},
+            "password",
+            "COMMON_PASSWORD",
+            "This password is one of the most common ones; choose one that is harder to guess",
+        ),
     ],
 )
 async def test_bad_input_on_accept_leaves_the_invitation_open(

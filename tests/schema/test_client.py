@@ -1342,5 +1342,158 @@ async def test_clients_with_contacts_and_notes_take_a_fixed_number_of_queries(
     assert small_authors == {"Olive Owner", "Mo Member"}
     # and the number of SQL statements did not grow with the page
     assert small.count == large.count, (small.queries, large.queries)
-    # (token lookup, count, page, contacts, note counts, latest notes, their rows, authors)
-    assert small.count <= 8, small.queries
+    # (token lookup, count, page, contacts, latest notes with their counts, their rows,
+    # authors)
+    assert small.count == 7, small.queries
+
+
+CLIENTS_WITH_NOTES_AND_TIMELINE = """
+query ClientsWithNotesAndTimeline {
+  clients(first: 100, orderBy: {field: NAME}) {
+    edges {
+      node {
+        name
+        pinned: notes(first: 1, pinned: true) {
+          totalCount
+          edges { node { body pinned } }
+          pageInfo { hasNextPage }
+        }
+        notes(first: 2) { totalCount edges { node { body } } pageInfo { hasNextPage } }
+        timeline(first: 2, filter: {entityTypes: ["note"]}) {
+          totalCount
+          edges { node { entityType summary client { name } } }
+          pageInfo { hasNextPage }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+async def test_notes_and_timeline_of_a_list_of_clients_take_a_fixed_number_of_queries(
+    gql: GraphQLClient, owner: Account
+) -> None:
+    # given one client with two pinned notes and one unpinned, each added through the service
+    async def client_with_notes(i: int) -> None:
+        client = await create_client(owner, name=f"Client {i}")
+        await create_note(owner, client, f"First of {i}", pinned=True)
+        await create_note(owner, client, f"Second of {i}", pinned=True)
+        await create_note(owner, client, f"Third of {i}")
+
+    await client_with_notes(0)
+    # when the clients are read with their pinned notes, latest notes and timeline
+    with count_queries() as one:
+        few = await gql.execute(CLIENTS_WITH_NOTES_AND_TIMELINE, token=owner.token)
+    # and again with five such clients
+    for i in range(1, 5):
+        await client_with_notes(i)
+    with count_queries() as five:
+        many = await gql.execute(CLIENTS_WITH_NOTES_AND_TIMELINE, token=owner.token)
+
+    # then every client gets its own pages, counts and page info
+    def expected(i: int) -> dict[str, Any]:
+        return {
+            "name": f"Client {i}",
+            "pinned": {
+                "totalCount": 2,
+                "edges": [{"node": {"body": f"Second of {i}", "pinned": True}}],
+                "pageInfo": {"hasNextPage": True},
+            },
+            "notes": {
+                "totalCount": 3,
+                "edges": [
+                    {"node": {"body": f"Third of {i}"}},
+                    {"node": {"body": f"Second of {i}"}},
+                ],
+                "pageInfo": {"hasNextPage": True},
+            },
+            "timeline": {
+                "totalCount": 3,
+                "edges": [
+                    {
+                        "node": {
+                            "entityType": "note",
+                            "summary": f"Olive Owner added a note to Client {i}",
+                            "client": {"name": f"Client {i}"},
+                        }
+                    }
+                ]
+                * 2,
+                "pageInfo": {"hasNextPage": True},
+            },
+        }
+
+    assert few == {"clients": {"edges": [{"node": expected(0)}]}}
+    assert many == {"clients": {"edges": [{"node": expected(i)} for i in range(5)]}}
+    # and five clients cost the same SQL statements as one
+    assert one.count == five.count, (one.queries, five.queries)
+
+
+CLIENTS_WITH_NOTES_AFTER = """
+query ClientsWithNotesAfter($after: String) {
+  clients(first: 100, orderBy: {field: NAME}) {
+    edges {
+      node {
+        name
+        notes(first: 1, after: $after) {
+          totalCount
+          edges { node { body } }
+          pageInfo { hasNextPage endCursor }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def _note_pages(data: dict[str, Any]) -> list[tuple[str, int, list[str], bool]]:
+    return [
+        (
+            edge["node"]["name"],
+            edge["node"]["notes"]["totalCount"],
+            [note["node"]["body"] for note in edge["node"]["notes"]["edges"]],
+            edge["node"]["notes"]["pageInfo"]["hasNextPage"],
+        )
+        for edge in data["clients"]["edges"]
+    ]
+
+
+async def test_a_cursor_below_a_list_of_clients_pages_each_client_after_it(
+    gql: GraphQLClient, owner: Account
+) -> None:
+    # given two clients with three notes each, the second client's all written later
+    base = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    for i, name in enumerate(("Early", "Late")):
+        client = await create_client(owner, name=name)
+        for j in range(3):
+            moment = base + timedelta(hours=10 * i + j)
+            clock.set_clock(lambda moment=moment: moment)
+            try:
+                await create_note(owner, client, f"{name} {j}")
+            finally:
+                clock.set_clock(None)
+    # and the first page of each client's notes
+    first = await gql.execute(CLIENTS_WITH_NOTES_AFTER, token=owner.token)
+    assert _note_pages(first) == [("Early", 3, ["Early 2"], True), ("Late", 3, ["Late 2"], True)]
+    cursor = first["clients"]["edges"][0]["node"]["notes"]["pageInfo"]["endCursor"]
+
+    # when the list is read again after the early client's cursor
+    with count_queries() as counted:
+        after = await gql.execute(CLIENTS_WITH_NOTES_AFTER, {"after": cursor}, token=owner.token)
+
+    # then each client's page holds its own notes older than the cursor, its full count kept
+    assert _note_pages(after) == [("Early", 3, ["Early 1"], True), ("Late", 3, [], False)]
+    # in a fixed number of statements (token lookup, count, page; the notes' counts,
+    # window and rows)
+    assert counted.count == 6, counted.queries
+    # and a cursor that is not one is refused with its code (the first error nulls the list)
+    refused = await gql.execute(
+        CLIENTS_WITH_NOTES_AFTER,
+        {"after": "bm90LWEtY3Vyc29y"},
+        token=owner.token,
+        expect_errors=True,
+    )
+    assert refused["data"] is None
+    assert {e["extensions"]["code"] for e in refused["errors"]} == {"INVALID_CURSOR"}

@@ -66,7 +66,9 @@ QUADRUPLING_12 = "{ me { ...Q0 } } " + " ".join(
     [f"fragment Q{i} on User {{ id{f' ...Q{i + 1}' * 4} }}" for i in range(11)]
     + ["fragment Q11 on User { id }"]
 )
-ONE_MEGABYTE = "{ me { " + "agency { id } " * 75_000 + "} }"
+# Just under the 1 MiB body limit (SETTLE_MAX_BODY_BYTES), so the document's own limit
+# is what refuses it.
+ONE_MEGABYTE = "{ me { " + "agency { id } " * 74_000 + "} }"
 DUPLICATE_FIELDS = "{ me { " + "id " * 100_000 + "} }"
 UNUSED_VARIABLES = (
     "query Unused(" + " ".join(f"$v{i}: Int" for i in range(40_000)) + ") { me { id } }"

@@ -180,9 +180,8 @@ async def test_other_agencies_rows_are_not_found(
     )
     assert (page.items, page.total_count) == ([], 0)
     assert await client_service.contacts_for_clients(actor, [client.id]) == {}
-    assert await client_service.latest_notes_for_clients(actor, [client.id], 3) == {
-        client.id: ([], 0)
-    }
+    notes = await client_service.notes_of_clients(actor, [client.id], first=3, after=None)
+    assert {key: (p.items, p.total_count) for key, p in notes.items()} == {client.id: ([], 0)}
     # and nothing changed
     row = await Client.get(id=client.id)
     assert (row.name, row.deleted_at) == ("Acme", None)

@@ -1062,8 +1062,8 @@ async def test_every_step_is_on_the_timeline(db: Backend, owner: Account) -> Non
     ]
     row = await Invoice.get(id=invoice.id)
     assert (row.status, row.total_minor, row.tax_minor) == (S.PAID, 11_800, 1_800)
-    deliveries = await invoice_service.deliveries(owner.actor, invoice.id)
-    assert [d.recipients for d in deliveries] == [["ap@acme.test"], ["ap@acme.test"]]
+    deliveries = await invoice_service.deliveries_for_invoices(owner.actor, [invoice.id])
+    assert [d.recipients for d in deliveries[invoice.id]] == [["ap@acme.test"], ["ap@acme.test"]]
 
 
 async def test_finalizing_takes_the_due_date_from_the_terms(db: Backend, owner: Account) -> None:
@@ -1121,11 +1121,14 @@ async def test_a_yen_invoice_has_no_minor_unit(db: Backend, owner: Account) -> N
 async def test_another_agencys_ids_are_not_found(
     db: Backend, owner: Account, rival: Account
 ) -> None:
-    # given an agency's draft, issued invoice, project, milestone and line
+    # given an agency's draft, issued invoice (with an email), project, milestone and line
     client = await create_client(owner)
     project = await create_project(owner, client)
     draft = await create_invoice(owner, client)
     issued = await issue_invoice(owner, await create_invoice(owner, client))
+    await InvoiceDelivery.create(
+        agency_id=owner.agency_id, invoice_id=issued.id, recipients=["ap@acme.test"]
+    )
     (line,) = await invoice_service.invoice_lines(draft)
     milestone = await milestone_of(project)
     theirs = await create_client(rival)
@@ -1147,7 +1150,6 @@ async def test_another_agencys_ids_are_not_found(
         "resend_invoice_email": lambda: invoice_service.resend_invoice_email(r, issued.id),
         "mark_invoice_viewed": lambda: invoice_service.mark_invoice_viewed(r, issued.id),
         "void_invoice": lambda: invoice_service.void_invoice(r, issued.id, "mine now"),
-        "deliveries": lambda: invoice_service.deliveries(r, issued.id),
         "create_invoice (client)": lambda: invoice_service.create_invoice(r, client.id, None, {}),
         "create_invoice (project)": lambda: invoice_service.create_invoice(
             r, theirs.id, project.id, {}
@@ -1170,6 +1172,7 @@ async def test_another_agencys_ids_are_not_found(
     # and the readers that take many ids find none of them
     assert await invoice_service.lines_for_invoices(r, [draft.id, issued.id]) == {}
     assert await invoice_service.invoices_for_milestones(r, [milestone.id]) == {}
+    assert await invoice_service.deliveries_for_invoices(r, [issued.id]) == {}
     page = await invoice_service.list_invoices(r, InvoiceFilter(), first=10, after=None)
     assert page.items == []
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from settle.core.errors import ValidationError
 from settle.core.outbox import transaction
+from settle.core.pagination import Page
 from settle.models.agency import Role
 from settle.models.client import Client
 from settle.models.project import Project, Task
@@ -81,7 +82,14 @@ async def test_concurrent_reorders_and_creates_keep_positions_dense(
     assert await _positions(project) == list(range(9))
 
 
-async def test_first_tasks_for_projects_in_two_queries(db: Backend, owner: Account) -> None:
+def _titles(pages: dict[uuid.UUID, Page[Task]]) -> dict[uuid.UUID, tuple[list[str], int, bool]]:
+    return {
+        pid: ([t.title for t in page.items], page.total_count, page.has_next_page)
+        for pid, page in pages.items()
+    }
+
+
+async def test_tasks_of_projects_in_two_queries(db: Backend, owner: Account) -> None:
     # given two projects of different clients with three and one tasks, and an empty one
     web = await make_project(owner, name="Web")
     app = await make_project(owner, name="App")
@@ -94,36 +102,40 @@ async def test_first_tasks_for_projects_in_two_queries(db: Backend, owner: Accou
     unknown = uuid.uuid4()
     # when their first two tasks are loaded together
     with count_queries() as queries:
-        found = await task_service.first_tasks_for_projects(
-            owner.actor, [web.id, app.id, empty.id, unknown], 2
+        found = await task_service.tasks_of_projects(
+            owner.actor, [web.id, app.id, empty.id, unknown], first=2, after=None
         )
     # then each holds its own first two in order, with its count, in two statements
-    assert {pid: ([t.title for t in rows], n) for pid, (rows, n) in found.items()} == {
-        web.id: (["W2", "W1"], 3),
-        app.id: (["A0"], 1),
-        empty.id: ([], 0),
-        unknown: ([], 0),
+    assert _titles(found) == {
+        web.id: (["W2", "W1"], 3, True),
+        app.id: (["A0"], 1, False),
+        empty.id: ([], 0, False),
+        unknown: ([], 0, False),
     }
     assert queries.count == 2
+    # and the next page of each, after the web project's cursor, takes three
+    with count_queries() as queries:
+        after = await task_service.tasks_of_projects(
+            owner.actor, [web.id, app.id], first=2, after=found[web.id].end_cursor
+        )
+    assert _titles(after) == {web.id: (["W0"], 3, False), app.id: ([], 1, False)}
+    assert queries.count == 3
     # and a viewer of the web client sees only the web project's tasks
     viewer = await create_user(
         owner, role=Role.CLIENT_VIEWER, client=await Client.get(id=web.client_id)
     )
-    seen = await task_service.first_tasks_for_projects(viewer.actor, [web.id, app.id], 5)
-    assert {pid: ([t.title for t in rows], n) for pid, (rows, n) in seen.items()} == {
-        web.id: (["W2", "W1", "W0"], 3),
-        app.id: ([], 0),
-    }
+    seen = await task_service.tasks_of_projects(viewer.actor, [web.id, app.id], first=5, after=None)
+    assert _titles(seen) == {web.id: (["W2", "W1", "W0"], 3, False), app.id: ([], 0, False)}
     assert app_tasks[0].position == 0
 
 
-async def test_first_tasks_for_projects_never_crosses_agencies(
+async def test_tasks_of_projects_never_crosses_agencies(
     db: Backend, owner: Account, rival: Account
 ) -> None:
     # given a project of the rival with a task
     project = await make_project(rival)
     await _create(rival, project, "Secret")
     # when the owner asks for its tasks
-    found = await task_service.first_tasks_for_projects(owner.actor, [project.id], 10)
+    found = await task_service.tasks_of_projects(owner.actor, [project.id], first=10, after=None)
     # then there are none
-    assert found == {project.id: ([], 0)}
+    assert _titles(found) == {project.id: ([], 0, False)}
