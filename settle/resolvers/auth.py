@@ -143,6 +143,10 @@ async def logout(info: Info) -> LogoutResult:
 async def change_password(info: Info, input: ChangePasswordInput) -> AuthResult:
     """Set a new password; every session ends, and the caller gets a new token."""
     actor = require_actor(info)
+    # Each try is a guess at the current password, counted as a login: a stolen token
+    # must not guess it faster than the login form could.
+    if refused := await over_limit(info, "login", actor.email):
+        return refused
 
     async def run() -> AuthPayload:
         return _payload(

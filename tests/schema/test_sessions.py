@@ -233,6 +233,32 @@ async def test_a_too_short_new_password_names_the_field(gql: GraphQLClient, owne
     assert await me(gql, owner.token) == signed_in_as(owner)
 
 
+async def test_guesses_at_the_current_password_count_as_logins(
+    gql: GraphQLClient, owner: Account
+) -> None:
+    # given: ten wrong guesses through changePassword (the login limit per email)
+    for _ in range(10):
+        guess = await change_password(gql, owner.token, "a wrong guess", "a brand new secret")
+        assert guess["code"] == "WRONG_PASSWORD"
+
+    # when: the right password comes next, and then a login
+    body = await gql.execute(
+        CHANGE_PASSWORD,
+        {"input": {"currentPassword": PASSWORD, "newPassword": "a brand new secret"}},
+        token=owner.token,
+        expect_errors=True,
+    )
+    login_body = await gql.execute(
+        LOGIN, {"input": {"email": owner.user.email, "password": PASSWORD}}, expect_errors=True
+    )
+
+    # then: both are refused for now, and the password is unchanged
+    for answer, field in ((body, "changePassword"), (login_body, "login")):
+        assert answer["status_code"] == 429
+        assert answer["data"][field]["__typename"] == "RateLimitedError"
+    assert await me(gql, owner.token) == signed_in_as(owner)
+
+
 # --- removeMember ------------------------------------------------------------------------
 
 
