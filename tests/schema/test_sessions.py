@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from settle.core import clock
 from settle.core.outbox import transaction
 from settle.core.settings import Settings
 from settle.models.activity import ActivityEvent
@@ -165,6 +167,22 @@ async def test_logout_without_a_token_is_unauthenticated(gql: GraphQLClient) -> 
     # then
     assert body["data"] is None
     assert body["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
+
+
+async def test_expired_sessions_go_when_their_user_signs_in_again(
+    gql: GraphQLClient, owner: Account
+) -> None:
+    # given: a session of the owner that expired long ago, beside the live one
+    expired = await UserSession.create(
+        user_id=owner.user.id, expires_at=clock.now() - timedelta(days=1)
+    )
+
+    # when
+    await logged_in(gql, owner)
+
+    # then: the expired row is gone; the live ones stay
+    assert not await UserSession.filter(id=expired.id).exists()
+    assert await UserSession.filter(user_id=owner.user.id).count() == 2
 
 
 # --- changePassword ----------------------------------------------------------------------
