@@ -37,6 +37,7 @@ from settle.schema.context import Context
 from settle.schema.schema import schema
 from settle.services import auth as auth_service
 from settle.subscriptions.bus import EventBus, create_bus, set_bus
+from settle.subscriptions.sessions import SocketSessions
 from settle.tasks.broker import configure_broker
 from settle.webhooks import webhook_routes
 
@@ -54,8 +55,15 @@ class SettleGraphQL(GraphQL):
             keep_alive_interval=15,
         )
         self.settings = settings
+        self.sockets = SocketSessions(settings.session_check_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                self.sockets.forget(scope)
+            return
         if scope["type"] == "http":
             request = Request(scope, receive)
             token = _bearer(request.headers.get("authorization"))
@@ -102,9 +110,12 @@ class SettleGraphQL(GraphQL):
             # Anonymous sockets are allowed to connect; every subscription needs an actor.
             return None
         try:
-            context.actor = await auth_service.actor_for_token(self.settings, str(token))
+            session = await auth_service.authenticate(self.settings, str(token))
         except AuthenticationError as exc:
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from None
+        context.actor = session.actor
+        # The socket closes (4403) when the session expires, ends or its user is removed.
+        self.sockets.watch(context.request, session.actor, session.expires_at)
         return None
 
 

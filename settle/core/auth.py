@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -41,8 +43,17 @@ def needs_rehash(password_hash: str) -> bool:
     return _hasher.check_needs_rehash(password_hash)
 
 
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """What a valid access token says: whose it is, which session, and until when."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    expires_at: datetime
+
+
 class TokenSigner:
-    """Issues and checks access tokens: ``{"uid": ...}`` signed with the secret key."""
+    """Issues and checks access tokens: ``{"uid": ..., "sid": ...}`` signed with the secret key."""
 
     SALT = "settle.access-token.v1"
 
@@ -50,14 +61,20 @@ class TokenSigner:
         self._serializer = URLSafeTimedSerializer(secret_key, salt=self.SALT)
         self.ttl_seconds = ttl_seconds
 
-    def issue(self, user_id: uuid.UUID) -> str:
-        return self._serializer.dumps({"uid": str(user_id)})
+    def issue(self, user_id: uuid.UUID, session_id: uuid.UUID) -> str:
+        return self._serializer.dumps({"uid": str(user_id), "sid": str(session_id)})
 
-    def verify(self, token: str) -> uuid.UUID:
-        """The user id in a valid token; AuthenticationError if it is malformed or expired."""
+    def verify(self, token: str) -> TokenClaims:
+        """The claims of a valid token; AuthenticationError if it is malformed or expired."""
         try:
-            data = self._serializer.loads(token, max_age=self.ttl_seconds)
-            return uuid.UUID(data["uid"])
+            data, signed_at = self._serializer.loads(
+                token, max_age=self.ttl_seconds, return_timestamp=True
+            )
+            return TokenClaims(
+                user_id=uuid.UUID(data["uid"]),
+                session_id=uuid.UUID(data["sid"]),
+                expires_at=signed_at + timedelta(seconds=self.ttl_seconds),
+            )
         except SignatureExpired:
             raise AuthenticationError("Access token expired") from None
         except (BadSignature, KeyError, TypeError, ValueError):

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
 
     access_token_ttl_seconds: int = Field(default=12 * 3600, gt=0)
     invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    # How often each API process re-checks the sessions of its open websockets; a
+    # logout or removal reaches them at once over the bus, this is the backstop.
+    session_check_seconds: float = Field(default=5, gt=0)
     # Where invitation emails send the invitee, with ``token=`` added: a frontend's own
     # page, or (unset) Settle's built-in one at ``/invitations/accept``.
     invitation_url: str | None = None

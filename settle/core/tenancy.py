@@ -25,9 +25,11 @@ class Actor:
     client_id: uuid.UUID | None
     name: str
     email: str
+    # The sign-in the request came with (see UserSession); None for work without one.
+    session_id: uuid.UUID | None = None
 
     @classmethod
-    def from_user(cls, user: User) -> Actor:
+    def from_user(cls, user: User, session_id: uuid.UUID | None = None) -> Actor:
         return cls(
             user_id=user.id,
             agency_id=user.agency_id,
@@ -35,6 +37,7 @@ class Actor:
             client_id=user.client_id,
             name=user.name,
             email=user.email,
+            session_id=session_id,
         )
 
     @property

@@ -1,7 +1,7 @@
 """Tortoise models, one module per domain; Tortoise discovers them from here."""
 
 from settle.models.activity import ActivityEvent
-from settle.models.agency import Agency, Invitation, Role, User
+from settle.models.agency import Agency, Invitation, Role, User, UserSession
 from settle.models.client import Client, Contact, Note
 from settle.models.deliverable import (
     Deliverable,
@@ -91,5 +91,6 @@ __all__ = [
     "TaskStatus",
     "TimeEntry",
     "User",
+    "UserSession",
     "WebhookEvent",
 ]

@@ -77,6 +77,24 @@ class User(BaseModel):
         table = "app_user"
 
 
+class UserSession(BaseModel):
+    """One sign-in: its id travels in the access token, and ending it ends the token."""
+
+    # A token whose session has ended (logout, a password change, removal from the
+    # agency) is refused on every request and closes its open websockets.
+
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "settle.User", related_name=False, on_delete=fields.CASCADE, db_index=True
+    )
+    user_id: uuid.UUID
+    # When the token expires; past it the row only waits to be purged.
+    expires_at = fields.DatetimeField()
+    ended_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "user_session"
+
+
 class Invitation(BaseModel):
     agency: fields.ForeignKeyRelation[Agency] = fields.ForeignKeyField(
         "settle.Agency", related_name=False, on_delete=fields.RESTRICT, db_index=True

@@ -133,9 +133,6 @@ class Invitation:
     email: str
     role: Role  # type: ignore[valid-type]
     expires_at: datetime
-    token: str = strawberry.field(
-        description="The token to accept with; also emailed. Shown once, to the inviter."
-    )
 
 
 @strawberry.input
@@ -160,6 +157,17 @@ class InviteMemberInput:
     client_id: strawberry.ID | None = strawberry.field(
         default=None, description="Required for client roles: the client they belong to."
     )
+
+
+@strawberry.type(description="The caller's session has ended; its token is refused from now on.")
+class LogoutPayload:
+    ok: bool
+
+
+@strawberry.input
+class ChangePasswordInput:
+    current_password: str
+    new_password: str
 
 
 @strawberry.input

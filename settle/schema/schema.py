@@ -48,6 +48,10 @@ class CrmQuery:
     timeline: Connection[ActivityEvent] = strawberry.field(
         resolver=activity_resolvers.agency_timeline
     )
+    members: Connection[User] = strawberry.field(
+        resolver=auth_resolvers.members,
+        description="The agency's active users, oldest first (not for client users).",
+    )
 
 
 @strawberry.type
@@ -59,6 +63,20 @@ class CrmMutation:
     )
     accept_invitation: auth_resolvers.AuthResult = strawberry.mutation(
         resolver=auth_resolvers.accept_invitation
+    )
+    logout: auth_resolvers.LogoutResult = strawberry.mutation(
+        resolver=auth_resolvers.logout,
+        description="End the session of this request's token; other sessions go on.",
+    )
+    change_password: auth_resolvers.AuthResult = strawberry.mutation(
+        resolver=auth_resolvers.change_password,
+        description="Set a new password (the current one is required): every session of "
+        "the user ends, and the answer carries a fresh token for the caller.",
+    )
+    remove_member: auth_resolvers.RemoveMemberResult = strawberry.mutation(
+        resolver=auth_resolvers.remove_member,
+        description="Take a user out of the agency (owners and admins; only owners remove "
+        "owners; never yourself, never the last owner): deactivated, every session ended.",
     )
 
     create_client: client_resolvers.ClientResult = strawberry.mutation(

@@ -1,4 +1,4 @@
-"""Accounts: sign-up, login, tokens, and inviting members and client users."""
+"""Accounts: sign-up, login, sessions and tokens, members, and invitations."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import base64
 import hashlib
 import hmac
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from tortoise.exceptions import IntegrityError
 
 from settle.core import clock, validation
 from settle.core.auth import (
+    TokenClaims,
     TokenSigner,
     hash_opaque_token,
     hash_password,
@@ -27,12 +30,14 @@ from settle.core.errors import (
     PermissionDeniedError,
     ValidationError,
 )
-from settle.core.outbox import send_job
+from settle.core.outbox import emit_event, send_job
+from settle.core.pagination import Ordering, Page, paginate
 from settle.core.settings import Settings
-from settle.core.tenancy import MANAGERS, Actor
-from settle.models.agency import Agency, Invitation, Role, User
+from settle.core.tenancy import MANAGERS, MEMBERS, Actor
+from settle.models.agency import Agency, Invitation, Role, User, UserSession
 from settle.models.client import Client
 from settle.services import activity
+from settle.subscriptions import channels
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +93,7 @@ async def sign_up(
         verb="created",
         summary=f"{name} created the agency {agency_name}",
     )
-    return AuthResult(token=signer(settings).issue(user.id), user=user)
+    return AuthResult(token=await _start_session(settings, user), user=user)
 
 
 async def login(settings: Settings, *, email: str, password: str) -> AuthResult:
@@ -104,16 +109,161 @@ async def login(settings: Settings, *, email: str, password: str) -> AuthResult:
         user.password_hash = await _hash(password)
         fields.append("password_hash")
     await user.save(update_fields=fields)
-    return AuthResult(token=signer(settings).issue(user.id), user=user)
+    return AuthResult(token=await _start_session(settings, user), user=user)
+
+
+async def _start_session(settings: Settings, user: User) -> str:
+    """A new session for ``user`` and its access token."""
+    now = clock.now()
+    # Expired sessions of this user go as a new one starts, so the table holds about
+    # one row per live sign-in without a sweep.
+    await UserSession.filter(user_id=user.id, expires_at__lte=now).delete()
+    session = await UserSession.create(
+        user_id=user.id, expires_at=now + timedelta(seconds=settings.access_token_ttl_seconds)
+    )
+    return signer(settings).issue(user.id, session.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    actor: Actor
+    expires_at: datetime
+
+
+async def authenticate(settings: Settings, token: str) -> Authenticated:
+    """Who a bearer token stands for and until when; AuthenticationError if it is bad,
+    expired, of an ended session or of a removed user."""
+    claims = signer(settings).verify(token)
+    user = await _session_user(claims)
+    if user is None:
+        raise AuthenticationError("Invalid access token")
+    return Authenticated(Actor.from_user(user, claims.session_id), claims.expires_at)
+
+
+async def _session_user(claims: TokenClaims) -> User | None:
+    session = (
+        await UserSession.filter(
+            id=claims.session_id, user_id=claims.user_id, ended_at__isnull=True
+        )
+        .select_related("user")
+        .first()
+    )
+    if session is None or not session.user.is_active:
+        return None
+    return session.user
 
 
 async def actor_for_token(settings: Settings, token: str) -> Actor:
     """The actor a bearer token stands for; AuthenticationError if it is bad or stale."""
-    user_id = signer(settings).verify(token)
-    user = await User.get_or_none(id=user_id, is_active=True)
+    return (await authenticate(settings, token)).actor
+
+
+async def live_sessions(session_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``session_ids`` that have not ended and whose user is still a member."""
+    rows = await UserSession.filter(
+        id__in=list(session_ids), ended_at__isnull=True, user__is_active=True
+    ).values_list("id", flat=True)
+    return {uuid.UUID(str(row)) for row in rows}
+
+
+async def _end_sessions(user_id: uuid.UUID, **only: Any) -> None:
+    """End the user's open sessions (those matching ``only``); their sockets hear of it."""
+    await UserSession.filter(user_id=user_id, ended_at__isnull=True, **only).update(
+        ended_at=clock.now()
+    )
+    await emit_event(channels.sessions(), {"userId": str(user_id)})
+
+
+async def logout(actor: Actor) -> None:
+    """End the session the actor's token belongs to; the user's other sessions go on."""
+    if actor.session_id is None:
+        raise AuthenticationError("Authentication required")
+    await _end_sessions(actor.user_id, id=actor.session_id)
+
+
+async def change_password(
+    settings: Settings, actor: Actor, *, current_password: str, new_password: str
+) -> AuthResult:
+    """Set a new password, ending every session of the user; the caller gets a new one."""
+    user = await User.get_or_none(id=actor.user_id, is_active=True)
     if user is None:
         raise AuthenticationError("Invalid access token")
-    return Actor.from_user(user)
+    validation.password("newPassword", new_password)
+    if not await _verify(user.password_hash, current_password or ""):
+        raise ValidationError(
+            "currentPassword", "The current password is not correct", code="WRONG_PASSWORD"
+        )
+    user.password_hash = await _hash(new_password)
+    await user.save(update_fields=["password_hash", "updated_at"])
+    await _end_sessions(user.id)
+    await activity.record(
+        actor,
+        agency_id=user.agency_id,
+        client_id=user.client_id,
+        entity_type="user",
+        entity_id=user.id,
+        verb="password_changed",
+        summary=f"{user.name} changed their password; their other sessions ended",
+    )
+    return AuthResult(token=await _start_session(settings, user), user=user)
+
+
+class LastOwnerError(ConflictError):
+    """An agency always keeps an owner."""
+
+    code = "LAST_OWNER"
+
+
+async def list_members(actor: Actor, *, first: int | None, after: str | None) -> Page[User]:
+    """The agency's active users (members and client users), oldest first."""
+    actor.require(*MEMBERS)
+    qs = User.filter(agency_id=actor.agency_id, is_active=True)
+    return await paginate(qs, first=first, after=after, ordering=Ordering("created_at"))
+
+
+async def remove_member(actor: Actor, user_id: uuid.UUID) -> User:
+    """Take a user out of the agency: deactivated, every session ended at once.
+
+    Owners remove anyone but themselves; admins remove admins, members and client
+    users, never owners. The agency always keeps one owner.
+    """
+    actor.require(*MANAGERS)
+    user = await User.get_or_none(id=user_id, agency_id=actor.agency_id, is_active=True)
+    if user is None:
+        raise NotFoundError("User", user_id)
+    if user.id == actor.user_id:
+        raise ValidationError(
+            "userId", "You cannot remove yourself from the agency", code="CANNOT_REMOVE_SELF"
+        )
+    if user.role is Role.OWNER:
+        if actor.role is not Role.OWNER:
+            raise PermissionDeniedError("Only an owner can remove an owner")
+        # The owners' rows are locked, so two owners removing each other at once
+        # cannot both succeed: the second sees the first's removal and stops.
+        # (Whole rows: Tortoise drops FOR UPDATE from a values_list query.)
+        owners = await User.filter(
+            agency_id=actor.agency_id, role=Role.OWNER, is_active=True
+        ).select_for_update()
+        if not {owner.id for owner in owners} - {user.id}:
+            raise LastOwnerError("The agency must keep at least one owner")
+    claimed = await User.filter(id=user.id, is_active=True).update(
+        is_active=False, updated_at=clock.now()
+    )
+    if not claimed:
+        raise NotFoundError("User", user_id)
+    user.is_active = False
+    await _end_sessions(user.id)
+    await activity.record(
+        actor,
+        agency_id=actor.agency_id,
+        client_id=user.client_id,
+        entity_type="user",
+        entity_id=user.id,
+        verb="removed",
+        summary=f"{actor.name} removed {user.name} ({user.email}, {user.role.value})",
+        changes={"is_active": {"before": True, "after": False}},
+    )
+    return user
 
 
 async def get_user(actor: Actor, user_id: uuid.UUID) -> User:
@@ -138,7 +288,8 @@ def invitation_token(settings: Settings, invitation_id: uuid.UUID) -> str:
 @dataclass(frozen=True, slots=True)
 class InvitationResult:
     invitation: Invitation
-    # The raw token is returned to the inviter and emailed; the database keeps its hash.
+    # The raw token, which only the email carries to the API's callers (the inviter
+    # must not be able to join as the invitee); the database keeps its hash.
     token: str
 
 
@@ -170,8 +321,11 @@ async def invite_member(
             raise NotFoundError("Client", client_id)
     elif client_id is not None:
         raise ValidationError("clientId", "Only client users belong to a client")
-    if await User.filter(email=address).exists():
-        raise ConflictError("An account with this email already exists")
+    # Only this agency's own members are reported: whether the address has an account
+    # in another agency is not this agency's to learn, so that case takes the same
+    # path (and time) as a new address. Accepting tells the address's owner.
+    if await User.filter(email=address, agency_id=actor.agency_id, is_active=True).exists():
+        raise ConflictError("This person is already a member of the agency")
     now = clock.now()
     # A new invitation to the same address replaces any still open.
     await Invitation.filter(
@@ -259,19 +413,27 @@ async def accept_invitation(
         raise ValidationError(
             "token", "This invitation is invalid or has expired", code="INVALID_TOKEN"
         )
-    if await User.filter(email=invitation.email).exists():
+    existing = await User.get_or_none(email=invitation.email)
+    if existing is not None and (existing.is_active or existing.agency_id != invitation.agency_id):
         raise ConflictError("An account with this email already exists")
-    try:
-        user = await User.create(
-            agency_id=invitation.agency_id,
-            client_id=invitation.client_id,
-            email=invitation.email,
-            name=display_name,
-            password_hash=password_hash,
-            role=invitation.role,
-        )
-    except IntegrityError:
-        raise ConflictError("An account with this email already exists") from None
+    values: dict[str, Any] = {
+        "client_id": invitation.client_id,
+        "name": display_name,
+        "password_hash": password_hash,
+        "role": invitation.role,
+    }
+    if existing is not None:
+        # Someone removed from this agency and invited back: the same user returns,
+        # with the new invitation's role.
+        user = existing.update_from_dict({**values, "is_active": True})
+        await user.save()
+    else:
+        try:
+            user = await User.create(
+                agency_id=invitation.agency_id, email=invitation.email, **values
+            )
+        except IntegrityError:
+            raise ConflictError("An account with this email already exists") from None
     await activity.record(
         Actor.from_user(user),
         agency_id=user.agency_id,
@@ -281,7 +443,7 @@ async def accept_invitation(
         verb="joined",
         summary=f"{display_name} joined as {user.role.value}",
     )
-    return AuthResult(token=signer(settings).issue(user.id), user=user)
+    return AuthResult(token=await _start_session(settings, user), user=user)
 
 
 async def invitation_for_delivery(

@@ -13,3 +13,9 @@ def activity(agency_id: uuid.UUID | str) -> str:
 def payments(agency_id: uuid.UUID | str) -> str:
     """Payment status changes of one agency."""
     return f"settle.agency.{agency_id}.payments"
+
+
+def sessions() -> str:
+    """Sessions ended (logout, password change, removal): every API process re-checks its
+    open websockets of the user named in the message."""
+    return "settle.sessions.ended"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from settle.core.auth import (
+    TokenClaims,
     TokenSigner,
     hash_opaque_token,
     hash_password,
@@ -64,13 +66,15 @@ def test_verify_password_with_a_corrupt_hash_is_false() -> None:
 def test_token_round_trip() -> None:
     # given
     signer = TokenSigner(KEY, ttl_seconds=60)
-    user_id = uuid.uuid4()
+    user_id, session_id = uuid.uuid4(), uuid.uuid4()
 
     # when
-    token = signer.issue(user_id)
+    token = signer.issue(user_id, session_id)
 
     # then
-    assert signer.verify(token) == user_id
+    claims = signer.verify(token)
+    issued_at = signer._serializer.make_signer().unsign(token, return_timestamp=True)[1]
+    assert claims == TokenClaims(user_id, session_id, issued_at + timedelta(seconds=60))
 
 
 @pytest.mark.parametrize(
@@ -92,7 +96,7 @@ def test_malformed_token_is_rejected(token: str) -> None:
 
 def test_token_signed_with_another_key_is_rejected() -> None:
     # given
-    token = TokenSigner("another-key", ttl_seconds=60).issue(uuid.uuid4())
+    token = TokenSigner("another-key", ttl_seconds=60).issue(uuid.uuid4(), uuid.uuid4())
 
     # when
     with pytest.raises(AuthenticationError) as caught:
@@ -105,15 +109,27 @@ def test_token_signed_with_another_key_is_rejected() -> None:
 def test_tampered_token_is_rejected() -> None:
     # given
     signer = TokenSigner(KEY, ttl_seconds=60)
-    token = signer.issue(uuid.uuid4())
+    session_id = uuid.uuid4()
+    token = signer.issue(uuid.uuid4(), session_id)
     # the payload of another user's token under this token's signature
-    other_payload = signer.issue(uuid.uuid4()).partition(".")[0]
-    forged = other_payload + token[token.index(".") :]
+    # (payload.timestamp.signature; a compressed payload starts with a dot of its own)
+    other_payload = signer.issue(uuid.uuid4(), session_id).rsplit(".", 2)[0]
+    forged = ".".join([other_payload, *token.rsplit(".", 2)[1:]])
 
     # then
     assert forged != token
     with pytest.raises(AuthenticationError) as caught:
         signer.verify(forged)
+    assert caught.value.message == "Invalid access token"
+
+
+def test_a_token_without_a_session_is_rejected() -> None:
+    # given: a well-signed token of the kind issued before sessions existed
+    token = URLSafeTimedSerializer(KEY, salt=TokenSigner.SALT).dumps({"uid": str(uuid.uuid4())})
+
+    # then
+    with pytest.raises(AuthenticationError) as caught:
+        TokenSigner(KEY, ttl_seconds=60).verify(token)
     assert caught.value.message == "Invalid access token"
 
 
@@ -131,9 +147,9 @@ def test_token_expires_after_its_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
     # given: a token issued now with a one-second lifetime
     signer = TokenSigner(KEY, ttl_seconds=1)
     user_id = uuid.uuid4()
-    token = signer.issue(user_id)
+    token = signer.issue(user_id, uuid.uuid4())
     issued_at = signer._serializer.make_signer().unsign(token, return_timestamp=True)[1]
-    assert signer.verify(token) == user_id
+    assert signer.verify(token).user_id == user_id
 
     # when: the clock itsdangerous reads moves two seconds on
     later = int(issued_at.timestamp()) + 2

@@ -8,6 +8,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,8 +21,9 @@ from starlette.applications import Starlette
 
 from settle.app import create_app
 from settle.core import rate_limit
-from settle.core.settings import Settings
+from settle.core.settings import Settings, get_settings
 from settle.models.agency import Invitation, User
+from settle.services import auth as auth_service
 from tests.conftest import Backend, wait_for
 from tests.fixtures.factories import Account
 
@@ -49,7 +51,7 @@ mutation SignUp($input: SignUpInput!) {
 
 INVITE = """
 mutation Invite($input: InviteMemberInput!) {
-  inviteMember(input: $input) { ... on Invitation { token } }
+  inviteMember(input: $input) { ... on Invitation { id } }
 }
 """
 
@@ -258,8 +260,9 @@ async def invitation(app: Starlette, owner: Account, email: str) -> str:
         {"input": {"email": email, "role": "MEMBER", "name": "Mia"}},
         headers={"Authorization": f"Bearer {owner.token}"},
     )
-    token: str = invited.json()["data"]["inviteMember"]["token"]
-    return token
+    # The token the invitation email carries (the API does not show it to the inviter).
+    invitation_id = uuid.UUID(invited.json()["data"]["inviteMember"]["id"])
+    return auth_service.invitation_token(get_settings(), invitation_id)
 
 
 async def test_accept_invitation_is_limited_per_email_of_the_invitation(

@@ -92,6 +92,16 @@ mutation UpdateClient($id: ID!, $input: UpdateClientInput!) {
 }
 """
 
+REMOVE_MEMBER = """
+mutation RemoveMember($userId: ID!) {
+  removeMember(userId: $userId) {
+    __typename
+    ... on User { id }
+    ... on Error { code message }
+  }
+}
+"""
+
 DELETE_CLIENT = """
 mutation DeleteClient($id: ID!) {
   deleteClient(id: $id) {
@@ -686,6 +696,15 @@ REGISTRY: dict[str, Probe] = {
         Answer.NOT_FOUND,
         "Invitation",
         entity="Client",
+        viewer_denied=True,
+    ),
+    # The target user is the owner, who is told they cannot remove themselves.
+    "removeMember": Probe(
+        REMOVE_MEMBER,
+        lambda t: {"userId": t.user_id},
+        Answer.NOT_FOUND,
+        "ValidationError",
+        entity="User",
         viewer_denied=True,
     ),
     "project": Probe(PROJECT_QUERY, lambda t: {"id": t.project_id}, Answer.NULL, "Project"),

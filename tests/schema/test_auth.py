@@ -14,9 +14,10 @@ from itsdangerous import TimestampSigner
 from settle.app import create_app
 from settle.core import clock
 from settle.core.auth import TokenSigner
-from settle.core.settings import Settings
+from settle.core.settings import Settings, get_settings
 from settle.models.agency import Agency, Invitation, Role, User
 from settle.models.client import Client
+from settle.services import auth as auth_service
 from tests.conftest import TEST_SECRET, Backend
 from tests.fixtures.factories import Account, create_client, create_user
 from tests.fixtures.graphql import GraphQLClient
@@ -68,7 +69,7 @@ INVITE_MEMBER = """
 mutation InviteMember($input: InviteMemberInput!) {
   inviteMember(input: $input) {
     __typename
-    ... on Invitation { id email role expiresAt token }
+    ... on Invitation { id email role expiresAt }
     ... on Error { code message }
     ... on ValidationError { field }
   }
@@ -111,6 +112,11 @@ async def invite(gql: GraphQLClient, account: Account, **values: Any) -> dict[st
     data = await gql.execute(INVITE_MEMBER, {"input": values}, token=account.token)
     result: dict[str, Any] = data["inviteMember"]
     return result
+
+
+def emailed_token(invited: dict[str, Any]) -> str:
+    """The token the invitation email carries (the API never shows it to the inviter)."""
+    return auth_service.invitation_token(get_settings(), uuid.UUID(invited["id"]))
 
 
 async def accept(gql: GraphQLClient, **values: Any) -> dict[str, Any]:
@@ -383,10 +389,14 @@ async def test_no_token_create_client_is_refused_and_writes_nothing(gql: GraphQL
     assert await Client.all().count() == 0
 
 
+def reissued(account: Account, key: str, ttl_seconds: int) -> str:
+    """A token for the account's session, signed now with ``key`` for ``ttl_seconds``."""
+    claims = TokenSigner(get_settings().signing_key(), 3600).verify(account.token)
+    return TokenSigner(key, ttl_seconds).issue(account.user.id, claims.session_id)
+
+
 def _another_key_token(settings: Settings, account: Account) -> str:
-    return TokenSigner("a-different-secret-key", settings.access_token_ttl_seconds).issue(
-        account.user.id
-    )
+    return reissued(account, "a-different-secret-key", settings.access_token_ttl_seconds)
 
 
 @pytest.mark.parametrize(
@@ -428,9 +438,7 @@ async def test_an_expired_token_is_rejected_before_anything_runs(
 ) -> None:
     # given: a token signed with the app's key, and the clock itsdangerous reads
     # (TimestampSigner.get_timestamp, int(time.time()) in 2.x) past its lifetime
-    token = TokenSigner(settings.signing_key(), settings.access_token_ttl_seconds).issue(
-        owner.user.id
-    )
+    token = owner.token
     assert (await gql.execute(ME, token=token))["me"]["email"] == owner.user.email
     later = int(time.time()) + settings.access_token_ttl_seconds + 2
     monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: later)
@@ -450,7 +458,7 @@ async def test_a_token_for_a_one_second_signer_expires(
 ) -> None:
     # given: the app configured with a one-second token lifetime
     short = db.settings.model_copy(update={"access_token_ttl_seconds": 1})
-    token = TokenSigner(short.signing_key(), 1).issue(owner.user.id)
+    token = reissued(owner, short.signing_key(), 1)
     transport = httpx.ASGITransport(app=create_app(short, manage_runtime=False))
     async with httpx.AsyncClient(transport=transport, base_url="http://settle.test") as http:
         gql = GraphQLClient(http)
@@ -486,7 +494,9 @@ async def test_a_token_of_a_deleted_user_is_rejected(
     gql: GraphQLClient, settings: Settings, owner: Account
 ) -> None:
     # given: a well-signed token for a user id that does not exist
-    token = TokenSigner(TEST_SECRET, settings.access_token_ttl_seconds).issue(uuid.uuid4())
+    token = TokenSigner(TEST_SECRET, settings.access_token_ttl_seconds).issue(
+        uuid.uuid4(), uuid.uuid4()
+    )
 
     # when
     body = await gql.execute(ME, token=token, expect_errors=True)
@@ -531,7 +541,6 @@ async def test_an_owner_invites_a_member(
         "email": "mia@example.com",
         "role": "MEMBER",
         "expiresAt": expires_at.isoformat(),
-        "token": result["token"],
     }
     assert invitation.agency_id == owner.agency_id
     assert invitation.invited_by_id == owner.user.id
@@ -694,7 +703,7 @@ async def test_inviting_an_existing_user_is_a_conflict(gql: GraphQLClient, owner
     assert result == {
         "__typename": "ConflictError",
         "code": "CONFLICT",
-        "message": "An account with this email already exists",
+        "message": "This person is already a member of the agency",
     }
     assert await Invitation.all().count() == 0
 
@@ -719,7 +728,7 @@ async def test_accepting_an_invitation_joins_the_agency(gql: GraphQLClient, owne
     invited = await invite(gql, owner, email="mia@example.com", role="ADMIN", name="Mia")
 
     # when
-    result = await accept(gql, token=invited["token"], password="mia's password")
+    result = await accept(gql, token=emailed_token(invited), password="mia's password")
 
     # then
     user = await User.get(email="mia@example.com")
@@ -761,7 +770,7 @@ async def test_a_client_user_joins_bound_to_the_client(gql: GraphQLClient, owner
     )
 
     # when
-    result = await accept(gql, token=invited["token"], password="cleo password", name="Cleo")
+    result = await accept(gql, token=emailed_token(invited), password="cleo password", name="Cleo")
 
     # then
     user = await User.get(email="cleo@example.com")
@@ -779,11 +788,11 @@ async def test_a_client_user_joins_bound_to_the_client(gql: GraphQLClient, owner
 async def test_an_invitation_token_works_once(gql: GraphQLClient, owner: Account) -> None:
     # given
     invited = await invite(gql, owner, email="mia@example.com", role="MEMBER", name="Mia")
-    first = await accept(gql, token=invited["token"], password="mia's password")
+    first = await accept(gql, token=emailed_token(invited), password="mia's password")
     assert first["__typename"] == "AuthPayload"
 
     # when
-    second = await accept(gql, token=invited["token"], password="another password")
+    second = await accept(gql, token=emailed_token(invited), password="another password")
 
     # then
     assert second == INVALID_TOKEN
@@ -809,7 +818,7 @@ async def test_an_expired_invitation_is_invalid(
     # when
     clock.set_clock(lambda: later)
     try:
-        result = await accept(gql, token=invited["token"], password="mia's password")
+        result = await accept(gql, token=emailed_token(invited), password="mia's password")
     finally:
         clock.set_clock(None)
 
@@ -830,7 +839,7 @@ async def test_an_invitation_still_works_just_before_it_expires(
     # when
     clock.set_clock(lambda: almost)
     try:
-        result = await accept(gql, token=invited["token"], password="mia's password")
+        result = await accept(gql, token=emailed_token(invited), password="mia's password")
     finally:
         clock.set_clock(None)
 
@@ -848,10 +857,11 @@ async def test_a_reinvite_revokes_the_earlier_invitation(
     later = await invite(gql, owner, email="mia@example.com", role="ADMIN", name="Mia")
 
     # then
-    assert await accept(gql, token=earlier["token"], password="mia's password") == INVALID_TOKEN
+    refused = await accept(gql, token=emailed_token(earlier), password="mia's password")
+    assert refused == INVALID_TOKEN
     revoked = await Invitation.get(id=earlier["id"])
     assert revoked.revoked_at is not None
-    joined = await accept(gql, token=later["token"], password="mia's password")
+    joined = await accept(gql, token=emailed_token(later), password="mia's password")
     assert joined["user"]["role"] == "ADMIN"
 
 
@@ -897,7 +907,7 @@ async def test_bad_input_on_accept_leaves_the_invitation_open(
     invited = await invite(gql, owner, email="mia@example.com", role="MEMBER")
 
     # when
-    result = await accept(gql, token=invited["token"], **values)
+    result = await accept(gql, token=emailed_token(invited), **values)
 
     # then
     assert result == {
@@ -908,5 +918,5 @@ async def test_bad_input_on_accept_leaves_the_invitation_open(
     }
     assert not await User.filter(email="mia@example.com").exists()
     assert (await Invitation.get(id=invited["id"])).accepted_at is None
-    retried = await accept(gql, token=invited["token"], password="mia's password", name="Mia")
+    retried = await accept(gql, token=emailed_token(invited), password="mia's password", name="Mia")
     assert retried["__typename"] == "AuthPayload"

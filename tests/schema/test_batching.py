@@ -29,10 +29,12 @@ from graphql.pyutils import Undefined
 from strawberry.types.base import StrawberryObjectDefinition
 
 from settle.app import create_app
+from settle.models.agency import Role
+from settle.models.client import Client
 from settle.models.project import Project
 from settle.schema.schema import schema
 from tests.conftest import Backend
-from tests.fixtures.factories import Account, create_final_deliverable
+from tests.fixtures.factories import Account, create_final_deliverable, create_user
 from tests.fixtures.graphql import GraphQLClient, count_queries
 
 # How many object levels below a list's nodes the queries reach: a client's
@@ -272,7 +274,8 @@ mutation ($invoiceId: ID!) {{
 
 
 async def seed_client(gql: GraphQLClient, owner: Account, index: int) -> None:
-    """One client with one of everything below it, made through the API."""
+    """One client with one of everything below it, made through the API (its user through
+    a real invitation)."""
     run = _mutate
     client_id = await run(gql, owner, CREATE_CLIENT, name=f"Client {index}")
     await run(gql, owner, CREATE_CONTACT, clientId=client_id)
@@ -292,6 +295,7 @@ async def seed_client(gql: GraphQLClient, owner: Account, index: int) -> None:
     data = await gql.execute(ISSUE_CREDIT_NOTE, {"invoiceId": invoice_id}, token=owner.token)
     assert "creditNote" in data["result"], data
     await create_final_deliverable(await Project.get(id=project_id))
+    await create_user(owner, role=Role.CLIENT_VIEWER, client=await Client.get(id=client_id))
 
 
 # --- the test ---------------------------------------------------------------------------
