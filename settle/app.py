@@ -33,6 +33,7 @@ from settle.files import file_routes
 from settle.invitations import invitation_routes
 from settle.schema.context import Context
 from settle.schema.schema import schema
+from settle.schema.transport import SafeInputView
 from settle.services import auth as auth_service
 from settle.subscriptions.bus import EventBus, create_bus, set_bus
 from settle.tasks.broker import configure_broker
@@ -41,7 +42,7 @@ from settle.webhooks import webhook_routes
 log = logging.getLogger(__name__)
 
 
-class SettleGraphQL(GraphQL):
+class SettleGraphQL(SafeInputView, GraphQL):
     """Strawberry's ASGI view, authenticating the bearer token before anything executes."""
 
     def __init__(self, settings: Settings) -> None:

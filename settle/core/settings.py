@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     graphql_max_aliases: int = Field(default=30, ge=0)
     graphql_max_cost: int = Field(default=200_000, gt=0)
     graphql_max_cost_anonymous: int = Field(default=1000, gt=0)
+    # Introspection (``__schema``, ``__type``): unset means on, except in production.
+    graphql_introspection: bool | None = None
 
     outbox_relay_cron: str = "* * * * *"
     outbox_stale_seconds: int = Field(default=30, ge=0)
@@ -157,6 +159,12 @@ class Settings(BaseSettings):
     def sandbox_payments_enabled(self) -> bool:
         if self.sandbox_payments is not None:
             return self.sandbox_payments
+        return not self.is_production
+
+    @property
+    def graphql_introspection_enabled(self) -> bool:
+        if self.graphql_introspection is not None:
+            return self.graphql_introspection
         return not self.is_production
 
     @property

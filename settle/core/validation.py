@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from datetime import date, datetime
+from typing import TypeVar
 
 from email_validator import EmailNotValidError
 from email_validator import validate_email as _validate_email
@@ -40,6 +42,23 @@ def optional_text(field: str, value: str | None, *, max_length: int) -> str | No
     return text
 
 
+# A search term longer than any name or email it could match is a mistake or an abuse:
+# SQLite refuses LIKE patterns over 50,000 bytes, and both databases would scan with it.
+MAX_SEARCH_LENGTH = 200
+
+
+def search_term(field: str, value: str | None) -> str | None:
+    """A search term stripped (None when blank); ValidationError TOO_LONG past the limit."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    if len(text) > MAX_SEARCH_LENGTH:
+        raise ValidationError(
+            field, f"{field} must be at most {MAX_SEARCH_LENGTH} characters", code="TOO_LONG"
+        )
+    return text
+
+
 def email(field: str, value: str | None, *, required: bool = False) -> str | None:
     """A syntactically valid email address, normalised; no DNS lookup."""
     text = (value or "").strip()
@@ -73,4 +92,24 @@ def password(field: str, value: str) -> str:
         raise ValidationError(field, "Password must be at least 8 characters", code="TOO_SHORT")
     if len(value) > 256:
         raise ValidationError(field, "Password must be at most 256 characters", code="TOO_LONG")
+    return value
+
+
+# Business dates (due, issue, work and project dates, and every date filter) fall in
+# this range. Wider dates are typing mistakes (0001-01-01, 9999-12-31) that break date
+# arithmetic (a due date 30 days after 9999-12-31 does not exist) and sort orders.
+D = TypeVar("D", bound=date)
+EARLIEST_DATE = date(1970, 1, 1)
+LATEST_DATE = date(2199, 12, 31)
+
+
+def business_date(field: str | None, value: D) -> D:
+    """``value`` if it is within EARLIEST_DATE..LATEST_DATE; ValidationError OUT_OF_RANGE if not."""
+    day = value.date() if isinstance(value, datetime) else value
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        raise ValidationError(
+            field,
+            f"Dates must be between {EARLIEST_DATE.isoformat()} and {LATEST_DATE.isoformat()}",
+            code="OUT_OF_RANGE",
+        )
     return value
