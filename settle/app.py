@@ -26,6 +26,7 @@ from tortoise import Tortoise
 
 from settle.core.db import close_db, init_db
 from settle.core.errors import AuthenticationError
+from settle.core.headers import SecurityHeaders
 from settle.core.logging import request_id_var
 from settle.core.relay import relay_pending
 from settle.core.settings import Settings
@@ -266,7 +267,10 @@ def create_app(settings: Settings, *, manage_runtime: bool = True) -> Starlette:
             *webhook_routes(),
             *invitation_routes(),
         ],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(SecurityHeaders, settings=settings),
+        ],
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+from settle.core import signed_urls
 
 request_id_var: ContextVar[str | None] = ContextVar("settle_request_id", default=None)
 
@@ -42,22 +43,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-_QUERY_TOKEN = re.compile(r"([?&]token=)[^&#\s]*")
-
-
 class RedactQueryTokens(logging.Filter):
-    """Access lines keep the path but not a ``token=`` in its query string.
+    """Access lines keep the path but not the signed token of a link (see ``signed_urls``).
 
-    An invitation link's token lets whoever holds it join as the invitee; logs are
-    read by more people, and kept longer, than the email it came in.
+    A download, upload, checkout, payment or invitation link lets whoever holds it
+    act on it; logs are read by more people, and kept longer, than the URL was
+    meant to live.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                _QUERY_TOKEN.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in record.args
+                signed_urls.redact(arg) if isinstance(arg, str) else arg for arg in record.args
             )
+        elif isinstance(record.msg, str) and not record.args:
+            record.msg = signed_urls.redact(record.msg)
         return True
 
 

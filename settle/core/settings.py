@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # listens on (``for_server``), so ``make run PORT=8123`` links to port 8123.
     public_base_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
+    # Strict-Transport-Security max-age: unset means a year when public_base_url is
+    # https, else none (0 turns it off).
+    hsts_seconds: int | None = Field(default=None, ge=0)
 
     access_token_ttl_seconds: int = Field(default=12 * 3600, gt=0)
     invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
@@ -160,6 +163,12 @@ class Settings(BaseSettings):
         if self.sandbox_payments is not None:
             return self.sandbox_payments
         return not self.is_production
+
+    @property
+    def hsts_max_age(self) -> int:
+        if self.hsts_seconds is not None:
+            return self.hsts_seconds
+        return 365 * 24 * 3600 if self.public_base_url.startswith("https://") else 0
 
     @property
     def graphql_introspection_enabled(self) -> bool:
