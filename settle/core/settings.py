@@ -7,12 +7,15 @@ environment only.
 
 from __future__ import annotations
 
+import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from settle.core.private_files import open_private, private_dir
 
 
 class Environment(StrEnum):
@@ -213,14 +216,15 @@ class Settings(BaseSettings):
             raise RuntimeError("SETTLE_SECRET_KEY must be set in production")
         path = self.var_dir / "secret_key"
         if not path.exists():
-            self.var_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.var_dir)
             # Exclusive create: two processes starting at once must agree on one key.
             try:
-                with path.open("x", encoding="ascii") as fh:
-                    fh.write(secrets.token_urlsafe(48))
-                path.chmod(0o600)
+                fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
             except FileExistsError:
                 pass
+            else:
+                with os.fdopen(fd, "w", encoding="ascii") as fh:
+                    fh.write(secrets.token_urlsafe(48))
         return path.read_text(encoding="ascii").strip()
 
 
