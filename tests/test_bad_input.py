@@ -298,7 +298,25 @@ CASES = [
         400,
         "INVALID_PAYLOAD",
     ),
+    Case(
+        "a body of another content type",
+        lambda account, _: ("POST", "/graphql", b"{ me { name } }", {"content-type": "text/plain"}),
+        400,
+        "BAD_REQUEST",
+    ),
     # -- operations --------------------------------------------------------------------
+    Case(
+        "a variable that does not fit its type",
+        graphql("query($n: Int) { clients(first: $n) { totalCount } }", {"n": "ten"}),
+        200,
+        "BAD_USER_INPUT",
+    ),
+    Case(
+        "a field the schema does not have",
+        graphql("{ clientz { id } }"),
+        200,
+        "GRAPHQL_VALIDATION_FAILED",
+    ),
     Case("a chain of 500 fragments", graphql(_chain(500)), 200, "QUERY_TOO_LARGE"),
     # -- business dates ----------------------------------------------------------------
     Case(
