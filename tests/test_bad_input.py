@@ -171,6 +171,24 @@ CASES = [
         field="input.name",
     ),
     Case(
+        "a variable named with a lone surrogate",
+        graphql("{ __typename }", {"\udcff": 1}),
+        200,
+        "INVALID_CHARACTERS",
+        field="\\udcff",
+    ),
+    Case(
+        "an operation name with a lone surrogate",
+        lambda account, _: (
+            "POST",
+            "/graphql",
+            json.dumps({"query": "{ __typename }", "operationName": "\udcff"}).encode(),
+            _json_auth(account),
+        ),
+        400,
+        "BAD_REQUEST",
+    ),
+    Case(
         "NUL in the search variable",
         graphql(SEARCH_CLIENTS, {"s": "Ac\x00me"}),
         200,

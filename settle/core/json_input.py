@@ -102,8 +102,11 @@ def invalid_text(value: Any, path: str = "") -> str | None:
         elif isinstance(item, dict):
             for key, child in item.items():
                 key_text = str(key)
-                child_path = f"{where}.{key_text}" if where else key_text
-                if _INVALID_TEXT.search(key_text):
+                bad_key = _INVALID_TEXT.search(key_text) is not None
+                # A path is reported back to the caller: the bad characters as escapes.
+                name = printable(key_text) if bad_key else key_text
+                child_path = f"{where}.{name}" if where else name
+                if bad_key:
                     return child_path
                 pending.append((child, child_path))
         elif isinstance(item, list | tuple):
@@ -112,6 +115,11 @@ def invalid_text(value: Any, path: str = "") -> str | None:
                 for index, child in enumerate(item)
             )
     return None
+
+
+def printable(text: str) -> str:
+    """``text`` with NUL and lone surrogates written as ``\\uXXXX`` escapes."""
+    return _INVALID_TEXT.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def has_invalid_text(text: str) -> bool:

@@ -12,12 +12,13 @@ the handler.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
 from cross_web import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import NonJsonMessageReceived
@@ -62,7 +63,7 @@ class SafeInputView:
         await response(scope, receive, send)
 
 
-def bad_request(exc: HTTPException) -> JSONResponse:
+def bad_request(exc: HTTPException) -> Response:
     """A request Strawberry refused, as a GraphQL response with a code."""
     cause = exc.__cause__
     error: dict[str, Any]
@@ -71,4 +72,7 @@ def bad_request(exc: HTTPException) -> JSONResponse:
     else:
         code = _STATUS_CODES.get(exc.status_code, "BAD_REQUEST")
         error = {"message": exc.reason, "extensions": {"code": code}}
-    return JSONResponse({"data": None, "errors": [error]}, status_code=exc.status_code)
+    # ASCII JSON, as Strawberry writes its answers: a message may quote what the caller
+    # sent (an operation name), and a lone surrogate in it has no UTF-8 encoding.
+    body = json.dumps({"data": None, "errors": [error]})
+    return Response(body, status_code=exc.status_code, media_type="application/json")
