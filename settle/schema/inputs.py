@@ -88,7 +88,8 @@ def _extensions(error: GraphQLError) -> dict[str, Any]:
 
 
 def _label(errors: Iterable[GraphQLError] | None, default: str | None) -> None:
-    """Give each error without a code the code of its domain error, else ``default``."""
+    """Give each error without a code the code of its domain error, else (GraphQL's own
+    errors) ``default``."""
     for error in errors or ():
         if not isinstance(error, GraphQLError) or "code" in _extensions(error):
             continue
@@ -97,7 +98,9 @@ def _label(errors: Iterable[GraphQLError] | None, default: str | None) -> None:
             _extensions(error)["code"] = cause.code
             if isinstance(cause, ValidationError) and cause.field is not None:
                 _extensions(error)["field"] = cause.field
-        elif default is not None:
+        elif cause is None and default is not None:
+            # GraphQL's own refusal. An error caused by an unexpected exception keeps no
+            # code: it is masked as "Unexpected error." and logged.
             _extensions(error)["code"] = default
 
 
