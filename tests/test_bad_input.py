@@ -476,3 +476,43 @@ async def test_the_dates_at_the_ends_of_the_range_are_taken(
     answer = response.json()
     assert "errors" not in answer, answer
     assert answer["data"]["invoices"] == {"totalCount": 0}
+
+
+async def test_the_legacy_protocol_ignores_a_frame_that_is_no_message(ws_url: str) -> None:
+    # given a legacy graphql-ws connection
+    async with websockets.connect(ws_url, subprotocols=["graphql-ws"]) as socket:  # type: ignore[list-item]
+        # when a JSON array arrives, then a connection_init
+        await socket.send("[]")
+        await socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        # then the array was ignored (the handler lives on) and the init acknowledged
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+
+
+async def test_a_subscription_with_a_lone_surrogate_gets_a_typed_error(
+    ws_url: str, owner: Account
+) -> None:
+    # given a graphql-transport-ws connection, initialised with a token
+    async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"]) as socket:  # type: ignore[list-item]
+        await socket.send(
+            json.dumps({"type": "connection_init", "payload": {"token": owner.token}})
+        )
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+        # when a subscription's variable holds a lone surrogate
+        await socket.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": "subscription($c: ID) { activityAdded(clientId: $c) { verb } }",
+                        "variables": {"c": "\udcff"},
+                    },
+                }
+            )
+        )
+        # then the operation gets an error naming the variable, and the socket stays open
+        answer = json.loads(await socket.recv())
+    assert answer["type"] == "error"
+    assert [error["extensions"] for error in answer["payload"]] == [
+        {"code": "INVALID_CHARACTERS", "field": "c"}
+    ]
