@@ -31,11 +31,12 @@ RUN groupadd --system --gid 10001 settle \
 
 WORKDIR /app
 
-# Code and venv stay root-owned; only var/ is writable by the app user.
+# Code and venv stay root-owned; only var/ is writable by the app user, and only it
+# may read var/ (a new named volume takes the mode of what it is mounted over).
 COPY --from=builder /app/.venv /app/.venv
 COPY --from=builder /app/pyproject.toml /app/README.md /app/
 COPY --from=builder /app/settle /app/settle
-RUN mkdir -p /app/var && chown settle:settle /app/var
+RUN mkdir -p /app/var && chown settle:settle /app/var && chmod 0700 /app/var
 
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -27,6 +27,7 @@ from tortoise import Tortoise
 from settle.core import rate_limit
 from settle.core.db import close_db, init_db
 from settle.core.errors import AuthenticationError
+from settle.core.headers import SecurityHeaders
 from settle.core.http_limits import BodySizeLimit
 from settle.core.logging import request_id_var
 from settle.core.relay import relay_pending
@@ -35,6 +36,7 @@ from settle.files import file_routes
 from settle.invitations import invitation_routes
 from settle.schema.context import Context
 from settle.schema.schema import schema
+from settle.schema.transport import SafeInputView
 from settle.services import auth as auth_service
 from settle.subscriptions.bus import EventBus, create_bus, set_bus
 from settle.subscriptions.sessions import SocketSessions
@@ -44,7 +46,7 @@ from settle.webhooks import webhook_routes
 log = logging.getLogger(__name__)
 
 
-class SettleGraphQL(GraphQL):
+class SettleGraphQL(SafeInputView, GraphQL):
     """Strawberry's ASGI view, authenticating the bearer token before anything executes."""
 
     def __init__(self, settings: Settings) -> None:
@@ -283,6 +285,8 @@ def create_app(settings: Settings, *, manage_runtime: bool = True) -> Starlette:
         ],
         middleware=[
             Middleware(RequestIdMiddleware),
+            # Outside the limits, so a refused request (413, 429) carries the headers too.
+            Middleware(SecurityHeaders, settings=settings),
             Middleware(BodySizeLimit, settings=settings),
             Middleware(rate_limit.RateLimits, settings=settings),
         ],

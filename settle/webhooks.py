@@ -46,8 +46,8 @@ async def receive_webhook(request: Request) -> Response:
     except GatewayNotConfiguredError as exc:
         return JSONResponse({"code": "NOT_FOUND", "message": str(exc)}, 404)
     except InvalidSignatureError as exc:
-        log.warning("webhook.invalid_signature", extra={"provider": provider.value})
-        return JSONResponse({"code": "INVALID_SIGNATURE", "message": str(exc)}, 400)
+        log.warning("webhook.refused", extra={"provider": provider.value, "code": exc.code})
+        return JSONResponse({"code": exc.code, "message": str(exc)}, 400)
     return JSONResponse(
         {"received": True, "id": str(received.event.id), "duplicate": not received.new}
     )

@@ -49,6 +49,8 @@ def test_the_shared_volume_is_writable_by_the_image_user() -> None:
     # then the mount point exists in the image and belongs to that user (a new named volume
     # takes the ownership of what it is mounted over)
     assert f"mkdir -p {var_dir} && chown {user}:{user} {var_dir}" in runtime
+    # and only that user may read it (the database, files and mail are in there)
+    assert f"chmod 0700 {var_dir}" in runtime
 
 
 def test_every_setting_compose_passes_is_a_setting() -> None:

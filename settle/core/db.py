@@ -24,6 +24,7 @@ from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
 from settle.core.errors import NotFoundError
+from settle.core.private_files import private_dir, private_file
 
 APP_LABEL = "settle"
 
@@ -80,7 +81,9 @@ def _ensure_sqlite_dir(database_url: str) -> None:
         if path and path != ":memory:":
             from pathlib import Path
 
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Created here, owner-only, before SQLite opens it: SQLite would create it
+            # with the umask's mode, and gives its -wal and -shm files the database's.
+            private_file(private_dir(Path(path).parent) / Path(path).name)
 
 
 # For Tortoise's own CLI (`tortoise makemigrations`); the autodetector compares

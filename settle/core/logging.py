@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+from settle.core import signed_urls
 
 request_id_var: ContextVar[str | None] = ContextVar("settle_request_id", default=None)
 
@@ -42,22 +43,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-_QUERY_TOKEN = re.compile(r"([?&]token=)[^&#\s]*")
+class RedactSignedUrls(logging.Filter):
+    """Log lines keep a URL's path but not its signed token (see ``signed_urls``).
 
-
-class RedactQueryTokens(logging.Filter):
-    """Access lines keep the path but not a ``token=`` in its query string.
-
-    An invitation link's token lets whoever holds it join as the invitee; logs are
-    read by more people, and kept longer, than the email it came in.
+    A download, upload, checkout, payment or invitation link lets whoever holds it
+    act on it; logs are read by more people, and kept longer, than the URL was
+    meant to live. Set on the handler, so it covers every logger: uvicorn's access
+    lines, and any library that logs the URLs it requests (httpx does, at INFO).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                _QUERY_TOKEN.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in record.args
-            )
+        # The message as it will be written: arguments may be any objects (httpx
+        # passes a URL object), so the formatted text is what gets redacted.
+        message = record.getMessage()
+        redacted = signed_urls.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
         return True
 
 
@@ -65,6 +66,7 @@ def configure_logging(level: str = "INFO") -> None:
     """Send every logger's records to stderr as JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactSignedUrls())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -72,9 +74,6 @@ def configure_logging(level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
-    access = logging.getLogger("uvicorn.access")
-    access.filters[:] = [f for f in access.filters if not isinstance(f, RedactQueryTokens)]
-    access.addFilter(RedactQueryTokens())
     # fpdf2 subsets the invoice font with fontTools, which reports every table it
     # prunes at INFO: dozens of lines per PDF, most of what a worker would log.
     logging.getLogger("fontTools").setLevel(max(root.level, logging.WARNING))

@@ -19,9 +19,13 @@ from tortoise.functions import Count
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
+from settle.core import json_input
 from settle.core.errors import ValidationError
 
 MAX_PAGE_SIZE = 100
+# Our cursors are under 200 characters (a field name, a value of at most a timestamp or
+# a UUID, an id); a longer one is not ours.
+MAX_CURSOR_LENGTH = 512
 DEFAULT_PAGE_SIZE = 20
 
 M = TypeVar("M", bound=Model)
@@ -71,8 +75,11 @@ def decode_cursor(cursor: str, ordering: Ordering, model: type[Model]) -> tuple[
     error, never a value of the wrong type handed to the database.
     """
     try:
+        if len(cursor) > MAX_CURSOR_LENGTH:
+            raise ValueError("cursor too long")
         padded = cursor + "=" * (-len(cursor) % 4)
-        field, value, pk = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        # One flat array: anything nested is not ours, and is refused before it is parsed.
+        field, value, pk = json_input.loads(base64.urlsafe_b64decode(padded.encode()), max_depth=1)
         if field != ordering.field or not isinstance(pk, str):
             raise ValueError("cursor of another ordering")
         field_type = model._meta.fields_map[ordering.field].field_type

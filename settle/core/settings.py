@@ -8,6 +8,7 @@ environment only.
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 import limits
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from settle.core.private_files import open_private, private_dir
 
 
 class Environment(StrEnum):
@@ -41,6 +44,9 @@ class Settings(BaseSettings):
     # listens on (``for_server``), so ``make run PORT=8123`` links to port 8123.
     public_base_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
+    # Strict-Transport-Security max-age: unset means a year when public_base_url is
+    # https, else none (0 turns it off).
+    hsts_seconds: int | None = Field(default=None, ge=0)
 
     access_token_ttl_seconds: int = Field(default=12 * 3600, gt=0)
     invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
@@ -99,6 +105,8 @@ class Settings(BaseSettings):
     graphql_max_aliases: int = Field(default=30, ge=0)
     graphql_max_cost: int = Field(default=200_000, gt=0)
     graphql_max_cost_anonymous: int = Field(default=1000, gt=0)
+    # Introspection (``__schema``, ``__type``): unset means on, except in production.
+    graphql_introspection: bool | None = None
 
     # The largest request body /graphql and /webhooks/* take (413 beyond it, refused as it
     # arrives). Operations and gateway webhooks are a few KiB; files have their own routes.
@@ -208,6 +216,18 @@ class Settings(BaseSettings):
         return not self.is_production
 
     @property
+    def hsts_max_age(self) -> int:
+        if self.hsts_seconds is not None:
+            return self.hsts_seconds
+        return 365 * 24 * 3600 if self.public_base_url.startswith("https://") else 0
+
+    @property
+    def graphql_introspection_enabled(self) -> bool:
+        if self.graphql_introspection is not None:
+            return self.graphql_introspection
+        return not self.is_production
+
+    @property
     def embedded(self) -> bool:
         """True when no Redis is configured: bus, worker and scheduler run in-process."""
         return not self.redis_url
@@ -244,14 +264,15 @@ class Settings(BaseSettings):
             raise RuntimeError("SETTLE_SECRET_KEY must be set in production")
         path = self.var_dir / "secret_key"
         if not path.exists():
-            self.var_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.var_dir)
             # Exclusive create: two processes starting at once must agree on one key.
             try:
-                with path.open("x", encoding="ascii") as fh:
-                    fh.write(secrets.token_urlsafe(48))
-                path.chmod(0o600)
+                fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
             except FileExistsError:
                 pass
+            else:
+                with os.fdopen(fd, "w", encoding="ascii") as fh:
+                    fh.write(secrets.token_urlsafe(48))
         return path.read_text(encoding="ascii").strip()
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
+from settle.core.private_files import open_private, private_dir
 from settle.core.settings import get_settings
 
 # Slash-separated segments of letters, digits, dot, dash and underscore, each
@@ -110,13 +111,13 @@ class LocalStorage:
 
     async def put(self, key: str, chunks: AsyncIterable[bytes]) -> StoredObject:
         path = self.path(key)
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(private_dir, path.parent)
         # A hidden name in the same directory: the same filesystem, so the final
         # link is atomic, and no valid key can ever name it.
         temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
         digest = hashlib.sha256()
         size = 0
-        fh = await asyncio.to_thread(temp.open, "xb")
+        fh = await asyncio.to_thread(_create, temp)
         try:
             buffer = bytearray()
             async for chunk in chunks:
@@ -151,6 +152,11 @@ class LocalStorage:
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path(key).is_file)
+
+
+def _create(path: Path) -> IO[bytes]:
+    """A new file, owner-only (the link that names it keeps its mode)."""
+    return os.fdopen(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb")
 
 
 def _finish(fh: IO[bytes], tail: bytes) -> None:

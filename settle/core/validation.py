@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from datetime import date, datetime
 from functools import cache
 from importlib.resources import files
+from typing import TypeVar
 
 from email_validator import EmailNotValidError
 from email_validator import validate_email as _validate_email
@@ -38,6 +40,23 @@ def optional_text(field: str, value: str | None, *, max_length: int) -> str | No
     if _CONTROL.search(text):
         raise ValidationError(
             field, f"{field} must not contain control characters", code="INVALID_CHARACTERS"
+        )
+    return text
+
+
+# A search term longer than any name or email it could match is a mistake or an abuse:
+# SQLite refuses LIKE patterns over 50,000 bytes, and both databases would scan with it.
+MAX_SEARCH_LENGTH = 200
+
+
+def search_term(field: str, value: str | None) -> str | None:
+    """A search term stripped (None when blank); ValidationError TOO_LONG past the limit."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    if len(text) > MAX_SEARCH_LENGTH:
+        raise ValidationError(
+            field, f"{field} must be at most {MAX_SEARCH_LENGTH} characters", code="TOO_LONG"
         )
     return text
 
@@ -97,3 +116,23 @@ def common_passwords() -> frozenset[str]:
     """The most common passwords of at least 8 characters, lower case (see data/README.md)."""
     text = files("settle.core").joinpath("data/common-passwords.txt").read_text("utf-8")
     return frozenset(line for line in text.splitlines() if line)
+
+
+# Business dates (due, issue, work and project dates, and every date filter) fall in
+# this range. Wider dates are typing mistakes (0001-01-01, 9999-12-31) that break date
+# arithmetic (a due date 30 days after 9999-12-31 does not exist) and sort orders.
+D = TypeVar("D", bound=date)
+EARLIEST_DATE = date(1970, 1, 1)
+LATEST_DATE = date(2199, 12, 31)
+
+
+def business_date(field: str | None, value: D) -> D:
+    """``value`` if it is within EARLIEST_DATE..LATEST_DATE; ValidationError OUT_OF_RANGE if not."""
+    day = value.date() if isinstance(value, datetime) else value
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        raise ValidationError(
+            field,
+            f"Dates must be between {EARLIEST_DATE.isoformat()} and {LATEST_DATE.isoformat()}",
+            code="OUT_OF_RANGE",
+        )
+    return value

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from settle.core import json_input
 from settle.models.payment import PaymentProvider
 
 
@@ -30,6 +31,33 @@ class GatewayError(Exception):
 
 class InvalidSignatureError(Exception):
     """A webhook whose signature does not verify (or is missing, stale, or from the future)."""
+
+    code = "INVALID_SIGNATURE"
+
+
+class InvalidPayloadError(InvalidSignatureError):
+    """A webhook signed as it should be whose body is not an event Settle can take.
+
+    Refused like a bad signature (400, nothing stored), with its own code: the
+    sender's secret is right, and what it sent is not.
+    """
+
+    code = "INVALID_PAYLOAD"
+
+
+def parse_signed_body(body: bytes) -> Any:
+    """The JSON of a webhook body whose signature was verified; InvalidPayloadError if it is
+    not UTF-8 JSON nested at most ``MAX_DEPTH`` deep with text a database can store."""
+    try:
+        data = json_input.loads(body)
+    except json_input.InvalidJSONError as exc:
+        raise InvalidPayloadError(f"The signed body is not an event: {exc.message}") from None
+    where = json_input.invalid_text(data)
+    if where is not None:
+        raise InvalidPayloadError(
+            f"The signed body holds a NUL or a lone surrogate at {where or 'its top'}"
+        )
+    return data
 
 
 class EventKind(StrEnum):

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,11 +44,13 @@ from settle.gateways.base import (
     EventKind,
     GatewayError,
     GatewayEvent,
+    InvalidPayloadError,
     InvalidSignatureError,
     PaymentRequest,
     RefundResult,
     RemoteState,
     RemoteStatus,
+    parse_signed_body,
 )
 from settle.models.payment import PaymentProvider
 
@@ -210,12 +211,9 @@ class RazorpayGateway:
         expected = hmac.new(self._webhook_secret, body, hashlib.sha256).hexdigest()
         if not given or not hmac.compare_digest(expected.encode(), given.strip().encode()):
             raise InvalidSignatureError("The Razorpay signature does not match the body")
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise InvalidSignatureError("The Razorpay event is not JSON") from None
+        data = parse_signed_body(body)
         if not isinstance(data, dict) or not isinstance(data.get("event"), str):
-            raise InvalidSignatureError("The Razorpay event is malformed")
+            raise InvalidPayloadError("The Razorpay event is malformed")
         header_id = lowered.get(EVENT_ID_HEADER, "").strip() or None
         return _parse_event(_signed_event_id(body, data), data, gateway_event_id=header_id)
 

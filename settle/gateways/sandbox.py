@@ -23,11 +23,13 @@ from settle.gateways.base import (
     Checkout,
     EventKind,
     GatewayEvent,
+    InvalidPayloadError,
     InvalidSignatureError,
     PaymentRequest,
     RefundResult,
     RemoteState,
     RemoteStatus,
+    parse_signed_body,
 )
 from settle.models.payment import PaymentProvider
 
@@ -76,12 +78,12 @@ class SandboxGateway:
         given = {k.lower(): v for k, v in headers.items()}.get(SIGNATURE_HEADER, "")
         if not given or not hmac.compare_digest(given, self.sign(body)):
             raise InvalidSignatureError("The sandbox signature does not match the body")
+        data = parse_signed_body(body)
         try:
-            data = json.loads(body)
             event_type = str(data["type"])
             event_id = str(data["id"])
-        except (ValueError, KeyError, TypeError):
-            raise InvalidSignatureError("The sandbox event is malformed") from None
+        except (KeyError, TypeError):
+            raise InvalidPayloadError("The sandbox event is malformed") from None
         return GatewayEvent(
             provider=self.provider,
             event_id=event_id,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -40,11 +39,13 @@ from settle.gateways.base import (
     EventKind,
     GatewayError,
     GatewayEvent,
+    InvalidPayloadError,
     InvalidSignatureError,
     PaymentRequest,
     RefundResult,
     RemoteState,
     RemoteStatus,
+    parse_signed_body,
 )
 from settle.models.payment import PaymentProvider
 
@@ -193,10 +194,7 @@ class StripeGateway:
     def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> GatewayEvent:
         """Verify the signature over the raw body, then parse the event."""
         verify_signature(self._webhook_secret, body, _header(headers, SIGNATURE_HEADER))
-        try:
-            event = json.loads(body)
-        except ValueError as exc:
-            raise InvalidSignatureError("The signed body is not JSON") from exc
+        event = parse_signed_body(body)
         if not (
             isinstance(event, dict)
             and isinstance(event.get("id"), str)
@@ -204,7 +202,7 @@ class StripeGateway:
             and isinstance(event.get("data"), dict)
             and isinstance(event["data"].get("object"), dict)
         ):
-            raise InvalidSignatureError("The signed body is not a Stripe event")
+            raise InvalidPayloadError("The signed body is not a Stripe event")
         return parse_event(event)
 
     async def refund(

@@ -22,6 +22,7 @@ from typing import Literal
 
 import aiosmtplib
 
+from settle.core.private_files import FILE_MODE, private_dir
 from settle.core.settings import Settings
 
 # aiosmtplib applies this to each network operation (connect, every command).
@@ -163,7 +164,7 @@ def _sender_domain(mail_from: str) -> str:
 
 
 def _write_eml(message: EmailMessage, message_id: str, mail_dir: Path) -> Path:
-    mail_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(mail_dir)
     timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     digest = hashlib.sha256(message_id.encode()).hexdigest()[:12]
     path = mail_dir / f"{timestamp}-{digest}.eml"
@@ -171,6 +172,8 @@ def _write_eml(message: EmailMessage, message_id: str, mail_dir: Path) -> Path:
     # watches the directory never reads a half-written message.
     fd, temp_name = tempfile.mkstemp(dir=mail_dir, prefix=".", suffix=".eml.tmp")
     try:
+        # mkstemp asks for 0600, which the umask may narrow; the message is the owner's.
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as file:
             file.write(message.as_bytes())
             file.flush()

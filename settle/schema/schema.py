@@ -33,7 +33,10 @@ from settle.schema.activity import ActivityEvent
 from settle.schema.auth import User
 from settle.schema.client import Client, Contact, Note
 from settle.schema.common import Connection
+from settle.schema.inputs import InputChecks
+from settle.schema.introspection import IntrospectionGate
 from settle.schema.limits import OperationLimits
+from settle.schema.scalars import SCALAR_OVERRIDES
 from settle.subscriptions import activity as activity_subscriptions
 from settle.subscriptions import payment as payment_subscriptions
 
@@ -198,9 +201,12 @@ def build_schema() -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=list(errors.ERROR_TYPES),
+        scalar_overrides=SCALAR_OVERRIDES,
         # OperationLimits first: no other extension may parse or validate before it.
         extensions=[
             OperationLimits,
+            InputChecks,
+            IntrospectionGate,
             lambda: MaskErrors(should_mask_error=_should_mask),
             SnapshotReads,
         ],

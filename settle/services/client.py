@@ -92,8 +92,8 @@ async def list_clients(
 ) -> Page[Client]:
     """The clients the actor may see, filtered and paginated."""
     qs = _clients(actor)
-    if flt.search:
-        term = flt.search.strip()
+    term = validation.search_term("filter.search", flt.search)
+    if term is not None:
         qs = qs.filter(Q(name__icontains=term) | Q(email__icontains=term))
     if flt.is_active is not None:
         qs = qs.filter(is_active=flt.is_active)

@@ -44,7 +44,7 @@ from settle.core.errors import (
     PermissionDeniedError,
     ValidationError,
 )
-from settle.core.money import Money
+from settle.core.money import Money, normalize_currency
 from settle.core.outbox import send_job
 from settle.core.pagination import Ordering, Page, paginate, paginate_nulls_last
 from settle.core.tenancy import MANAGERS, Actor, scoped
@@ -264,7 +264,7 @@ async def list_invoices(
     if flt.issued_to is not None:
         qs = qs.filter(issue_date__lte=flt.issued_to)
     if flt.currency is not None:
-        qs = qs.filter(currency=flt.currency.strip().upper())
+        qs = qs.filter(currency=normalize_currency(flt.currency, "filter.currency"))
     if flt.overdue is not None:
         overdue = Q(status__in=list(OPEN_STATUSES), due_date__lt=today())
         qs = qs.filter(overdue) if flt.overdue else qs.filter(~overdue)

@@ -41,7 +41,7 @@ from settle.core.errors import (
     ValidationError,
 )
 from settle.core.logging import request_id_var
-from settle.core.money import Money, format_money
+from settle.core.money import Money, format_money, normalize_currency
 from settle.core.outbox import emit_event, send_job
 from settle.core.pagination import Ordering, Page, paginate
 from settle.core.settings import get_settings
@@ -166,7 +166,7 @@ async def list_payments(
     if flt.max_amount_minor is not None:
         qs = qs.filter(amount_minor__lte=flt.max_amount_minor)
     if flt.currency is not None:
-        qs = qs.filter(currency=flt.currency)
+        qs = qs.filter(currency=normalize_currency(flt.currency, "filter.currency"))
     return await paginate(qs, first=first, after=after, ordering=Ordering(order_by, descending))
 
 

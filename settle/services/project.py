@@ -295,8 +295,8 @@ async def list_projects(
         qs = qs.filter(client_id=flt.client_id)
     if flt.status is not None:
         qs = qs.filter(status=flt.status)
-    if flt.search and flt.search.strip():
-        term = flt.search.strip()
+    term = validation.search_term("filter.search", flt.search)
+    if term is not None:
         qs = qs.filter(Q(name__icontains=term) | Q(description__icontains=term))
     if order_by is ProjectOrderField.DUE_DATE:
         return await paginate_nulls_last(

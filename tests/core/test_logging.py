@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from settle.core.logging import configure_logging
@@ -75,3 +77,35 @@ def test_rendering_a_pdf_logs_nothing_from_font_subsetting(json_logs: io.StringI
     assert [(line["logger"], line["level"]) for line in lines(json_logs)] == [
         ("fontTools.subset", "warning")
     ]
+
+
+SIGNED_REQUESTS = [
+    ("GET", "/files/download/SECRETa1.b2", "/files/download/[redacted]"),
+    ("PUT", "/files/upload/SECRETc3.d4", "/files/upload/[redacted]"),
+    ("GET", "/files/invoices/SECRETe5.f6", "/files/invoices/[redacted]"),
+    ("GET", "/files/credit-notes/SECRETg7", "/files/credit-notes/[redacted]"),
+    ("GET", "/sandbox/pay/SECRETh8.i9", "/sandbox/pay/[redacted]"),
+    ("POST", "/sandbox/pay/SECRETj0.k1/succeed", "/sandbox/pay/[redacted]/succeed"),
+    ("GET", "/pay/invoices/SECRETl2.m3", "/pay/invoices/[redacted]"),
+    ("GET", "/invitations/accept?token=SECRETn4", "/invitations/accept?token=[redacted]"),
+    ("GET", "/healthz?probe=1", "/healthz?probe=1"),
+]
+
+
+async def test_a_served_request_logs_no_signed_token(json_logs: io.StringIO, ws_url: str) -> None:
+    # given the app served by uvicorn as `settle serve` serves it (log_config=None, our logging)
+    base = ws_url.replace("ws://", "http://").removesuffix("/graphql")
+
+    # when every kind of signed URL is requested
+    async with httpx.AsyncClient(base_url=base) as http:
+        for method, path, _ in SIGNED_REQUESTS:
+            await http.request(method, path)
+
+    # then uvicorn's access lines name each path with its token redacted
+    access = [line["message"] for line in lines(json_logs) if line["logger"] == "uvicorn.access"]
+    logged = [re.search(r'"[A-Z]+ (\S+) HTTP/1\.1"', message) for message in access]
+    assert [match.group(1) for match in logged if match] == [
+        expected for _, _, expected in SIGNED_REQUESTS
+    ]
+    # and no token is anywhere in the logs
+    assert "SECRET" not in json_logs.getvalue()

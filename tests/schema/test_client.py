@@ -654,8 +654,10 @@ BAD_CLIENT_INPUT: list[tuple[dict[str, Any], str, str]] = [
     ({"name": "Acme", "address": "a" * 1001}, "address", "TOO_LONG"),
     ({"name": "Acme", "email": f"{'a' * 250}@acme.com"}, "email", "TOO_LONG"),
     ({"name": "Acme", "phone": "call me maybe"}, "phone", "INVALID_PHONE"),
-    ({"name": "Acme\x00Ltd"}, "name", "INVALID_CHARACTERS"),
+    ({"name": "Acme\x07Ltd"}, "name", "INVALID_CHARACTERS"),
 ]
+# NUL (and lone surrogates) in any string are refused before an operation runs, with a
+# top-level INVALID_CHARACTERS error: see tests/test_bad_input.py.
 
 
 async def test_create_client_rejects_bad_input_and_writes_nothing(

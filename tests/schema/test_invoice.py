@@ -400,7 +400,8 @@ BAD_INPUT = [
     ({"taxRate": "lots"}, "taxRate", "VALIDATION_ERROR"),
     ({"discount": {"kind": "PERCENT", "value": "abc"}}, "discount.value", "VALIDATION_ERROR"),
     ({"discount": {"kind": "AMOUNT", "value": "-5.00"}}, "discount.value", "OUT_OF_RANGE"),
-    ({"notes": "bad\x00byte"}, "notes", "INVALID_CHARACTERS"),
+    # (NUL is refused before any operation runs: tests/test_bad_input.py)
+    ({"notes": "bad\x07byte"}, "notes", "INVALID_CHARACTERS"),
     ({"line": {"quantity": "0"}}, "quantity", "OUT_OF_RANGE"),
     ({"line": {"quantity": "1.234"}}, "quantity", "TOO_PRECISE"),
     ({"line": {"unitPrice": "-1.00"}}, "unitPrice", "OUT_OF_RANGE"),

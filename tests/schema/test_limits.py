@@ -322,13 +322,14 @@ async def test_a_syntax_error_is_reported_as_before(http: httpx.AsyncClient) -> 
     # when
     body, _ = await refused(http, "{ me { id }")
 
-    # then
+    # then: graphql-core's own message and location, with the code of a parse failure
     assert body == {
         "data": None,
         "errors": [
             {
                 "message": "Syntax Error: Expected Name, found <EOF>.",
                 "locations": [{"line": 1, "column": 12}],
+                "extensions": {"code": "GRAPHQL_PARSE_FAILED"},
             }
         ],
     }
