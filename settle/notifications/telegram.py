@@ -218,6 +218,42 @@ class TelegramClient:
         return _result(response)
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookRegistration:
+    bot_username: str
+    url: str
+
+
+async def register_webhook(
+    settings: Settings, *, drop_pending_updates: bool = False, client: TelegramClient | None = None
+) -> WebhookRegistration:
+    """Point the bot's updates at ``<SETTLE_PUBLIC_BASE_URL>/webhooks/telegram`` (the CLI's)."""
+    secret = settings.telegram_webhook_secret
+    if settings.telegram_bot_token is None:
+        raise TelegramNotConfiguredError("SETTLE_TELEGRAM_BOT_TOKEN is not set")
+    if secret is None:
+        raise TelegramNotConfiguredError("SETTLE_TELEGRAM_WEBHOOK_SECRET is not set")
+    url = f"{settings.public_base_url.rstrip('/')}/webhooks/telegram"
+    if not url.startswith("https://"):
+        raise TelegramNotConfiguredError(
+            f"Telegram delivers webhooks over HTTPS only, and {url} is not: set "
+            "SETTLE_PUBLIC_BASE_URL to the https:// address Telegram can reach"
+        )
+    client = client or TelegramClient(settings)
+    me = await client.get_me()
+    username = str(me.get("username") or "")
+    expected = settings.telegram_bot_username
+    if expected and username.lower() != expected.lower():
+        # Links would open a different bot than the one whose updates arrive.
+        raise TelegramNotConfiguredError(
+            f"the token is @{username}'s, but SETTLE_TELEGRAM_BOT_USERNAME is @{expected}"
+        )
+    await client.set_webhook(
+        url, secret_token=secret.get_secret_value(), drop_pending_updates=drop_pending_updates
+    )
+    return WebhookRegistration(bot_username=username, url=url)
+
+
 def _result(response: httpx.Response) -> Any:
     try:
         body = response.json()
