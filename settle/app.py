@@ -38,6 +38,7 @@ from settle.schema.schema import schema
 from settle.services import auth as auth_service
 from settle.subscriptions.bus import EventBus, create_bus, set_bus
 from settle.tasks.broker import configure_broker
+from settle.telegram_webhook import telegram_routes
 from settle.webhooks import webhook_routes
 
 log = logging.getLogger(__name__)
@@ -267,6 +268,7 @@ def create_app(settings: Settings, *, manage_runtime: bool = True) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *file_routes(),
+            *telegram_routes(),
             *webhook_routes(),
             *invitation_routes(),
         ],

@@ -41,7 +41,7 @@ class Migration(migrations.Migration):
                 ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('used_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'telegram_link_token', 'app': 'settle', 'pk_attr': 'id', 'table_description': 'A one-time token of a ``t.me/<bot>?start=<token>`` link; only its hash is stored.'},
+            options={'table': 'telegram_link_token', 'app': 'settle', 'pk_attr': 'id', 'table_description': 'A one-time token of a ``t.me/<bot>?start=<token>`` link, stored only as its hash.'},
             bases=['TenantModel'],
         ),
         ops.CreateModel(

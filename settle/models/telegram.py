@@ -44,7 +44,7 @@ class TelegramChat(TenantModel):
 
 
 class TelegramLinkToken(TenantModel):
-    """A one-time token of a ``t.me/<bot>?start=<token>`` link; only its hash is stored."""
+    """A one-time token of a ``t.me/<bot>?start=<token>`` link, stored only as its hash."""
 
     user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
         "settle.User", related_name=False, on_delete=fields.CASCADE, db_index=True

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 # Telegram's start parameter: up to 64 characters of A-Z, a-z, 0-9, _ and -.
 START_PARAMETER = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # "/start <token>", or "/start@bot_name <token>" as group chats write it.
-_START = re.compile(r"^/start(?:@[A-Za-z0-9_]+)?(?:\s+(\S+))?\s*$")
+_START = re.compile(r"/start(?:@[A-Za-z0-9_]+)?(?:\s+(.*?))?\s*", re.DOTALL)
 # token_urlsafe(32): 43 characters, all allowed in a start parameter.
 TOKEN_BYTES = 32
 
@@ -148,7 +148,7 @@ def parse_start(update: Any) -> StartCommand | None:
     chat_id = chat.get("id")
     if not isinstance(chat_id, int) or isinstance(chat_id, bool) or chat.get("type") != "private":
         return None
-    match = _START.match(text)
+    match = _START.fullmatch(text)
     if match is None:
         return None
     token = match.group(1)
