@@ -261,7 +261,12 @@ def _result(response: httpx.Response) -> Any:
         body = None
     if not isinstance(body, dict):
         description = f"HTTP {response.status_code} without a Bot API answer"
-        if response.status_code >= 500 or response.status_code == 429:
+        if response.status_code == 429:
+            # A proxy in front of the Bot API may say when in the header instead.
+            header = response.headers.get("retry-after", "")
+            retry_after = float(header) if header.isdigit() else None
+            raise TelegramTemporaryError(description, error_code=429, retry_after=retry_after)
+        if response.status_code >= 500:
             raise TelegramTemporaryError(description, error_code=response.status_code)
         raise TelegramPermanentError(description, error_code=response.status_code)
     if body.get("ok") is True and response.status_code == 200:

@@ -81,8 +81,8 @@ async def create_link(settings: Settings, actor: Actor) -> TelegramLink:
     """A one-time deep link that links the chat it is opened in to the actor."""
     bot = _require_enabled(settings)
     now = clock.now()
-    # One open link per user: asking again replaces the previous one.
-    await TelegramLinkToken.filter(user_id=actor.user_id, used_at__isnull=True).delete()
+    # One link per user: asking again ends the previous one (and keeps the table small).
+    await TelegramLinkToken.filter(user_id=actor.user_id).delete()
     token = secrets.token_urlsafe(TOKEN_BYTES)
     expires_at = now + timedelta(seconds=settings.telegram_link_ttl_seconds)
     await TelegramLinkToken.create(

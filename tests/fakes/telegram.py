@@ -14,6 +14,7 @@ Test controls under ``/_fake/`` (never part of the Bot API): a user starts the
 bot (``start``: the chat exists from then on, and an update is built as Telegram
 would deliver it), a user blocks the bot (403 ``Forbidden: bot was blocked by the
 user`` for that chat), the next requests answer 429 with ``retry_after`` or 5xx,
+answer as a proxy in front of the API would (an HTML page, maybe ``Retry-After``),
 read the messages of a chat, and reset.
 """
 
@@ -28,7 +29,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 Handler = Callable[[dict[str, Any]], dict[str, Any] | bool | list[Any]]
@@ -129,11 +130,21 @@ class FakeTelegram:
         self.requests.append(method)
         try:
             if self.faults:
-                self._fault(self.faults.pop(0))
+                fault = self.faults.pop(0)
+                if fault["mode"] == "proxy":
+                    return self._proxy_answer(fault)
+                self._fault(fault)
             result = handler(await self._params(request))
         except BotApiError as exc:
             return exc.response()
         return JSONResponse({"ok": True, "result": result})
+
+    @staticmethod
+    def _proxy_answer(fault: dict[str, Any]) -> Response:
+        """What a proxy in front of the Bot API answers: a page, not the API's JSON."""
+        status = int(fault.get("status", 502))
+        headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
+        return HTMLResponse(f"<html><body>{status}</body></html>", status, headers=headers)
 
     @staticmethod
     def _fault(fault: dict[str, Any]) -> None:
@@ -274,7 +285,8 @@ class FakeTelegram:
         return JSONResponse({"webhook": self.webhook, "requests": self.requests})
 
     async def add_faults(self, request: Request) -> Response:
-        """The next ``count`` API requests answer 429 (``retry_after``) or a 5xx ``status``."""
+        """The next ``count`` API requests answer 429 (``retry_after``), a 5xx ``status``, or
+        (``proxy``) a page with ``status`` and maybe a ``Retry-After`` header."""
         data = await request.json()
         fault = {key: data[key] for key in ("mode", "retry_after", "status") if key in data}
         self.faults.extend(dict(fault) for _ in range(int(data.get("count", 1))))

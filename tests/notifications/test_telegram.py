@@ -99,6 +99,33 @@ async def test_a_server_error_is_temporary(
     assert (raised.value.error_code, raised.value.retry_after) == (status, None)
 
 
+@pytest.mark.parametrize(
+    ("status", "retry_after", "expected"),
+    [(502, None, (502, None)), (429, 30, (429, 30.0)), (404, None, None)],
+)
+async def test_a_proxys_page_instead_of_the_api_maps_by_its_status(
+    client: TelegramClient,
+    telegram_fake: TelegramFake,
+    status: int,
+    retry_after: int | None,
+    expected: tuple[int, float | None] | None,
+) -> None:
+    # given a proxy in front of the Bot API answering with a page, not the API's JSON
+    await telegram_fake.start(CHAT)
+    await telegram_fake.fault("proxy", status=status, retry_after=retry_after)
+    # when a message is sent
+    with pytest.raises((TelegramTemporaryError, TelegramPermanentError)) as raised:
+        await client.send_message(CHAT, "Payment received")
+    # then 5xx is temporary, 429 temporary with its Retry-After, anything else permanent
+    if expected is None:
+        assert type(raised.value) is TelegramPermanentError
+        assert raised.value.error_code == status
+    else:
+        assert isinstance(raised.value, TelegramTemporaryError)
+        assert (raised.value.error_code, raised.value.retry_after) == expected
+    assert raised.value.description == f"HTTP {status} without a Bot API answer"
+
+
 async def test_a_chat_that_blocked_the_bot_is_reported_as_blocked(
     client: TelegramClient, telegram_fake: TelegramFake
 ) -> None:
