@@ -41,6 +41,7 @@ from settle.services import auth as auth_service
 from settle.subscriptions.bus import EventBus, create_bus, set_bus
 from settle.subscriptions.sessions import SocketSessions
 from settle.tasks.broker import configure_broker
+from settle.telegram_webhook import telegram_routes
 from settle.webhooks import webhook_routes
 
 log = logging.getLogger(__name__)
@@ -280,6 +281,7 @@ def create_app(settings: Settings, *, manage_runtime: bool = True) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *file_routes(),
+            *telegram_routes(),
             *webhook_routes(),
             *invitation_routes(),
         ],

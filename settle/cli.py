@@ -1,4 +1,4 @@
-"""The ``settle`` command: serve, worker, scheduler, migrate, demo, export-schema."""
+"""The ``settle`` command: serve, worker, scheduler, migrate, demo, telegram-webhook and more."""
 
 from __future__ import annotations
 
@@ -130,6 +130,24 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _telegram_webhook(settings: Settings, args: argparse.Namespace) -> int:
+    from settle.notifications.telegram import (
+        TelegramError,
+        TelegramNotConfiguredError,
+        register_webhook,
+    )
+
+    try:
+        registered = asyncio.run(
+            register_webhook(settings, drop_pending_updates=args.drop_pending_updates)
+        )
+    except (TelegramError, TelegramNotConfiguredError) as exc:
+        print(f"settle telegram-webhook: {exc}", file=sys.stderr)
+        return 1
+    print(f"Telegram delivers @{registered.bot_username}'s messages to {registered.url}")
+    return 0
+
+
 def _export_schema(settings: Settings, args: argparse.Namespace) -> int:
     from settle.schema.schema import schema
 
@@ -172,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="load the demo agency, once")
     demo.set_defaults(handler=_demo)
+
+    telegram = commands.add_parser(
+        "telegram-webhook",
+        help="register <SETTLE_PUBLIC_BASE_URL>/webhooks/telegram as the bot's webhook",
+    )
+    telegram.add_argument(
+        "--drop-pending-updates",
+        action="store_true",
+        help="discard the updates Telegram holds for the bot",
+    )
+    telegram.set_defaults(handler=_telegram_webhook)
 
     export = commands.add_parser("export-schema", help="print the GraphQL SDL")
     export.set_defaults(handler=_export_schema)

@@ -41,6 +41,7 @@ from tests.fixtures.services import (
     drop_postgres_database,
     unavailable,
 )
+from tests.fixtures.telegram import telegram_fake, telegram_server  # noqa: F401
 from tests.fixtures.websocket import ws_url  # noqa: F401
 
 TEST_SECRET = "settle-test-secret-key-for-tests-only"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +19,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from settle.core.private_files import open_private, private_dir
+
+TELEGRAM_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 class Environment(StrEnum):
@@ -63,6 +66,15 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
     mail_from: str = "Settle <no-reply@settle.invalid>"
+
+    # Telegram (settle/notifications/telegram.py). Linking needs the bot's username and
+    # the webhook secret; sending needs the token: without it messages are written under
+    # <var_dir>/telegram/ and logged, as emails are written as .eml files.
+    telegram_bot_token: SecretStr | None = None
+    telegram_bot_username: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_api_base: str = "https://api.telegram.org"
+    telegram_link_ttl_seconds: int = Field(default=15 * 60, gt=0, le=7 * 24 * 3600)
 
     stripe_secret_key: SecretStr | None = None
     stripe_publishable_key: str | None = None
@@ -178,6 +190,22 @@ class Settings(BaseSettings):
         limits.parse_many(value)  # a ValueError names what it could not read
         return value
 
+    @field_validator("telegram_webhook_secret", mode="after")
+    @classmethod
+    def _telegram_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Telegram takes 1-256 characters of A-Z, a-z, 0-9, _ and - as a secret_token.
+        if value is not None and not TELEGRAM_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @field_validator("telegram_bot_username", mode="after")
+    @classmethod
+    def _telegram_bot_username(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        # BotFather shows it as @name; links need it without the @.
+        return value.strip().removeprefix("@") or None
+
     @field_validator("trusted_proxies", mode="after")
     @classmethod
     def _trusted_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -208,6 +236,16 @@ class Settings(BaseSettings):
     @property
     def mail_dir(self) -> Path:
         return self.var_dir / "mail"
+
+    @property
+    def telegram_dir(self) -> Path:
+        """Where Telegram messages are written when no bot token is set."""
+        return self.var_dir / "telegram"
+
+    @property
+    def telegram_enabled(self) -> bool:
+        """True when users can link chats: the bot's username and webhook secret are set."""
+        return bool(self.telegram_bot_username) and self.telegram_webhook_secret is not None
 
     @property
     def sandbox_payments_enabled(self) -> bool:

@@ -47,6 +47,12 @@ from settle.models.project import (
     TaskStatus,
     TimeEntry,
 )
+from settle.models.telegram import (
+    TelegramChat,
+    TelegramLinkToken,
+    TelegramUnlinkReason,
+    TelegramUpdate,
+)
 
 __all__ = [
     "ActivityEvent",
@@ -89,6 +95,10 @@ __all__ = [
     "Task",
     "TaskPriority",
     "TaskStatus",
+    "TelegramChat",
+    "TelegramLinkToken",
+    "TelegramUnlinkReason",
+    "TelegramUpdate",
     "TimeEntry",
     "User",
     "UserSession",

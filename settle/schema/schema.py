@@ -27,6 +27,7 @@ from settle.resolvers.milestone import MilestoneMutation, MilestoneQuery
 from settle.resolvers.payment import PaymentMutation, PaymentQuery
 from settle.resolvers.project import ProjectMutation, ProjectQuery
 from settle.resolvers.task import TaskMutation, TaskQuery
+from settle.resolvers.telegram import TelegramMutation, TelegramQuery
 from settle.resolvers.time_entry import TimeEntryMutation, TimeEntryQuery
 from settle.schema import errors
 from settle.schema.activity import ActivityEvent
@@ -123,6 +124,7 @@ QUERY_TYPES: tuple[type, ...] = (
     PaymentQuery,
     ProjectQuery,
     TaskQuery,
+    TelegramQuery,
     TimeEntryQuery,
 )
 MUTATION_TYPES: tuple[type, ...] = (
@@ -135,6 +137,7 @@ MUTATION_TYPES: tuple[type, ...] = (
     PaymentMutation,
     ProjectMutation,
     TaskMutation,
+    TelegramMutation,
     TimeEntryMutation,
 )
 
