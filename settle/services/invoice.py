@@ -63,6 +63,7 @@ from settle.models.invoice import (
 from settle.models.milestone import Milestone, MilestoneStatus
 from settle.models.project import Project, Task, TimeEntry
 from settle.services import activity, settlement
+from settle.services import notification as notification_service
 from settle.services.invoice_totals import (
     QUANTITY_PLACES,
     RATE_PLACES,
@@ -807,7 +808,10 @@ async def _finalize(actor: Actor | None, invoice: Invoice) -> Invoice:
 async def finalize_invoice(actor: Actor, invoice_id: uuid.UUID) -> Invoice:
     """Issue a draft: assign its number; from now on it is immutable."""
     invoice = await _lock_invoice(actor, invoice_id)
-    return await _finalize(actor, invoice)
+    await _finalize(actor, invoice)
+    # sendInvoice and a milestone's own invoice email it themselves (its deliveries).
+    await notification_service.invoice_issued(invoice)
+    return invoice
 
 
 async def primary_contact_email(client_id: uuid.UUID) -> str | None:

@@ -45,6 +45,7 @@ from settle.models.milestone import (
 )
 from settle.models.project import Project
 from settle.services import activity, settlement
+from settle.services import notification as notification_service
 from settle.services import payment as payment_service
 from settle.services.invoice import GENERATE_FOR_MILESTONE_JOB
 
@@ -369,15 +370,18 @@ async def approve_milestone(actor: Actor, milestone_id: uuid.UUID) -> Milestone:
         fields=lambda _: {"approved_at": clock.now(), "approved_by_id": actor.user_id},
     )
     await send_job(GENERATE_FOR_MILESTONE_JOB, str(milestone.id))
+    await notification_service.milestone_decided(actor, milestone)
     return milestone
 
 
 async def reject_milestone(actor: Actor, milestone_id: uuid.UUID, reason: str | None) -> Milestone:
     """submitted → rejected, with the reason the work goes back."""
     text = validation.required_text("reason", reason, max_length=REASON_MAX_LENGTH)
-    return await _transition(
+    milestone = await _transition(
         actor, milestone_id, S.REJECTED, fields=lambda _: {"rejection_reason": text}
     )
+    await notification_service.milestone_decided(actor, milestone)
+    return milestone
 
 
 async def cancel_milestone(actor: Actor, milestone_id: uuid.UUID, reason: str | None) -> Milestone:
