@@ -793,6 +793,7 @@ async def _finalize(actor: Actor | None, invoice: Invoice) -> Invoice:
     invoice.update_from_dict(data)
     await invoice.save(update_fields=[*data.keys(), "updated_at"])
     await send_job(RENDER_PDF_JOB, str(invoice.id))
+    await notification_service.invoice_issued(invoice)
     await _record(
         actor,
         invoice,
@@ -808,10 +809,7 @@ async def _finalize(actor: Actor | None, invoice: Invoice) -> Invoice:
 async def finalize_invoice(actor: Actor, invoice_id: uuid.UUID) -> Invoice:
     """Issue a draft: assign its number; from now on it is immutable."""
     invoice = await _lock_invoice(actor, invoice_id)
-    await _finalize(actor, invoice)
-    # sendInvoice and a milestone's own invoice email it themselves (its deliveries).
-    await notification_service.invoice_issued(invoice)
-    return invoice
+    return await _finalize(actor, invoice)
 
 
 async def primary_contact_email(client_id: uuid.UUID) -> str | None:

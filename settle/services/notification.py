@@ -833,13 +833,24 @@ async def refund_settled(payment: Payment, amount_minor: int) -> None:
 
 
 async def invoice_issued(invoice: Invoice) -> None:
-    """An issued invoice: the client's contacts get it, with the PDF and the pay link."""
+    """An issued invoice: the client's lead users get it, with the PDF and the pay link.
+
+    The primary contact gets the invoice email itself (``sendInvoice``, or a
+    milestone's automatic invoice), recorded in ``Invoice.deliveries``; telling
+    them here as well would send them the same invoice twice.
+    """
     from settle.services import payment_link, settlement
 
+    contact = await Contact.get_or_none(client_id=invoice.client_id, is_primary=True)
     await notify(
         K.INVOICE_READY,
         agency_id=invoice.agency_id,
-        recipients=await client_side(invoice.client_id),
+        recipients=[
+            recipient
+            for recipient in await client_side(invoice.client_id)
+            if recipient.user_id is not None
+            and not (contact and contact.email and recipient.email == contact.email)
+        ],
         subject_type="invoice",
         subject_id=invoice.id,
         dedupe_key=f"invoice:{invoice.id}:ready",
