@@ -41,6 +41,9 @@ class Notification:
     subject_id: strawberry.ID | None
     attempts: int
     last_error: str | None
+    provider_message_id: str | None = strawberry.field(
+        description="The channel's id of the message (an email's Message-ID)."
+    )
     sent_at: datetime | None
     created_at: datetime
 
@@ -59,6 +62,7 @@ class Notification:
             subject_id=strawberry.ID(str(row.subject_id)) if row.subject_id else None,
             attempts=row.attempts,
             last_error=row.last_error,
+            provider_message_id=row.provider_message_id,
             sent_at=row.sent_at,
             created_at=row.created_at,
         )

@@ -100,6 +100,10 @@ UNSUBSCRIBE_PURPOSE = "notification.unsubscribe"
 UNSUBSCRIBE_TTL_SECONDS = 365 * 86_400
 
 
+class SendInProgressError(Exception):
+    """Another run holds this notification's claim; the actor retries after backoff."""
+
+
 # --- recipients ---------------------------------------------------------------------------
 
 
@@ -368,6 +372,11 @@ async def deliver(notification_id: uuid.UUID) -> Deferred | None:
         if wait is not None:
             return Deferred(wait)
     if not await _claim(row.id):
+        current = await Notification.get(id=notification_id)
+        if current.status is S.SENDING:
+            # Another run is sending it, or died doing so: look again once the claim
+            # has run out, rather than leave it claimed for good.
+            raise SendInProgressError(f"notification {notification_id} is being sent")
         return None
     row = await Notification.get(id=notification_id)
     sender = sender_for(row.channel)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
+from settle.core import clock
 from settle.core.outbox import relay_later, transaction
 from settle.core.settings import configure_settings, get_settings
 from settle.models.activity import ActivityEvent
@@ -765,3 +767,49 @@ async def test_update_agency_sets_an_iana_time_zone_and_refuses_others(
     assert (await Agency.get(id=owner.agency_id)).timezone == "Asia/Kolkata"
     event = await ActivityEvent.get(entity_type="agency", verb="updated")
     assert event.changes == {"timezone": {"before": "UTC", "after": "Asia/Kolkata"}}
+
+
+async def test_two_concurrent_tellings_of_one_event_write_one_notification(
+    db: Backend, smtp: Mailbox, owner: Account
+) -> None:
+    # given the same event told by two transactions at once
+    async def tell() -> list[Notification]:
+        async with transaction():
+            return await notify_owner(owner, "test:race")
+
+    # when both commit
+    results = await asyncio.gather(tell(), tell())
+    await db.drain()
+
+    # then one row was written and one email sent
+    assert sorted(len(written) for written in results) == [0, 1]
+    assert await rows(K.MILESTONE_APPROVED) == [
+        ("milestone_approved", "email", owner.user.email, "sent")
+    ]
+    assert len(smtp.envelopes) == 1
+
+
+async def test_a_run_that_finds_the_notification_claimed_retries_later(
+    db: Backend, smtp: Mailbox, owner: Account
+) -> None:
+    # given a notification another run claimed a moment ago (and may have died sending)
+    with relay_later():
+        async with transaction():
+            (row,) = await notify_owner(owner)
+    await Notification.filter(id=row.id).update(
+        status=NotificationStatus.SENDING, claimed_at=clock.now(), attempts=1
+    )
+
+    # when a redelivered job runs: it stands back and asks for a retry
+    with pytest.raises(notification_service.SendInProgressError):
+        await notification_service.deliver(row.id)
+    assert smtp.envelopes == []
+
+    # when the claim is older than the lease, the next run takes it over and sends once
+    await Notification.filter(id=row.id).update(
+        claimed_at=clock.now() - notification_service.SEND_LEASE - timedelta(seconds=1)
+    )
+    assert await notification_service.deliver(row.id) is None
+    await row.refresh_from_db()
+    assert (row.status, row.attempts) == (NotificationStatus.SENT, 2)
+    assert len(smtp.envelopes) == 1
