@@ -6,10 +6,10 @@ from typing import Annotated
 
 import strawberry
 
-from settle.resolvers.common import mutate, public_errors, require_actor
+from settle.resolvers.common import mutate, parse_id, public_errors, require_actor
 from settle.schema.common import Connection
 from settle.schema.context import Info
-from settle.schema.errors import ValidationError
+from settle.schema.errors import NotFoundError, PermissionDeniedError, ValidationError
 from settle.schema.notification import (
     Notification,
     NotificationFilter,
@@ -20,7 +20,7 @@ from settle.schema.notification import (
 from settle.services import notification as notification_service
 
 UpdateNotificationPreferencesResult = Annotated[
-    NotificationPreferences | ValidationError,
+    NotificationPreferences | ValidationError | NotFoundError | PermissionDeniedError,
     strawberry.union("UpdateNotificationPreferencesResult"),
 ]
 
@@ -43,17 +43,21 @@ async def notifications(
     return Connection.from_page(page, Notification.from_model)
 
 
-async def notification_preferences(info: Info) -> list[NotificationPreference]:
-    """The caller's preference for every kind (stored, or the default)."""
+async def notification_preferences(
+    info: Info, contact_id: strawberry.ID | None = None
+) -> list[NotificationPreference]:
+    """The preference for every kind (stored, or the default): the caller's, or a contact's."""
     actor = require_actor(info)
-    return [
-        NotificationPreference.from_value(value)
-        for value in await notification_service.preferences(actor)
-    ]
+    with public_errors():
+        target = parse_id(contact_id, "contactId") if contact_id is not None else None
+        values = await notification_service.preferences(actor, target)
+    return [NotificationPreference.from_value(value) for value in values]
 
 
 async def update_notification_preferences(
-    info: Info, preferences: list[NotificationPreferenceInput]
+    info: Info,
+    preferences: list[NotificationPreferenceInput],
+    contact_id: strawberry.ID | None = None,
 ) -> UpdateNotificationPreferencesResult:
     actor = require_actor(info)
     changes = [
@@ -64,7 +68,8 @@ async def update_notification_preferences(
     ]
 
     async def run() -> NotificationPreferences:
-        values = await notification_service.update_preferences(actor, changes)
+        target = parse_id(contact_id, "contactId") if contact_id is not None else None
+        values = await notification_service.update_preferences(actor, changes, target)
         return NotificationPreferences(
             preferences=[NotificationPreference.from_value(value) for value in values]
         )
@@ -76,7 +81,8 @@ async def update_notification_preferences(
 class NotificationQuery:
     notifications: Connection[Notification] = strawberry.field(resolver=notifications)
     notification_preferences: list[NotificationPreference] = strawberry.field(
-        resolver=notification_preferences
+        resolver=notification_preferences,
+        description="The caller's preferences, or with contactId (owners and admins) a contact's.",
     )
 
 
@@ -84,6 +90,7 @@ class NotificationQuery:
 class NotificationMutation:
     update_notification_preferences: UpdateNotificationPreferencesResult = strawberry.mutation(
         resolver=update_notification_preferences,
-        description="Set the caller's channels and frequency for the kinds given; receipts "
-        "(payment confirmations, refunds) cannot be turned off or delayed.",
+        description="Set the channels and frequency of the kinds given, the caller's own or "
+        "(owners and admins, with contactId) a contact's; receipts (payment confirmations, "
+        "refunds) cannot be turned off or delayed.",
     )

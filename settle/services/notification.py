@@ -38,6 +38,7 @@ from tortoise.expressions import F, Q
 from tortoise.queryset import QuerySet
 
 from settle.core import clock
+from settle.core.db import get_visible
 from settle.core.errors import AppError, ValidationError
 from settle.core.money import Money
 from settle.core.outbox import send_job, transaction
@@ -45,7 +46,7 @@ from settle.core.pagination import Ordering, Page, paginate
 from settle.core.rate_limit import storage_for
 from settle.core.settings import get_settings
 from settle.core.signing import SignedTokenError, UrlSigner
-from settle.core.tenancy import MANAGERS, Actor
+from settle.core.tenancy import MANAGERS, Actor, scoped
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Agency, Role, User
 from settle.models.client import Client, Contact
@@ -542,11 +543,29 @@ async def list_notifications(
     )
 
 
-async def preferences(actor: Actor) -> list[Preference]:
-    """The actor's preference for every kind: stored, or the default."""
-    key = f"user:{actor.user_id}"
-    stored = await _stored_preferences([key])
-    return [_effective(kind, stored.get((key, kind.value))) for kind in NotificationKind]
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Whose preferences: the actor's own, or (for owners and admins) a contact's."""
+
+    key: str
+    user_id: uuid.UUID | None
+    contact_id: uuid.UUID | None
+    client_id: uuid.UUID | None
+
+
+async def _owner(actor: Actor, contact_id: uuid.UUID | None) -> Owner:
+    if contact_id is None:
+        return Owner(f"user:{actor.user_id}", actor.user_id, None, None)
+    actor.require(*MANAGERS)
+    contact = await get_visible(scoped(Contact, actor), contact_id, "Contact")
+    return Owner(f"contact:{contact.id}", None, contact.id, contact.client_id)
+
+
+async def preferences(actor: Actor, contact_id: uuid.UUID | None = None) -> list[Preference]:
+    """The preference for every kind (stored, or the default): the actor's, or a contact's."""
+    owner = await _owner(actor, contact_id)
+    stored = await _stored_preferences([owner.key])
+    return [_effective(kind, stored.get((owner.key, kind.value))) for kind in NotificationKind]
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,8 +575,11 @@ class PreferenceChange:
     frequency: Frequency
 
 
-async def update_preferences(actor: Actor, changes: Sequence[PreferenceChange]) -> list[Preference]:
-    """Set the actor's own preferences for the kinds given; the others keep theirs."""
+async def update_preferences(
+    actor: Actor, changes: Sequence[PreferenceChange], contact_id: uuid.UUID | None = None
+) -> list[Preference]:
+    """Set the preferences of the kinds given (the actor's, or a contact's); others keep theirs."""
+    owner = await _owner(actor, contact_id)
     seen: set[NotificationKind] = set()
     for index, change in enumerate(changes):
         field = f"preferences[{index}]"
@@ -574,15 +596,20 @@ async def update_preferences(actor: Actor, changes: Sequence[PreferenceChange]) 
                 f"{change.kind.value} is a receipt and cannot be turned off or delayed",
                 code="NOT_ALLOWED",
             )
-    key = f"user:{actor.user_id}"
-    before = await _stored_preferences([key])
+        if owner.contact_id is not None and Channel.TELEGRAM in change.channels:
+            raise ValidationError(
+                f"{field}.channels",
+                "A contact has no Telegram chat: only users link one",
+                code="NOT_ALLOWED",
+            )
+    before = await _stored_preferences([owner.key])
     for change in changes:
         channels = list(dict.fromkeys(c.value for c in change.channels))
         await _store(
             agency_id=actor.agency_id,
-            key=key,
-            user_id=actor.user_id,
-            contact_id=None,
+            key=owner.key,
+            user_id=owner.user_id,
+            contact_id=owner.contact_id,
             kind=change.kind,
             channels=channels,
             frequency=change.frequency,
@@ -591,20 +618,21 @@ async def update_preferences(actor: Actor, changes: Sequence[PreferenceChange]) 
         await activity.record(
             actor,
             agency_id=actor.agency_id,
-            entity_type="user",
-            entity_id=actor.user_id,
+            client_id=owner.client_id,
+            entity_type="contact" if owner.contact_id else "user",
+            entity_id=owner.contact_id or actor.user_id,
             verb="notification_preferences_updated",
             summary=f"Notification preferences updated by {actor.name}",
             changes={
                 change.kind.value: {
-                    "before": _shown(before.get((key, change.kind.value)), change.kind),
+                    "before": _shown(before.get((owner.key, change.kind.value)), change.kind),
                     "after": f"{change.frequency.value}: "
                     + ",".join(c.value for c in change.channels),
                 }
                 for change in changes
             },
         )
-    return await preferences(actor)
+    return await preferences(actor, contact_id)
 
 
 def _shown(preference: Preference | None, kind: NotificationKind) -> str:

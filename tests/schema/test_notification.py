@@ -813,3 +813,59 @@ async def test_a_run_that_finds_the_notification_claimed_retries_later(
     await row.refresh_from_db()
     assert (row.status, row.attempts) == (NotificationStatus.SENT, 2)
     assert len(smtp.envelopes) == 1
+
+
+CONTACT_PREFERENCES = """
+mutation Update($contactId: ID, $preferences: [NotificationPreferenceInput!]!) {
+  result: updateNotificationPreferences(contactId: $contactId, preferences: $preferences) {
+    __typename
+    ... on NotificationPreferences { preferences { kind frequency } }
+    ... on Error { code message }
+  }
+}
+"""
+
+
+async def test_owners_set_a_contacts_preferences_and_nobody_else_does(
+    db: Backend,
+    gql: GraphQLClient,
+    owner: Account,
+    member: Account,
+    rival: Account,
+    client: Client,
+) -> None:
+    # given the client's primary contact
+    contact = await Contact.get(client_id=client.id, is_primary=True)
+    variables = {
+        "contactId": str(contact.id),
+        "preferences": [{"kind": "INVOICE_READY", "channels": ["EMAIL"], "frequency": "OFF"}],
+    }
+
+    # when a member, another agency's owner, then the owner change them
+    by_member = await gql.execute(CONTACT_PREFERENCES, variables, token=member.token)
+    by_rival = await gql.execute(CONTACT_PREFERENCES, variables, token=rival.token)
+    assert await NotificationPreference.all().count() == 0
+    by_owner = await gql.execute(CONTACT_PREFERENCES, variables, token=owner.token)
+
+    # then only the owner's change is made, and the contact's next invoice_ready is suppressed
+    assert by_member["result"] == {
+        "__typename": "PermissionDeniedError",
+        "code": "PERMISSION_DENIED",
+        "message": "You are not allowed to do this",
+    }
+    assert by_rival["result"]["__typename"] == "NotFoundError"
+    assert {"kind": "INVOICE_READY", "frequency": "OFF"} in by_owner["result"]["preferences"]
+    async with transaction():
+        (row,) = await notification_service.notify(
+            K.INVOICE_READY,
+            agency_id=owner.agency_id,
+            recipients=[notification_service.Recipient.of_contact(contact)],
+            subject_type="invoice",
+            subject_id=None,
+            dedupe_key="test:ready",
+            data={},
+        )
+    assert (row.status, row.reason) == (
+        NotificationStatus.SUPPRESSED,
+        "Turned off in the recipient's preferences",
+    )
