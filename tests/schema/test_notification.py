@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -869,3 +870,69 @@ async def test_owners_set_a_contacts_preferences_and_nobody_else_does(
         NotificationStatus.SUPPRESSED,
         "Turned off in the recipient's preferences",
     )
+
+
+@dataclass
+class FakeTelegram:
+    """A channel sender standing in for the Telegram one: one user has a linked chat."""
+
+    linked: dict[str, str]
+    sent: list[tuple[str, str]] = field(default_factory=list)
+    channel: Channel = Channel.TELEGRAM
+
+    async def send(self, message: channels.OutgoingMessage) -> channels.SendResult:
+        chat = self.linked.get(str(message.notification.user_id))
+        if chat is None:
+            raise channels.RecipientUnreachableError("No Telegram chat is linked")
+        self.sent.append((chat, message.rendered.telegram))
+        return channels.SendResult(provider_message_id=f"{chat}:{len(self.sent)}")
+
+
+async def test_a_registered_telegram_sender_gets_the_telegram_text(
+    db: Backend, owner: Account, member: Account
+) -> None:
+    # given a Telegram sender where the owner linked a chat and the member did not,
+    # and both want approvals on Telegram only
+    telegram = FakeTelegram(linked={str(owner.user.id): "4242"})
+    channels.register(telegram)
+    try:
+        for account in (owner, member):
+            async with transaction():
+                await notification_service.update_preferences(
+                    account.actor,
+                    [
+                        notification_service.PreferenceChange(
+                            K.MILESTONE_APPROVED, (Channel.TELEGRAM,), Frequency.IMMEDIATE
+                        )
+                    ],
+                )
+        # when an approval is told to both
+        async with transaction():
+            await notification_service.notify(
+                K.MILESTONE_APPROVED,
+                agency_id=owner.agency_id,
+                recipients=[
+                    *await notification_service.user(owner.user.id),
+                    *await notification_service.user(member.user.id),
+                ],
+                subject_type="milestone",
+                subject_id=None,
+                dedupe_key="test:telegram",
+                data={
+                    "milestone_title": "Design",
+                    "project_name": "Website",
+                    "amount": {"minor": 50_000, "currency": "INR"},
+                    "approved_by": "Lee Lead",
+                },
+            )
+        await db.drain()
+    finally:
+        channels.unregister(Channel.TELEGRAM)
+
+    # then the owner's chat got the short text, the member's row says why it was skipped
+    assert telegram.sent == [("4242", "Approved: Design (Website) by Lee Lead.\n")]
+    found = await Notification.filter(dedupe_key="test:telegram").order_by("status")
+    assert [(n.channel, n.status, n.reason, n.provider_message_id) for n in found] == [
+        (Channel.TELEGRAM, NotificationStatus.SENT, None, "4242:1"),
+        (Channel.TELEGRAM, NotificationStatus.SKIPPED, "No Telegram chat is linked", None),
+    ]
