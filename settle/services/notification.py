@@ -929,3 +929,44 @@ async def milestone_decided(actor: Actor, milestone: Milestone) -> None:
         dedupe_key=f"milestone:{milestone.id}:{milestone.status.value}:{stamp.isoformat()}",
         data=data,
     )
+
+
+async def payment_requested(
+    invoice: Invoice,
+    milestones: Sequence[Milestone],
+    recipients: Sequence[Recipient],
+    request_id: uuid.UUID,
+) -> bool:
+    """Ask the client to pay an invoice's milestones by its pay link; False when nothing is owed.
+
+    Each explicit request is its own (``request_id``): asking again sends again.
+    """
+    from settle.services import payment_link, settlement
+
+    pay_url = payment_link.payment_url(invoice)
+    if pay_url is None:
+        return False
+    project = await Project.get(id=milestones[0].project_id)
+    await notify(
+        K.PAYMENT_REQUEST,
+        agency_id=invoice.agency_id,
+        recipients=recipients,
+        subject_type="invoice",
+        subject_id=invoice.id,
+        dedupe_key=f"invoice:{invoice.id}:payment_request:{request_id}",
+        data={
+            "amount": _money(settlement.invoice_due(invoice), invoice.currency),
+            "invoice_number": invoice.number,
+            "project_name": project.name,
+            "milestones": [
+                {
+                    "title": m.title,
+                    "kind": m.kind.value,
+                    "amount": _money(m.amount_minor, m.currency),
+                }
+                for m in milestones
+            ],
+            "pay_url": pay_url,
+        },
+    )
+    return True

@@ -936,3 +936,113 @@ async def test_a_registered_telegram_sender_gets_the_telegram_text(
         (Channel.TELEGRAM, NotificationStatus.SENT, None, "4242:1"),
         (Channel.TELEGRAM, NotificationStatus.SKIPPED, "No Telegram chat is linked", None),
     ]
+
+
+REQUEST_PAYMENT = """
+mutation RequestPayment($milestoneIds: [ID!]!) {
+  result: requestPayment(milestoneIds: $milestoneIds) {
+    __typename
+    ... on PaymentRequested { milestones { id status } }
+    ... on Error { code message }
+  }
+}
+"""
+
+
+async def test_an_advance_is_requested_before_work_starts_with_its_pay_link(
+    db: Backend,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    smtp: Mailbox,
+    owner: Account,
+    member: Account,
+    lead: Account,
+    project: Project,
+) -> None:
+    # given a pending advance of ₹300.00, not invoiced
+    advance = await Milestone.create(
+        agency_id=project.agency_id,
+        project_id=project.id,
+        client_id=project.client_id,
+        currency=project.currency,
+        title="Advance",
+        kind=MilestoneKind.ADVANCE,
+        amount_minor=30_000,
+    )
+    variables = {"milestoneIds": [str(advance.id)]}
+
+    # when a member asks, then the owner
+    denied = await gql.execute(REQUEST_PAYMENT, variables, token=member.token)
+    done = await gql.execute(REQUEST_PAYMENT, variables, token=owner.token)
+    await db.drain()
+
+    # then only the owner's request goes: the advance is invoiced and the contact and the
+    # lead get one request each (no separate "invoice ready"), with a link that pays it
+    assert denied["result"]["code"] == "PERMISSION_DENIED"
+    assert done["result"] == {
+        "__typename": "PaymentRequested",
+        "milestones": [{"id": str(advance.id), "status": "PENDING"}],
+    }
+    assert await rows(K.PAYMENT_REQUEST, K.INVOICE_READY) == [
+        ("payment_request", "email", "lee@acme.test", "sent"),
+        ("payment_request", "email", CONTACT_EMAIL, "sent"),
+    ]
+    request = message_to(smtp, CONTACT_EMAIL, "Payment requested by Northwind Studio: ₹300.00")
+    text = plain(request)
+    assert "- Advance: ₹300.00" in text
+    (link,) = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("Pay here")]
+    opened = await http.get(urlsplit(link).path)
+    assert opened.status_code == 303
+    assert request["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+    # when the owner asks again, then the request is sent again (an explicit ask)
+    await gql.execute(REQUEST_PAYMENT, variables, token=owner.token)
+    await db.drain()
+    assert len(await rows(K.PAYMENT_REQUEST)) == 4
+
+
+async def test_a_cancelled_milestone_or_a_client_nobody_to_ask_is_refused(
+    db: Backend, gql: GraphQLClient, owner: Account, project: Project
+) -> None:
+    # given a cancelled milestone, and one of a client without contacts or lead users
+    cancelled = await Milestone.create(
+        agency_id=project.agency_id,
+        project_id=project.id,
+        client_id=project.client_id,
+        currency=project.currency,
+        title="Dropped",
+        amount_minor=10_000,
+        status=MilestoneStatus.CANCELLED,
+    )
+    lonely_client = await create_client(owner, name="Lonely", currency="INR")
+    lonely = await create_project(owner, lonely_client)
+    silent = await Milestone.create(
+        agency_id=lonely.agency_id,
+        project_id=lonely.id,
+        client_id=lonely.client_id,
+        currency=lonely.currency,
+        title="Advance",
+        amount_minor=10_000,
+    )
+
+    # when the owner asks for each
+    first = await gql.execute(
+        REQUEST_PAYMENT, {"milestoneIds": [str(cancelled.id)]}, token=owner.token
+    )
+    second = await gql.execute(
+        REQUEST_PAYMENT, {"milestoneIds": [str(silent.id)]}, token=owner.token
+    )
+
+    # then both are refused, and nothing was invoiced or written
+    assert first["result"] == {
+        "__typename": "ValidationError",
+        "code": "NOT_PAYABLE",
+        "message": "Milestone Dropped is cancelled: there is nothing to ask for",
+    }
+    assert second["result"] == {
+        "__typename": "ValidationError",
+        "code": "NO_RECIPIENT",
+        "message": "The client has no primary contact with an email and no lead user to ask",
+    }
+    assert await Notification.all().count() == 0
+    assert (await Milestone.get(id=silent.id)).invoice_id is None
