@@ -23,6 +23,8 @@ the limit a job is deferred to when the window has room, never dropped.
 from __future__ import annotations
 
 import logging
+import math
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -351,7 +353,8 @@ async def _email_room(agency_id: uuid.UUID) -> int | None:
         for item in limits:
             if not await limiter.test(item, *key):
                 stats = await limiter.get_window_stats(item, *key)
-                return max(1, int(stats.reset_time - clock.now().timestamp()) + 1)
+                # The library counts in real time, not Settle's (movable) clock.
+                return max(1, math.ceil(stats.reset_time - time.time()))
         for item in limits:
             await limiter.hit(item, *key)
     except StorageError:
