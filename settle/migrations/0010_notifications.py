@@ -38,6 +38,7 @@ class Migration(migrations.Migration):
                 ('last_error', fields.TextField(null=True, unique=False)),
                 ('provider_message_id', fields.CharField(null=True, max_length=255)),
                 ('claimed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('not_before', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('sent_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'notification', 'app': 'settle', 'unique_together': (('recipient_key', 'channel', 'dedupe_key'),), 'indexes': [Index(fields=['agency_id', 'created_at']), Index(fields=['subject_type', 'subject_id'])], 'pk_attr': 'id', 'table_description': 'One message of one kind to one recipient on one channel: its content and its fate.'},

@@ -96,6 +96,8 @@ class Notification(TenantModel):
     last_error = fields.TextField(null=True)
     provider_message_id = fields.CharField(max_length=255, null=True)
     claimed_at: datetime | None = fields.DatetimeField(null=True)
+    # Held back until then by the agency's email limit; its job comes back by itself.
+    not_before: datetime | None = fields.DatetimeField(null=True)
     sent_at: datetime | None = fields.DatetimeField(null=True)
 
     class Meta:

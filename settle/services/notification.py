@@ -374,6 +374,11 @@ async def deliver(notification_id: uuid.UUID) -> Deferred | None:
     if row.channel is Channel.EMAIL:
         wait = await _email_room(row.agency_id)
         if wait is not None:
+            # Marked, so the janitor leaves it to the job that comes back by itself.
+            async with transaction():
+                await Notification.filter(id=row.id, status=S.PENDING).update(
+                    not_before=clock.now() + timedelta(seconds=wait)
+                )
             return Deferred(wait)
     if not await _claim(row.id):
         current = await Notification.get(id=notification_id)

@@ -556,6 +556,9 @@ async def test_beyond_the_agency_email_limit_a_notification_waits(
     assert len(smtp.envelopes) == 2
     third = await Notification.get(id=made[2].id)
     assert (third.status, third.attempts) == (NotificationStatus.PENDING, 0)
+    # and marked held back, so the janitor leaves it to the job that comes back
+    assert third.not_before is not None
+    assert third.not_before > clock.now()
 
 
 async def test_a_telegram_notification_without_a_telegram_channel_is_skipped(
