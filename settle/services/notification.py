@@ -884,8 +884,6 @@ async def invoice_issued(invoice: Invoice) -> None:
     milestone's automatic invoice), recorded in ``Invoice.deliveries``; telling
     them here as well would send them the same invoice twice.
     """
-    from settle.services import payment_link, settlement
-
     contact = await Contact.get_or_none(client_id=invoice.client_id, is_primary=True)
     await notify(
         K.INVOICE_READY,
@@ -899,14 +897,37 @@ async def invoice_issued(invoice: Invoice) -> None:
         subject_type="invoice",
         subject_id=invoice.id,
         dedupe_key=f"invoice:{invoice.id}:ready",
-        data={
-            "invoice_number": invoice.number,
-            "total": _money(invoice.total_minor, invoice.currency),
-            "amount_due": _money(settlement.invoice_due(invoice), invoice.currency),
-            "due_date": invoice.due_date.isoformat() if invoice.due_date else None,
-            "pay_url": payment_link.payment_url(invoice),
-            "attach_invoice_ids": [str(invoice.id)],
-        },
+        data=_invoice_ready_data(invoice),
+    )
+
+
+def _invoice_ready_data(invoice: Invoice) -> dict[str, Any]:
+    from settle.services import payment_link, settlement
+
+    return {
+        "invoice_number": invoice.number,
+        "total": _money(invoice.total_minor, invoice.currency),
+        "amount_due": _money(settlement.invoice_due(invoice), invoice.currency),
+        "due_date": invoice.due_date.isoformat() if invoice.due_date else None,
+        "pay_url": payment_link.payment_url(invoice),
+        "attach_invoice_ids": [str(invoice.id)],
+    }
+
+
+async def invoice_document_uploaded(invoice: Invoice, key: str) -> None:
+    """An issued invoice's PDF uploaded by hand: the client's contact and leads get it.
+
+    Agencies that issue invoices elsewhere upload them here; the upload is the
+    moment the client gets the document. A replacing upload sends the new one.
+    """
+    await notify(
+        K.INVOICE_READY,
+        agency_id=invoice.agency_id,
+        recipients=await client_side(invoice.client_id),
+        subject_type="invoice",
+        subject_id=invoice.id,
+        dedupe_key=f"invoice:{invoice.id}:document:{key}",
+        data=_invoice_ready_data(invoice),
     )
 
 

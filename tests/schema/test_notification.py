@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from fpdf import FPDF
 
 from settle.core import clock
 from settle.core.outbox import relay_later, transaction
@@ -35,6 +36,7 @@ from settle.models.notification import (
 from settle.models.outbox import OutboxMessage
 from settle.models.project import Project
 from settle.notifications import channels
+from settle.services import invoice_files
 from settle.services import notification as notification_service
 from settle.tasks.notification import send
 from tests.conftest import Backend
@@ -1049,3 +1051,50 @@ async def test_a_cancelled_milestone_or_a_client_nobody_to_ask_is_refused(
     }
     assert await Notification.all().count() == 0
     assert (await Milestone.get(id=silent.id)).invoice_id is None
+
+
+def small_pdf(text: str) -> bytes:
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=14)
+    pdf.cell(text=text)
+    return bytes(pdf.output())
+
+
+async def test_an_uploaded_pdf_of_an_issued_invoice_goes_to_the_client(
+    db: Backend,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    smtp: Mailbox,
+    owner: Account,
+    lead: Account,
+    client: Client,
+) -> None:
+    # given an issued invoice (its lead was told once) and a PDF made elsewhere
+    draft = await create_invoice(
+        owner, client, lines=[{"description": "Build", "quantity": "1", "unit_price": "500.00"}]
+    )
+    await gql.execute(FINALIZE_INVOICE, {"id": str(draft.id)}, token=owner.token)
+    await db.drain()
+    body_pdf = small_pdf("Invoice 77 from our accounting system")
+    created = await invoice_files.create_upload(
+        owner.actor, draft.id, filename="acme-77.pdf", size_bytes=len(body_pdf)
+    )
+
+    # when the owner uploads it
+    response = await http.put(created.upload.url, content=body_pdf)
+    await db.drain()
+
+    # then the primary contact and the lead get it, with the uploaded PDF attached
+    assert response.status_code == 200
+    assert await rows(K.INVOICE_READY) == [
+        ("invoice_ready", "email", "lee@acme.test", "sent"),
+        ("invoice_ready", "email", "lee@acme.test", "sent"),
+        ("invoice_ready", "email", CONTACT_EMAIL, "sent"),
+    ]
+    email = message_to(smtp, CONTACT_EMAIL, "Invoice ")
+    (attachment,) = list(email.iter_attachments())
+    assert attachment.get_content() == body_pdf
+    sent = len(smtp.envelopes)
+    await run_every_job_again(db)
+    assert len(smtp.envelopes) == sent
