@@ -773,6 +773,11 @@ async def _payment_facts(payment: Payment) -> dict[str, Any]:
     allocations = await PaymentAllocation.filter(payment_id=payment.id).order_by("id")
     milestone_ids = [a.milestone_id for a in allocations if a.milestone_id is not None]
     milestones = {m.id: m for m in await Milestone.filter(id__in=milestone_ids)}
+    paid = [
+        (milestones[a.milestone_id], a.amount_minor)
+        for a in allocations
+        if a.milestone_id is not None and a.milestone_id in milestones
+    ]
     invoice_ids = list(dict.fromkeys(a.invoice_id for a in allocations))
     invoices = {i.id: i for i in await Invoice.filter(id__in=invoice_ids)}
     return {
@@ -782,12 +787,14 @@ async def _payment_facts(payment: Payment) -> dict[str, Any]:
         "reference": payment.provider_payment_id or payment.reference or str(payment.id),
         "milestones": [
             {
-                "title": milestones[a.milestone_id].title,
-                "kind": milestones[a.milestone_id].kind.value,
-                "amount": _money(a.amount_minor, payment.currency),
+                "title": milestone.title,
+                "kind": milestone.kind.value,
+                "amount": _money(amount, payment.currency),
             }
-            for a in allocations
-            if a.milestone_id is not None and a.milestone_id in milestones
+            # The project's order, not the allocations' (random) ids.
+            for milestone, amount in sorted(
+                paid, key=lambda item: (item[0].position, item[0].title)
+            )
         ],
         "invoice_ids": [str(i) for i in invoice_ids if i in invoices],
         "invoice_numbers": [invoices[i].number for i in invoice_ids if invoices[i].number],

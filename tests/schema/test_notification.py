@@ -1098,3 +1098,37 @@ async def test_an_uploaded_pdf_of_an_issued_invoice_goes_to_the_client(
     sent = len(smtp.envelopes)
     await run_every_job_again(db)
     assert len(smtp.envelopes) == sent
+
+
+async def test_a_bulk_payment_is_one_summary_listing_every_milestone(
+    db: Backend,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    smtp: Mailbox,
+    owner: Account,
+    lead: Account,
+    project: Project,
+) -> None:
+    # given an approved advance of ₹1,000.00 and balance of ₹2,000.00, paid together
+    advance = await approved_milestone(project)
+    balance = await approved_milestone(project, kind=MilestoneKind.BALANCE, amount_minor=200_000)
+    data = await gql.execute(
+        PAY_MILESTONES, {"milestoneIds": [str(advance.id), str(balance.id)]}, token=lead.token
+    )
+    await db.drain()
+
+    # when the payment succeeds
+    await press(http, db, data["result"]["checkout"]["checkoutUrl"], "succeed")
+
+    # then the owner gets one summary and the contact one general receipt, both listing both
+    assert await rows(K.PAYMENT_RECEIVED, K.PAYMENT_CONFIRMATION) == [
+        ("payment_confirmation", "email", "lee@acme.test", "sent"),
+        ("payment_confirmation", "email", CONTACT_EMAIL, "sent"),
+        ("payment_received", "email", owner.user.email, "sent"),
+    ]
+    for message in (
+        message_to(smtp, owner.user.email, "Payment received from Acme: ₹3,000.00"),
+        message_to(smtp, CONTACT_EMAIL, "Payment received: ₹3,000.00, thank you"),
+    ):
+        text = plain(message)
+        assert "- Advance: ₹1,000.00\n- Design: ₹2,000.00\n" in text
