@@ -34,6 +34,7 @@ from settle.core.relay import relay_pending
 from settle.core.settings import Settings
 from settle.files import file_routes
 from settle.invitations import invitation_routes
+from settle.notifications.unsubscribe import unsubscribe_routes
 from settle.schema.context import Context
 from settle.schema.schema import schema
 from settle.schema.transport import SafeInputView
@@ -284,6 +285,7 @@ def create_app(settings: Settings, *, manage_runtime: bool = True) -> Starlette:
             *telegram_routes(),
             *webhook_routes(),
             *invitation_routes(),
+            *unsubscribe_routes(),
         ],
         middleware=[
             Middleware(RequestIdMiddleware),

@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     # How long a signed invoice URL (PDF download, draft preview, upload) works.
     invoice_url_ttl_seconds: int = Field(default=900, gt=0)
 
+    # Notification emails each agency may send (limits notation); beyond it they wait.
+    notification_email_rate_limit: str = "1000/hour"
+
     @field_validator(
         "rate_limit_login_per_ip",
         "rate_limit_login_per_email",
@@ -183,6 +186,7 @@ class Settings(BaseSettings):
         "rate_limit_accept_invitation_per_email",
         "rate_limit_authenticated",
         "rate_limit_websocket_per_ip",
+        "notification_email_rate_limit",
         mode="after",
     )
     @classmethod

@@ -27,6 +27,14 @@ from settle.models.milestone import (
     MilestonePaymentStatus,
     MilestoneStatus,
 )
+from settle.models.notification import (
+    Channel,
+    Frequency,
+    Notification,
+    NotificationKind,
+    NotificationPreference,
+    NotificationStatus,
+)
 from settle.models.outbox import OutboxKind, OutboxMessage
 from settle.models.payment import (
     OfflineMethod,
@@ -57,6 +65,7 @@ from settle.models.telegram import (
 __all__ = [
     "ActivityEvent",
     "Agency",
+    "Channel",
     "Client",
     "Contact",
     "CreditNote",
@@ -66,6 +75,7 @@ __all__ = [
     "DeliverableStatus",
     "DeliveryStatus",
     "DiscountKind",
+    "Frequency",
     "Invitation",
     "Invoice",
     "InvoiceCounter",
@@ -79,6 +89,10 @@ __all__ = [
     "MilestonePaymentStatus",
     "MilestoneStatus",
     "Note",
+    "Notification",
+    "NotificationKind",
+    "NotificationPreference",
+    "NotificationStatus",
     "OfflineMethod",
     "OutboxKind",
     "OutboxMessage",

@@ -51,6 +51,8 @@ class Agency(BaseModel):
     # The gateway each currency is collected through ({"INR": "razorpay", "USD": "stripe"});
     # a currency not listed uses the configured default provider.
     payment_providers: dict[str, str] = fields.JSONField(default=dict)
+    # An IANA zone name: reminders, digests and "today" follow the agency's clock.
+    timezone = fields.CharField(max_length=64, default="UTC")
 
     class Meta:
         table = "agency"

@@ -1,7 +1,10 @@
-"""Email templates: each email is three Jinja2 files rendered together.
+"""Templates: emails of three Jinja2 files, and notifications of one folder per kind.
 
 An email named ``invitation`` is ``templates/invitation.subject.txt``,
-``templates/invitation.txt`` and ``templates/invitation.html``.
+``templates/invitation.txt`` and ``templates/invitation.html``. A notification
+kind ``payment_received`` is the folder ``templates/payment_received/`` with
+``subject.txt``, ``body.txt``, ``body.html`` and ``telegram.txt`` (plain text, so
+a Telegram message needs no Markdown escaping), rendered from plain data.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from jinja2 import (
     select_autoescape,
 )
 
-from settle.core.money import format_money
+from settle.core.money import Money, format_money
 
 # Month names are spelled out here rather than with strftime("%b"), which follows
 # the process locale and would change the emails with the server's configuration.
@@ -60,6 +63,23 @@ def format_email_date(value: date) -> str:
     return f"{value.day} {_MONTHS[value.month - 1]} {value.year}"
 
 
+def _money(value: Money | dict[str, Any]) -> str:
+    """Money, or money as a notification stores it (``{"minor": 100, "currency": "INR"}``)."""
+    if isinstance(value, Money):
+        return format_money(value)
+    return format_money(Money(int(value["minor"]), str(value["currency"])))
+
+
+def _day(value: date | str) -> str:
+    """A calendar day, or one stored as ``YYYY-MM-DD`` in a notification's data."""
+    return format_email_date(value if isinstance(value, date) else date.fromisoformat(value))
+
+
+def money_data(value: Money) -> dict[str, Any]:
+    """Money as plain data for a notification's stored context."""
+    return {"minor": value.minor_units, "currency": value.currency}
+
+
 def _create_environment() -> Environment:
     environment = Environment(
         loader=PackageLoader("settle.notifications", "templates"),
@@ -74,7 +94,8 @@ def _create_environment() -> Environment:
     )
     environment.filters["email_datetime"] = format_email_datetime
     environment.filters["email_date"] = format_email_date
-    environment.filters["money"] = format_money
+    environment.filters["money"] = _money
+    environment.filters["day"] = _day
     return environment
 
 
@@ -94,3 +115,30 @@ def render_email(template: str, **context: Any) -> RenderedEmail:
     # A header cannot span lines, and a context value with a newline in it (an
     # agency name, say) must not be able to start a new header.
     return RenderedEmail(subject=" ".join(subject.split()), text=text, html=html)
+
+
+NOTIFICATION_FILES = ("subject.txt", "body.txt", "body.html", "telegram.txt")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedNotification:
+    subject: str
+    text: str
+    html: str
+    telegram: str
+
+
+def render_notification(kind: str, **context: Any) -> RenderedNotification:
+    """Render a notification kind's four templates with one context."""
+    parts: list[str] = []
+    for file_name in NOTIFICATION_FILES:
+        path = f"{kind}/{file_name}"
+        try:
+            jinja_template = environment.get_template(path)
+        except TemplateNotFound as error:
+            raise EmailTemplateNotFoundError(kind, path) from error
+        parts.append(jinja_template.render(**context))
+    subject, text, html, telegram = parts
+    return RenderedNotification(
+        subject=" ".join(subject.split()), text=text, html=html, telegram=telegram
+    )

@@ -36,6 +36,9 @@ class UpdateAgencyInput:
         default=strawberry.UNSET,
         description="The whole currency → gateway map (replaces the previous one).",
     )
+    timezone: str | None = strawberry.field(
+        default=strawberry.UNSET, description='An IANA time zone name, e.g. "Asia/Kolkata".'
+    )
 
 
 async def update_agency(info: Info, input: UpdateAgencyInput) -> AgencyResult:
@@ -49,6 +52,7 @@ async def update_agency(info: Info, input: UpdateAgencyInput) -> AgencyResult:
             "invoice_number_pattern": input.invoice_number_pattern,
             "invoice_due_days": input.invoice_due_days,
             "default_tax_rate": input.default_tax_rate,
+            "timezone": input.timezone,
             "payment_providers": (
                 input.payment_providers
                 if not isinstance(input.payment_providers, list)

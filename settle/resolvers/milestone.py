@@ -40,6 +40,27 @@ MilestoneResult = Annotated[Milestone | _Errors, strawberry.union("MilestoneResu
 PaymentTermsResult = Annotated[PaymentTerms | _Errors, strawberry.union("PaymentTermsResult")]
 
 
+@strawberry.type(description="The milestones whose payment was asked for, with their invoices.")
+class PaymentRequested:
+    milestones: list[Milestone]
+
+
+RequestPaymentResult = Annotated[
+    PaymentRequested | _Errors, strawberry.union("RequestPaymentResult")
+]
+
+
+async def request_payment(info: Info, milestone_ids: list[strawberry.ID]) -> RequestPaymentResult:
+    actor = require_actor(info)
+
+    async def run() -> PaymentRequested:
+        ids = [parse_id(value, "milestoneIds") for value in milestone_ids]
+        milestones = await milestone_service.request_payment(actor, ids)
+        return PaymentRequested(milestones=[Milestone.from_model(m) for m in milestones])
+
+    return await mutate(run)  # type: ignore[return-value]
+
+
 async def milestones(
     info: Info,
     first: int = 20,
@@ -238,6 +259,13 @@ class MilestoneMutation:
     mark_milestone_paid: MilestoneResult = strawberry.mutation(
         resolver=mark_milestone_paid,
         description="approved → paid by hand, with the payment's reference (owners only).",
+    )
+    request_payment: RequestPaymentResult = strawberry.mutation(
+        resolver=request_payment,
+        description="Email the client's primary contact and lead users a request to pay these "
+        "milestones, with the pay link (owners and admins). Any milestone not cancelled or paid "
+        "may be asked for, whatever its workflow status; those without an invoice are issued "
+        "one together, and each invoice involved is asked for what it still owes.",
     )
     apply_payment_terms: PaymentTermsResult = strawberry.mutation(
         resolver=apply_payment_terms,

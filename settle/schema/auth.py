@@ -47,6 +47,9 @@ class Agency:
     payment_providers: list[PaymentProviderChoice] = strawberry.field(
         description="The gateway per currency; other currencies use the server's default."
     )
+    timezone: str = strawberry.field(
+        description='IANA time zone ("Asia/Kolkata") that reminders and digests follow.'
+    )
 
     @classmethod
     def from_model(cls, agency: models.Agency) -> Agency:
@@ -63,6 +66,7 @@ class Agency:
                 PaymentProviderChoice(currency=currency, provider=provider)
                 for currency, provider in sorted((agency.payment_providers or {}).items())
             ],
+            timezone=agency.timezone,
         )
 
 

@@ -24,6 +24,7 @@ from settle.resolvers.credit_note import CreditNoteMutation, CreditNoteQuery
 from settle.resolvers.deliverable import DeliverableMutation, DeliverableQuery
 from settle.resolvers.invoice import InvoiceMutation, InvoiceQuery
 from settle.resolvers.milestone import MilestoneMutation, MilestoneQuery
+from settle.resolvers.notification import NotificationMutation, NotificationQuery
 from settle.resolvers.payment import PaymentMutation, PaymentQuery
 from settle.resolvers.project import ProjectMutation, ProjectQuery
 from settle.resolvers.task import TaskMutation, TaskQuery
@@ -121,6 +122,7 @@ QUERY_TYPES: tuple[type, ...] = (
     DeliverableQuery,
     InvoiceQuery,
     MilestoneQuery,
+    NotificationQuery,
     PaymentQuery,
     ProjectQuery,
     TaskQuery,
@@ -134,6 +136,7 @@ MUTATION_TYPES: tuple[type, ...] = (
     DeliverableMutation,
     InvoiceMutation,
     MilestoneMutation,
+    NotificationMutation,
     PaymentMutation,
     ProjectMutation,
     TaskMutation,

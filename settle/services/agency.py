@@ -13,6 +13,7 @@ from settle.core.tenancy import MANAGERS, Actor
 from settle.models.agency import Agency
 from settle.services import activity
 from settle.services.invoice import check_number_pattern, clean_rate
+from settle.services.notification import clean_timezone
 
 ADDRESS_MAX_LENGTH = 1_000
 MAX_DUE_DAYS = 365
@@ -44,6 +45,8 @@ def clean_agency_fields(values: dict[str, Any]) -> dict[str, Any]:
             cleaned[key] = clean_rate("defaultTaxRate", value)
         elif key == "payment_providers":
             cleaned[key] = clean_payment_providers(value)
+        elif key == "timezone":
+            cleaned[key] = clean_timezone(value)
         else:
             raise ValidationError(key, f"Unknown field {key}")
     return cleaned

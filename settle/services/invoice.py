@@ -63,6 +63,7 @@ from settle.models.invoice import (
 from settle.models.milestone import Milestone, MilestoneStatus
 from settle.models.project import Project, Task, TimeEntry
 from settle.services import activity, settlement
+from settle.services import notification as notification_service
 from settle.services.invoice_totals import (
     QUANTITY_PLACES,
     RATE_PLACES,
@@ -768,8 +769,12 @@ async def _due_days(invoice: Invoice, agency: Agency) -> int:
     return agency.invoice_due_days
 
 
-async def _finalize(actor: Actor | None, invoice: Invoice) -> Invoice:
-    """draft → sent: number, issue and due dates; the PDF is rendered after commit."""
+async def _finalize(actor: Actor | None, invoice: Invoice, *, announce: bool = True) -> Invoice:
+    """draft → sent: number, issue and due dates; the PDF is rendered after commit.
+
+    ``announce`` tells the client's lead users the invoice is ready; a caller
+    that tells them itself (a payment request) says False.
+    """
     _check_transition(invoice, S.SENT)
     lines = await _recompute(invoice)
     if not lines:
@@ -792,6 +797,8 @@ async def _finalize(actor: Actor | None, invoice: Invoice) -> Invoice:
     invoice.update_from_dict(data)
     await invoice.save(update_fields=[*data.keys(), "updated_at"])
     await send_job(RENDER_PDF_JOB, str(invoice.id))
+    if announce:
+        await notification_service.invoice_issued(invoice)
     await _record(
         actor,
         invoice,
@@ -1228,7 +1235,10 @@ async def generate_for_milestone(milestone_id: uuid.UUID) -> Invoice | None:
 
 
 async def issue_for_milestones(
-    milestones: Sequence[Milestone], *, source: InvoiceSource = InvoiceSource.MILESTONES
+    milestones: Sequence[Milestone],
+    *,
+    source: InvoiceSource = InvoiceSource.MILESTONES,
+    announce: bool = True,
 ) -> Invoice:
     """Issue one invoice billing these milestones (of one client and currency) for Settle itself.
 
@@ -1250,7 +1260,7 @@ async def issue_for_milestones(
         currency=first.currency,
     )
     await _bill_milestones(invoice, milestones)
-    await _finalize(None, invoice)
+    await _finalize(None, invoice, announce=announce)
     return invoice
 
 

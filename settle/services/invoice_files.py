@@ -42,6 +42,7 @@ from settle.documents.invoice import DocumentLine, InvoiceDocument, TaxLine, ren
 from settle.models.invoice import DiscountKind, Invoice, InvoiceStatus
 from settle.services import activity, document_files, payment_link, settlement
 from settle.services import invoice as invoice_service
+from settle.services import notification as notification_service
 
 DOWNLOAD_PURPOSE = "invoice.download"
 PREVIEW_PURPOSE = "invoice.preview"
@@ -458,6 +459,9 @@ async def complete_upload(pending: PendingUpload, stored: StoredObject) -> Compl
             {key: before[key] for key in shown}, {key: data[key] for key in shown}
         ),
     )
+    if invoice.status is not InvoiceStatus.DRAFT:
+        # An invoice issued elsewhere reaches the client when its PDF arrives.
+        await notification_service.invoice_document_uploaded(invoice, pending.key)
     return CompletedUpload(invoice, replaced_key)
 
 

@@ -16,6 +16,8 @@ an issued invoice             no rendered PDF                              invoi
 an invoice email              pending: never tried, or its attempt's       invoice.send_email
                               claim abandoned (older than the send lease)
 a refund Settle asked for     pending and never answered by the gateway    payment.refund
+a notification                pending and never tried (and not held back   notification.send
+                              by the email limit), or its claim abandoned
 ============================  ===========================================  ========================
 
 Each run takes at most ``janitor_batch_size`` rows of each kind, oldest first,
@@ -35,6 +37,9 @@ Every job re-sent here is safe next to its original still running:
   conditional update;
 - ``invoice.send_email`` claims the attempt first, and a second run stands back
   while the claim is younger than ``invoice_delivery.SEND_LEASE``;
+- ``notification.send`` claims the row with a conditional update, and a
+  second run stands back while the claim is younger than
+  ``notification.SEND_LEASE``;
 - ``payment.refund`` asks the gateway with the refund's id as the idempotency
   key and records the answer under the refund's row lock. Stripe keeps an
   idempotency key for 24 hours, so a refund older than that is never re-sent:
@@ -55,8 +60,10 @@ from tortoise.queryset import QuerySet
 from settle.core import clock
 from settle.core.settings import Settings, get_settings
 from settle.models.invoice import DeliveryStatus, Invoice, InvoiceDelivery, InvoiceStatus
+from settle.models.notification import Notification, NotificationStatus
 from settle.models.payment import Refund, RefundStatus, WebhookEvent
 from settle.services import invoice_delivery, webhook
+from settle.services import notification as notification_service
 from settle.services.invoice import RENDER_PDF_JOB, SEND_EMAIL_JOB
 from settle.services.payment import PROCESS_WEBHOOK_JOB, REFUND_JOB
 
@@ -168,6 +175,31 @@ async def unsent_refunds(window: Window) -> list[uuid.UUID]:
     )
 
 
+async def unsent_notifications(window: Window) -> list[uuid.UUID]:
+    """Notifications pending and never tried, or claimed by a run that died (past the lease).
+
+    One that failed for now (attempts counted, pending) is its actor's to
+    retry, one held back by the agency's email limit comes back by itself, and
+    one held for a digest is the digest's.
+    """
+    claim_abandoned_before = min(window.stale_before, window.now - notification_service.SEND_LEASE)
+    return await _oldest(
+        Notification.filter(
+            Q(
+                Q(not_before__isnull=True) | Q(not_before__lte=window.now),
+                status=NotificationStatus.PENDING,
+                attempts=0,
+                digest=False,
+                updated_at__lte=window.stale_before,
+            )
+            | Q(status=NotificationStatus.SENDING, claimed_at__lte=claim_abandoned_before),
+            created_at__gt=window.give_up_before,
+        ),
+        "created_at",
+        window,
+    )
+
+
 async def find_stuck(settings: Settings | None = None, now: datetime | None = None) -> Stuck:
     """Every kind of unfinished work, at most a batch of each, by the job that finishes it."""
     window = Window.of(settings or get_settings(), now or clock.now())
@@ -177,6 +209,7 @@ async def find_stuck(settings: Settings | None = None, now: datetime | None = No
             RENDER_PDF_JOB: await invoices_without_pdf(window),
             SEND_EMAIL_JOB: await unsent_deliveries(window),
             REFUND_JOB: await unsent_refunds(window),
+            notification_service.SEND_JOB: await unsent_notifications(window),
         }
     )
 

@@ -45,6 +45,8 @@ from settle.models.milestone import (
 )
 from settle.models.project import Project
 from settle.services import activity, settlement
+from settle.services import invoice as invoice_service
+from settle.services import notification as notification_service
 from settle.services import payment as payment_service
 from settle.services.invoice import GENERATE_FOR_MILESTONE_JOB
 
@@ -369,15 +371,76 @@ async def approve_milestone(actor: Actor, milestone_id: uuid.UUID) -> Milestone:
         fields=lambda _: {"approved_at": clock.now(), "approved_by_id": actor.user_id},
     )
     await send_job(GENERATE_FOR_MILESTONE_JOB, str(milestone.id))
+    await notification_service.milestone_decided(actor, milestone)
     return milestone
 
 
 async def reject_milestone(actor: Actor, milestone_id: uuid.UUID, reason: str | None) -> Milestone:
     """submitted → rejected, with the reason the work goes back."""
     text = validation.required_text("reason", reason, max_length=REASON_MAX_LENGTH)
-    return await _transition(
+    milestone = await _transition(
         actor, milestone_id, S.REJECTED, fields=lambda _: {"rejection_reason": text}
     )
+    await notification_service.milestone_decided(actor, milestone)
+    return milestone
+
+
+async def request_payment(actor: Actor, milestone_ids: Sequence[uuid.UUID]) -> list[Milestone]:
+    """Ask the client to pay these milestones now, by email with the pay link (owners, admins).
+
+    The rule: any milestone that is not cancelled and not paid may be asked
+    for, whatever its workflow status, so an advance is requested before the
+    work starts. Milestones without an invoice are issued one together (as
+    paying them would); each invoice involved gets one request for what it
+    still owes, which is what its pay link collects. The primary contact and
+    the client's lead users are asked.
+    """
+    actor.require(*MANAGERS)
+    milestones = await invoice_service.lock_milestones(actor, milestone_ids, most=100)
+    for m in milestones:
+        if m.status in (S.CANCELLED, S.PAID) or m.payment_status is MilestonePaymentStatus.PAID:
+            state = "paid" if m.status is not S.CANCELLED else "cancelled"
+            raise ValidationError(
+                "milestoneIds",
+                f"Milestone {m.title} is {state}: there is nothing to ask for",
+                code="NOT_PAYABLE",
+            )
+    recipients = await notification_service.client_side(milestones[0].client_id)
+    if not any(recipient.email for recipient in recipients):
+        raise ValidationError(
+            "milestoneIds",
+            "The client has no primary contact with an email and no lead user to ask",
+            code="NO_RECIPIENT",
+        )
+    waiting = [m for m in milestones if m.invoice_id is None]
+    if waiting:
+        invoice = await invoice_service.issue_for_milestones(waiting, announce=False)
+        for m in waiting:
+            m.invoice_id = invoice.id
+    groups: dict[uuid.UUID, list[Milestone]] = {}
+    for m in milestones:
+        assert m.invoice_id is not None
+        groups.setdefault(m.invoice_id, []).append(m)
+    request_id = uuid.uuid4()
+    asked = [
+        await notification_service.payment_requested(
+            await Invoice.get(id=invoice_id), group, recipients, request_id
+        )
+        for invoice_id, group in groups.items()
+    ]
+    if not any(asked):
+        raise ConflictError("Nothing is left to pay on these milestones")
+    for m in milestones:
+        await activity.record(
+            actor,
+            agency_id=m.agency_id,
+            client_id=m.client_id,
+            entity_type="milestone",
+            entity_id=m.id,
+            verb="payment_requested",
+            summary=f"Payment of milestone {m.title} requested by {actor.name}",
+        )
+    return milestones
 
 
 async def cancel_milestone(actor: Actor, milestone_id: uuid.UUID, reason: str | None) -> Milestone:

@@ -71,6 +71,7 @@ from settle.models.payment import (
 )
 from settle.services import activity, settlement
 from settle.services import invoice as invoice_service
+from settle.services import notification as notification_service
 from settle.services.invoice_totals import allocate
 from settle.subscriptions import channels
 
@@ -833,6 +834,7 @@ async def mark_succeeded(
     await supersede_overlapping(payment.id, await _coverage(payment.id), actor=actor)
     if payment.amount_refunded_minor:
         await _spread_refund(payment, payment.amount_refunded_minor)
+    await notification_service.payment_succeeded(payment)
 
 
 async def _apply_failure(payment: Payment, event: GatewayEvent) -> str:
@@ -863,6 +865,9 @@ async def _fail(payment: Payment, target: PaymentStatus, reason: str | None) -> 
         f"Payment {target.value}" + (f": {reason}" if reason else ""),
         {"status": {"before": None, "after": target.value}},
     )
+    if target is P.FAILED:
+        # A cancelled checkout is the payer's own choice: nobody needs telling.
+        await notification_service.payment_failed(payment)
 
 
 # --- superseded checkouts and duplicate captures --------------------------------------------
@@ -1127,6 +1132,7 @@ async def settle_refund(payment: Payment, amount_minor: int) -> None:
     # A duplicate's money never reached its invoices, so giving it back changes none.
     if payment.succeeded_at is not None and payment.auto_refund_reason is None:
         await _spread_refund(payment, amount_minor)
+    await notification_service.refund_settled(payment, amount_minor)
 
 
 async def _spread_refund(payment: Payment, amount_minor: int) -> None:

@@ -24,14 +24,21 @@ from settle.core import clock
 from settle.core.auth import hash_opaque_token
 from settle.core.errors import NotFoundError, ValidationError
 from settle.core.outbox import transaction
-from settle.core.settings import Settings
+from settle.core.settings import Settings, get_settings
 from settle.core.tenancy import Actor
 from settle.models.agency import Agency, User
+from settle.models.notification import Channel
 from settle.models.telegram import (
     TelegramChat,
     TelegramLinkToken,
     TelegramUnlinkReason,
     TelegramUpdate,
+)
+from settle.notifications.channels import (
+    ChannelError,
+    OutgoingMessage,
+    RecipientUnreachableError,
+    SendResult,
 )
 from settle.notifications.telegram import (
     TelegramBlockedError,
@@ -305,3 +312,26 @@ async def _unlink_blocked(chat_id: int, description: str) -> None:
         "telegram.chat_blocked",
         extra={"user_ids": [str(user) for user in users], "reason": description},
     )
+
+
+class TelegramSender:
+    """Notifications by Telegram, to the recipient user's linked chat (contacts have none).
+
+    Without a bot token the client writes each message under ``var/telegram/``
+    and logs it, so the embedded run shows what would have been sent.
+    """
+
+    channel = Channel.TELEGRAM
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        user_id = message.notification.user_id
+        if user_id is None:
+            raise RecipientUnreachableError("Only users link a Telegram chat; contacts have none")
+        outcome = await send_to_user(get_settings(), user_id, message.rendered.telegram)
+        if isinstance(outcome, TelegramSkipped):
+            raise RecipientUnreachableError("The recipient has no linked Telegram chat")
+        if isinstance(outcome, TelegramTemporary):
+            raise ChannelError(outcome.reason, temporary=True, retry_after=outcome.retry_after)
+        if isinstance(outcome, TelegramPermanent):
+            raise ChannelError(outcome.reason, temporary=False)
+        return SendResult(provider_message_id=outcome.message_id)

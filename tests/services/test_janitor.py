@@ -12,6 +12,12 @@ from settle.core import clock
 from settle.core.settings import Settings
 from settle.models.client import Client
 from settle.models.invoice import DeliveryStatus, Invoice, InvoiceDelivery
+from settle.models.notification import (
+    Channel,
+    Notification,
+    NotificationKind,
+    NotificationStatus,
+)
 from settle.models.payment import (
     Payment,
     PaymentProvider,
@@ -21,6 +27,7 @@ from settle.models.payment import (
     WebhookEvent,
 )
 from settle.services import invoice_delivery, janitor, webhook
+from settle.services import notification as notification_service
 from settle.services.invoice import RENDER_PDF_JOB, SEND_EMAIL_JOB
 from settle.services.payment import PROCESS_WEBHOOK_JOB, REFUND_JOB
 from tests.conftest import Backend
@@ -98,6 +105,26 @@ async def refund(payment: Payment, created_at: datetime, **values: Any) -> uuid.
     return row.id
 
 
+async def notification(
+    owner: Account, created_at: datetime, updated_at: datetime | None = None, **values: Any
+) -> uuid.UUID:
+    row = await Notification.create(
+        agency_id=owner.agency_id,
+        kind=NotificationKind.PAYMENT_RECEIVED,
+        channel=Channel.EMAIL,
+        user_id=owner.user.id,
+        recipient_key=f"user:{owner.user.id}",
+        address=owner.user.email,
+        subject_type="payment",
+        dedupe_key=f"test:{uuid.uuid4()}",
+        **values,
+    )
+    await Notification.filter(id=row.id).update(
+        created_at=created_at, updated_at=updated_at or created_at
+    )
+    return row.id
+
+
 async def test_the_janitor_picks_work_stored_but_not_finished_and_leaves_the_rest(
     db: Backend, owner: Account, client: Client, settings: Settings, now: datetime
 ) -> None:
@@ -154,6 +181,32 @@ async def test_the_janitor_picks_work_stored_but_not_finished_and_leaves_the_res
     await refund(payment, now - 4 * MINUTE, created_by_id=owner.user.id)
     await refund(payment, now - 25 * 60 * MINUTE, created_by_id=owner.user.id)
 
+    # and notifications: never tried, claimed by a run that died; left alone: fresh, held
+    # back by the email limit, failing for now (its actor retries), claimed within the
+    # lease, held for a digest, sent, too old
+    notification_lease = notification_service.SEND_LEASE
+    untried = await notification(owner, now - 10 * MINUTE)
+    dead_claim = await notification(
+        owner,
+        now - 30 * MINUTE,
+        status=NotificationStatus.SENDING,
+        attempts=1,
+        claimed_at=now - notification_lease - MINUTE,
+    )
+    await notification(owner, now - 4 * MINUTE)
+    await notification(owner, now - 10 * MINUTE, not_before=now + 30 * MINUTE)
+    await notification(owner, now - 10 * MINUTE, attempts=1, last_error="451")
+    await notification(
+        owner,
+        now - 10 * MINUTE,
+        status=NotificationStatus.SENDING,
+        attempts=1,
+        claimed_at=now - notification_lease + MINUTE,
+    )
+    await notification(owner, now - 10 * MINUTE, digest=True)
+    await notification(owner, now - 10 * MINUTE, status=NotificationStatus.SENT, attempts=1)
+    await notification(owner, now - 4 * DAY)
+
     # when the janitor looks
     stuck = await janitor.find_stuck(settings, now)
 
@@ -163,6 +216,7 @@ async def test_the_janitor_picks_work_stored_but_not_finished_and_leaves_the_res
         RENDER_PDF_JOB: [no_pdf.id],
         SEND_EMAIL_JOB: [abandoned, never_tried],
         REFUND_JOB: [asked],
+        notification_service.SEND_JOB: [dead_claim, untried],
     }
 
 
@@ -186,4 +240,5 @@ async def test_a_run_takes_at_most_a_batch_of_each_kind_oldest_first(
         RENDER_PDF_JOB: 0,
         SEND_EMAIL_JOB: 0,
         REFUND_JOB: 0,
+        notification_service.SEND_JOB: 0,
     }

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
 
-from settle.core.outbox import transaction
 from settle.core.settings import Settings
 from settle.models.agency import Role
 from settle.models.telegram import TelegramChat, TelegramUnlinkReason
 from settle.services import telegram as telegram_service
 from settle.services.telegram import (
-    StartCommand,
     TelegramPermanent,
     TelegramSent,
     TelegramSkipped,
@@ -21,32 +16,14 @@ from settle.services.telegram import (
 )
 from tests.conftest import Backend
 from tests.fixtures.factories import Account, create_user
-from tests.fixtures.telegram import TelegramFake
+from tests.fixtures.telegram import TelegramFake, link_chat
 
 CHAT = 5_550_000_301
-_update_ids = itertools.count(900_000_001)
 
 
 @pytest.fixture
 def tg_settings(db: Backend, telegram_fake: TelegramFake) -> Settings:
     return telegram_fake.settings(db.settings)
-
-
-async def link_chat(
-    settings: Settings, telegram_fake: TelegramFake, account: Account, chat_id: int
-) -> None:
-    """The account links ``chat_id`` as a user would: a link, then /start in that chat."""
-    await telegram_fake.start(chat_id)
-    async with transaction():
-        link = await telegram_service.create_link(settings, account.actor)
-    [token] = parse_qs(urlsplit(link.url).query)["start"]
-    command = StartCommand(
-        update_id=next(_update_ids), chat_id=chat_id, username="olive", token=token
-    )
-    async with transaction():
-        reply = await telegram_service.handle_start(command)
-    assert reply is not None
-    assert reply.startswith("Connected to Settle")
 
 
 async def test_a_linked_user_is_sent_the_text(

@@ -27,6 +27,7 @@ from settle.models.payment import (
 )
 from settle.models.project import Project
 from settle.services import janitor
+from settle.services import notification as notification_service
 from settle.services import payment as payment_service
 from settle.services.invoice import RENDER_PDF_JOB, SEND_EMAIL_JOB
 from settle.services.payment import PROCESS_WEBHOOK_JOB, REFUND_JOB
@@ -124,6 +125,7 @@ async def test_a_run_sends_lost_jobs_again_and_each_finishes_its_work_once(
             RENDER_PDF_JOB: 0,
             SEND_EMAIL_JOB: 0,
             REFUND_JOB: 0,
+            notification_service.SEND_JOB: 0,
         }
     # and the payment was applied once
     succeeded = PaymentAuditEntry.filter(payment_id=pending.id, action="payment_succeeded")
