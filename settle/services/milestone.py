@@ -44,7 +44,7 @@ from settle.models.milestone import (
     MilestoneStatus,
 )
 from settle.models.project import Project
-from settle.services import activity, settlement
+from settle.services import activity, live_status, settlement
 from settle.services import payment as payment_service
 from settle.services.invoice import GENERATE_FOR_MILESTONE_JOB
 
@@ -246,6 +246,7 @@ async def _create(
         kind=kind,
         **data,
     )
+    await live_status.milestone_changed(milestone, None)
     await activity.record(
         actor,
         agency_id=milestone.agency_id,
@@ -295,8 +296,10 @@ async def update_milestone(
     changes = activity.diff(_shown(before, milestone.currency), _shown(data, milestone.currency))
     if not changes:
         return milestone
+    state = live_status.MilestoneState.of(milestone)
     milestone.update_from_dict(data)
     await milestone.save(update_fields=[*data.keys(), "updated_at"])
+    await live_status.milestone_changed(milestone, state)
     await activity.record(
         actor,
         agency_id=milestone.agency_id,
@@ -328,8 +331,10 @@ async def _transition(
         raise InvalidTransitionError("Milestone", milestone.status.value, target.value)
     data: dict[str, Any] = {"status": target, **(fields(milestone) if fields else {})}
     before = {key: getattr(milestone, key) for key in data}
+    state = live_status.MilestoneState.of(milestone)
     milestone.update_from_dict(data)
     await milestone.save(update_fields=[*data.keys(), "updated_at"])
+    await live_status.milestone_changed(milestone, state)
     changes = activity.diff(_shown(before, milestone.currency), _shown(data, milestone.currency))
     changes.update(activity.snapshot(extra_changes or {}))
     await activity.record(

@@ -1,0 +1,476 @@
+"""milestoneStatusChanged, invoiceStatusChanged and projectPaymentStatusChanged over a real
+websocket: changes made through the API and a gateway's webhook, heard live, by whom may see them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from settle.core import clock
+from settle.models.agency import Role
+from settle.models.client import Client
+from settle.models.invoice import Invoice
+from settle.models.milestone import Milestone, MilestoneStatus
+from settle.models.project import Project
+from settle.subscriptions import channels
+from settle.subscriptions.bus import get_bus
+from tests.conftest import Backend, wait_for
+from tests.fixtures.factories import Account, create_client, create_project, create_user
+from tests.fixtures.graphql import GraphQLClient
+from tests.fixtures.websocket import Subscription
+
+MILESTONE_STATUS_CHANGED = """
+subscription MilestoneStatusChanged($projectId: ID!, $milestoneId: ID) {
+  milestoneStatusChanged(projectId: $projectId, milestoneId: $milestoneId) {
+    milestoneId projectId title status previousStatus paymentStatus
+    amount { amount currency } amountPaid { amount }
+  }
+}
+"""
+
+INVOICE_STATUS_CHANGED = """
+subscription InvoiceStatusChanged($clientId: ID!, $invoiceId: ID) {
+  invoiceStatusChanged(clientId: $clientId, invoiceId: $invoiceId) {
+    invoiceId clientId projectId number status previousStatus
+    total { amount currency } amountDue { amount }
+  }
+}
+"""
+
+PROJECT_PAYMENT_STATUS_CHANGED = """
+subscription ProjectPaymentStatusChanged($projectId: ID!) {
+  projectPaymentStatusChanged(projectId: $projectId) {
+    projectId currency
+    total { amount } paid { amount } outstanding { amount } refunded { amount }
+    advance { milestoneId status amount { amount } }
+    balance { milestoneId status amount { amount } }
+    nextDue { milestoneId title amount { amount } }
+  }
+}
+"""
+
+PROJECT_PAYMENT_STATUS = """
+query ProjectPaymentStatus($projectId: ID!) {
+  projectPaymentStatus(projectId: $projectId) {
+    projectId currency
+    total { amount } paid { amount } outstanding { amount } refunded { amount }
+    advance { milestoneId status amount { amount } }
+    balance { milestoneId status amount { amount } }
+    nextDue { milestoneId title amount { amount } }
+  }
+}
+"""
+
+ERROR_FIELDS = "... on Error { code message }"
+
+CREATE_MILESTONE = f"""
+mutation CreateMilestone($input: CreateMilestoneInput!) {{
+  createMilestone(input: $input) {{ __typename ... on Milestone {{ id }} {ERROR_FIELDS} }}
+}}
+"""
+
+
+def transition(field: str) -> str:
+    return f"""
+mutation Transition($id: ID!) {{
+  {field}(id: $id) {{ __typename ... on Milestone {{ status }} {ERROR_FIELDS} }}
+}}
+"""
+
+
+MARK_MILESTONE_PAID = f"""
+mutation MarkMilestonePaid($id: ID!) {{
+  markMilestonePaid(id: $id, reference: "Bank transfer 42") {{
+    __typename ... on Milestone {{ status }} {ERROR_FIELDS}
+  }}
+}}
+"""
+
+CREATE_INVOICE = f"""
+mutation CreateInvoice($input: CreateInvoiceInput!) {{
+  createInvoice(input: $input) {{ __typename ... on Invoice {{ id }} {ERROR_FIELDS} }}
+}}
+"""
+
+FINALIZE_INVOICE = f"""
+mutation FinalizeInvoice($id: ID!) {{
+  finalizeInvoice(id: $id) {{ __typename ... on Invoice {{ status }} {ERROR_FIELDS} }}
+}}
+"""
+
+RECORD_OFFLINE_PAYMENT = f"""
+mutation RecordOfflinePayment($invoiceId: ID!, $amount: String!) {{
+  recordOfflinePayment(
+    invoiceId: $invoiceId, amount: $amount, method: CASH, reference: "Receipt 7"
+  ) {{ __typename ... on Payment {{ id }} {ERROR_FIELDS} }}
+}}
+"""
+
+ISSUE_CREDIT_NOTE = f"""
+mutation IssueCreditNote($input: IssueCreditNoteInput!) {{
+  issueCreditNote(input: $input) {{ __typename {ERROR_FIELDS} }}
+}}
+"""
+
+VOID_INVOICE = f"""
+mutation VoidInvoice($id: ID!) {{
+  voidInvoice(id: $id, reason: "Sent twice") {{
+    __typename ... on Invoice {{ status }} {ERROR_FIELDS}
+  }}
+}}
+"""
+
+PAY_MILESTONES = """
+mutation PayMilestones($milestoneIds: [ID!]!) {
+  payMilestones(milestoneIds: $milestoneIds) {
+    __typename
+    ... on PaymentCheckout { payment { id } checkout { checkoutUrl } }
+  }
+}
+"""
+
+REFUND_PAYMENT = f"""
+mutation RefundPayment($paymentId: ID!) {{
+  refundPayment(paymentId: $paymentId, reason: "Scope cut") {{ __typename {ERROR_FIELDS} }}
+}}
+"""
+
+
+def milestones_of(**arguments: str) -> tuple[str, str, dict[str, str]]:
+    return MILESTONE_STATUS_CHANGED, "milestoneStatusChanged", arguments
+
+
+def invoices_of(**arguments: str) -> tuple[str, str, dict[str, str]]:
+    return INVOICE_STATUS_CHANGED, "invoiceStatusChanged", arguments
+
+
+def payment_status_of(**arguments: str) -> tuple[str, str, dict[str, str]]:
+    return PROJECT_PAYMENT_STATUS_CHANGED, "projectPaymentStatusChanged", arguments
+
+
+def subscriber(url: str, account: Account, spec: tuple[str, str, dict[str, str]]) -> Subscription:
+    query, field, variables = spec
+    return Subscription(url, query, field, token=account.token, variables=variables)
+
+
+async def until_subscribed(channel: str, count: int) -> None:
+    async def subscribed() -> bool:
+        return await get_bus().subscriber_count(channel) == count
+
+    await wait_for(subscribed)
+
+
+async def ok(gql: GraphQLClient, operation: str, variables: dict[str, Any], token: str) -> Any:
+    data = await gql.execute(operation, variables, token=token)
+    (result,) = data.values()
+    assert "code" not in result, result
+    return result
+
+
+def milestone_event(
+    milestone: Milestone | str,
+    status: str,
+    previous: str | None,
+    payment_status: str = "UNPAID",
+    *,
+    project: Project,
+    title: str = "Design",
+    paid: str = "0.00",
+) -> dict[str, Any]:
+    return {
+        "milestoneId": str(milestone if isinstance(milestone, str) else milestone.id),
+        "projectId": str(project.id),
+        "title": title,
+        "status": status,
+        "previousStatus": previous,
+        "paymentStatus": payment_status,
+        "amount": {"amount": "1000.00", "currency": "INR"},
+        "amountPaid": {"amount": paid},
+    }
+
+
+def invoice_event(
+    invoice: Invoice, status: str, previous: str | None, due: str, *, number: bool = True
+) -> dict[str, Any]:
+    return {
+        "invoiceId": str(invoice.id),
+        "clientId": str(invoice.client_id),
+        "projectId": str(invoice.project_id) if invoice.project_id else None,
+        "number": invoice.number if number else None,
+        "status": status,
+        "previousStatus": previous,
+        "total": {"amount": "1000.00", "currency": "INR"},
+        "amountDue": {"amount": due},
+    }
+
+
+async def milestone_fence(
+    account: Account, project: Project, milestone_id: uuid.UUID | str | None = None
+) -> dict[str, Any]:
+    """A marker status change published on the agency's milestones channel; as it is heard.
+
+    A subscriber whose next event is the marker heard nothing else before it.
+    """
+    marker = str(milestone_id or uuid.uuid4())
+    await get_bus().publish(
+        channels.milestones(account.agency_id),
+        {
+            "eventId": str(uuid.uuid4()),
+            "milestoneId": marker,
+            "agencyId": str(account.agency_id),
+            "clientId": str(project.client_id),
+            "projectId": str(project.id),
+            "title": "Fence",
+            "status": "pending",
+            "previousStatus": None,
+            "paymentStatus": "unpaid",
+            "amountMinor": 100_000,
+            "amountPaidMinor": 0,
+            "currency": "INR",
+            "statusChanged": True,
+            "changedAt": clock.now().isoformat(),
+        },
+    )
+    return milestone_event(marker, "PENDING", None, project=project, title="Fence")
+
+
+async def invoice_fence(account: Account, client: Client) -> dict[str, Any]:
+    """A marker status change published on the agency's invoices channel; as it is heard."""
+    marker = str(uuid.uuid4())
+    await get_bus().publish(
+        channels.invoices(account.agency_id),
+        {
+            "invoiceId": marker,
+            "agencyId": str(account.agency_id),
+            "clientId": str(client.id),
+            "projectId": None,
+            "number": "FENCE",
+            "status": "sent",
+            "previousStatus": "draft",
+            "totalMinor": 100_000,
+            "dueMinor": 100_000,
+            "currency": "INR",
+            "internal": False,
+            "changedAt": clock.now().isoformat(),
+        },
+    )
+    return {
+        "invoiceId": marker,
+        "clientId": str(client.id),
+        "projectId": None,
+        "number": "FENCE",
+        "status": "SENT",
+        "previousStatus": "DRAFT",
+        "total": {"amount": "1000.00", "currency": "INR"},
+        "amountDue": {"amount": "1000.00"},
+    }
+
+
+@pytest.fixture
+async def client(owner: Account) -> Client:
+    return await create_client(owner, name="Acme", currency="INR")
+
+
+@pytest.fixture
+async def project(owner: Account, client: Client) -> Project:
+    return await create_project(owner, client)
+
+
+@pytest.fixture
+async def lead(owner: Account, client: Client) -> Account:
+    return await create_user(owner, role=Role.CLIENT_LEAD, client=client)
+
+
+# --- milestones --------------------------------------------------------------------------------
+
+
+async def test_every_milestone_status_change_made_through_the_api_is_heard(
+    db: Backend,
+    ws_url: str,
+    gql: GraphQLClient,
+    owner: Account,
+    lead: Account,
+    client: Client,
+    project: Project,
+) -> None:
+    # given the owner subscribed to the project's milestones, and another project beside it
+    other = await create_project(owner, client, name="Other")
+    channel = channels.milestones(owner.agency_id)
+    async with subscriber(ws_url, owner, milestones_of(projectId=str(project.id))) as watcher:
+        await until_subscribed(channel, 1)
+
+        # when a milestone is added to each project
+        created = await ok(
+            gql,
+            CREATE_MILESTONE,
+            {"input": {"projectId": str(project.id), "title": "Design", "amount": "1000.00"}},
+            owner.token,
+        )
+        await ok(
+            gql,
+            CREATE_MILESTONE,
+            {"input": {"projectId": str(other.id), "title": "Elsewhere", "amount": "5.00"}},
+            owner.token,
+        )
+        milestone_id = created["id"]
+
+        # then the owner hears only its project's new milestone
+        assert await watcher.next() == milestone_event(
+            milestone_id, "PENDING", None, project=project
+        )
+
+        # when the client lead watches that one milestone too, and it goes through its life
+        async with subscriber(
+            ws_url, lead, milestones_of(projectId=str(project.id), milestoneId=milestone_id)
+        ) as follower:
+            await until_subscribed(channel, 2)
+            for field, token in (
+                ("startMilestone", owner.token),
+                ("submitMilestone", owner.token),
+                ("rejectMilestone", lead.token),
+                ("startMilestone", owner.token),
+                ("submitMilestone", owner.token),
+                ("approveMilestone", lead.token),
+            ):
+                operation = transition(field)
+                if field == "rejectMilestone":
+                    operation = operation.replace("$id: ID!)", "$id: ID!, $reason: String!)")
+                    operation = operation.replace("(id: $id)", "(id: $id, reason: $reason)")
+                    await ok(gql, operation, {"id": milestone_id, "reason": "Too blue"}, token)
+                else:
+                    await ok(gql, operation, {"id": milestone_id}, token)
+            await db.drain()  # the approval's invoice is issued by the worker
+            await ok(gql, MARK_MILESTONE_PAID, {"id": milestone_id}, owner.token)
+
+            # then both hear every status, in order, exactly
+            steps = [
+                ("IN_PROGRESS", "PENDING", "UNPAID", "0.00"),
+                ("SUBMITTED", "IN_PROGRESS", "UNPAID", "0.00"),
+                ("REJECTED", "SUBMITTED", "UNPAID", "0.00"),
+                ("IN_PROGRESS", "REJECTED", "UNPAID", "0.00"),
+                ("SUBMITTED", "IN_PROGRESS", "UNPAID", "0.00"),
+                ("APPROVED", "SUBMITTED", "UNPAID", "0.00"),
+                ("PAID", "APPROVED", "PAID", "1000.00"),
+            ]
+            expected = [
+                milestone_event(milestone_id, status, previous, pay, project=project, paid=paid)
+                for status, previous, pay, paid in steps
+            ]
+            assert [await watcher.next() for _ in expected] == expected
+            assert [await follower.next() for _ in expected] == expected
+            # and nothing else before a marker
+            marker = await milestone_fence(owner, project, milestone_id)
+            assert await watcher.next() == marker
+            assert await follower.next() == marker
+
+
+# --- a payment through the gateway and its refund ---------------------------------------------
+
+
+async def test_a_sandbox_payment_and_its_refund_are_heard_on_all_three(
+    db: Backend,
+    ws_url: str,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    owner: Account,
+    lead: Account,
+    client: Client,
+    project: Project,
+) -> None:
+    # given an approved ₹1,000.00 milestone, and the lead watching it, its client's invoices
+    # and its project's payment status
+    milestone = await Milestone.create(
+        agency_id=project.agency_id,
+        project_id=project.id,
+        client_id=project.client_id,
+        currency="INR",
+        title="Design",
+        amount_minor=100_000,
+        status=MilestoneStatus.APPROVED,
+    )
+    async with (
+        subscriber(
+            ws_url, lead, milestones_of(projectId=str(project.id), milestoneId=str(milestone.id))
+        ) as milestones,
+        subscriber(ws_url, owner, invoices_of(clientId=str(client.id))) as agency_invoices,
+        subscriber(ws_url, lead, invoices_of(clientId=str(client.id))) as client_invoices,
+        subscriber(ws_url, lead, payment_status_of(projectId=str(project.id))) as status,
+    ):
+        # then the payment status comes first as the query gives it
+        query = await gql.execute(
+            PROJECT_PAYMENT_STATUS, {"projectId": str(project.id)}, token=lead.token
+        )
+        unpaid = query["projectPaymentStatus"]
+        assert await status.next() == unpaid
+        assert unpaid["outstanding"] == {"amount": "1000.00"}
+        await until_subscribed(channels.milestones(owner.agency_id), 2)
+        await until_subscribed(channels.invoices(owner.agency_id), 2)
+
+        # when the lead pays it on the sandbox's page (the webhook lands it)
+        started = await gql.execute(
+            PAY_MILESTONES, {"milestoneIds": [str(milestone.id)]}, token=lead.token
+        )
+        path = urlsplit(started["payMilestones"]["checkout"]["checkoutUrl"]).path
+        assert (await http.post(f"{path}/succeed")).status_code == 200
+        await db.drain()
+
+        # then the milestone is heard processing, then paid
+        assert [await milestones.next() for _ in range(2)] == [
+            milestone_event(milestone, "APPROVED", "APPROVED", "PROCESSING", project=project),
+            milestone_event(milestone, "PAID", "APPROVED", "PAID", project=project, paid="1000.00"),
+        ]
+        # and its invoice: the agency hears it drafted, issued and paid; the client from issue
+        invoice = await Invoice.get(client_id=client.id)
+        issued = [
+            invoice_event(invoice, "SENT", "DRAFT", "1000.00"),
+            invoice_event(invoice, "PAID", "SENT", "0.00"),
+        ]
+        drafted = invoice_event(invoice, "DRAFT", None, "1000.00", number=False)
+        assert [await agency_invoices.next() for _ in range(3)] == [drafted, *issued]
+        assert [await client_invoices.next() for _ in range(2)] == issued
+        # and the payment status is pushed once, paid (processing changed none of it)
+        paid = await gql.execute(
+            PROJECT_PAYMENT_STATUS, {"projectId": str(project.id)}, token=lead.token
+        )
+        assert paid["projectPaymentStatus"]["outstanding"] == {"amount": "0.00"}
+        assert await status.next() == paid["projectPaymentStatus"]
+
+        # when the owner refunds it in full (the sandbox settles it in the worker)
+        payment_id = started["payMilestones"]["payment"]["id"]
+        await ok(gql, REFUND_PAYMENT, {"paymentId": payment_id}, owner.token)
+        await db.drain()
+
+        # then the milestone reopens, the invoice is due again, and the status says so
+        assert await milestones.next() == milestone_event(
+            milestone, "APPROVED", "PAID", "REFUNDED", project=project, paid="1000.00"
+        )
+        reopened = invoice_event(invoice, "SENT", "PAID", "1000.00")
+        assert await agency_invoices.next() == reopened
+        assert await client_invoices.next() == reopened
+        refunded = await gql.execute(
+            PROJECT_PAYMENT_STATUS, {"projectId": str(project.id)}, token=lead.token
+        )
+        assert refunded["projectPaymentStatus"]["refunded"] == {"amount": "1000.00"}
+        assert await status.next() == refunded["projectPaymentStatus"]
+        # and nothing else came before markers (a new milestone changes the status once more)
+        marker = await milestone_fence(owner, project, milestone.id)
+        assert await milestones.next() == marker
+        marker = await invoice_fence(owner, client)
+        assert await agency_invoices.next() == marker
+        assert await client_invoices.next() == marker
+        await ok(
+            gql,
+            CREATE_MILESTONE,
+            {"input": {"projectId": str(project.id), "title": "Build", "amount": "500.00"}},
+            owner.token,
+        )
+        grown = await gql.execute(
+            PROJECT_PAYMENT_STATUS, {"projectId": str(project.id)}, token=lead.token
+        )
+        assert grown["projectPaymentStatus"]["total"] == {"amount": "1500.00"}
+        assert await status.next() == grown["projectPaymentStatus"]
