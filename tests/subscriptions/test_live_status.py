@@ -5,6 +5,7 @@ websocket: changes made through the API and a gateway's webhook, heard live, by 
 from __future__ import annotations
 
 import uuid
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,11 +13,13 @@ import httpx
 import pytest
 
 from settle.core import clock
+from settle.core.outbox import transaction
 from settle.models.agency import Role
 from settle.models.client import Client
 from settle.models.invoice import Invoice
 from settle.models.milestone import Milestone, MilestoneStatus
 from settle.models.project import Project
+from settle.services import invoice as invoice_service
 from settle.subscriptions import channels
 from settle.subscriptions.bus import get_bus
 from tests.conftest import Backend, wait_for
@@ -474,3 +477,118 @@ async def test_a_sandbox_payment_and_its_refund_are_heard_on_all_three(
         )
         assert grown["projectPaymentStatus"]["total"] == {"amount": "1500.00"}
         assert await status.next() == grown["projectPaymentStatus"]
+
+
+# --- invoices ------------------------------------------------------------------------------------
+
+
+MARK_INVOICE_VIEWED = f"""
+mutation MarkInvoiceViewed($id: ID!) {{
+  markInvoiceViewed(id: $id) {{ __typename ... on Invoice {{ status }} {ERROR_FIELDS} }}
+}}
+"""
+
+
+async def draft(gql: GraphQLClient, owner: Account, client: Client) -> str:
+    created = await ok(
+        gql,
+        CREATE_INVOICE,
+        {
+            "input": {
+                "clientId": str(client.id),
+                "lines": [{"description": "Design", "quantity": "1", "unitPrice": "1000.00"}],
+            }
+        },
+        owner.token,
+    )
+    return str(created["id"])
+
+
+async def test_every_invoice_status_change_is_heard_by_its_audience(
+    db: Backend, ws_url: str, gql: GraphQLClient, owner: Account, lead: Account, client: Client
+) -> None:
+    # given the owner and the client's lead watching the client's invoices, and a lead of
+    # another client watching theirs
+    other = await create_client(owner, name="Other", currency="INR")
+    outsider = await create_user(owner, role=Role.CLIENT_LEAD, client=other)
+    channel = channels.invoices(owner.agency_id)
+    async with (
+        subscriber(ws_url, owner, invoices_of(clientId=str(client.id))) as agency_side,
+        subscriber(ws_url, lead, invoices_of(clientId=str(client.id))) as client_side,
+        subscriber(ws_url, outsider, invoices_of(clientId=str(other.id))) as stranger,
+    ):
+        await until_subscribed(channel, 3)
+
+        # when a draft is made and issued, viewed by the lead, paid in part in cash, and the
+        # rest forgiven with a credit note
+        first = await draft(gql, owner, client)
+        await ok(gql, FINALIZE_INVOICE, {"id": first}, owner.token)
+        await ok(gql, MARK_INVOICE_VIEWED, {"id": first}, lead.token)
+        await ok(gql, RECORD_OFFLINE_PAYMENT, {"invoiceId": first, "amount": "400.00"}, owner.token)
+        await ok(
+            gql,
+            ISSUE_CREDIT_NOTE,
+            {"input": {"invoiceId": first, "amount": "600.00", "reason": "Goodwill"}},
+            owner.token,
+        )
+        # and a second is issued, and voided
+        second = await draft(gql, owner, client)
+        await ok(gql, FINALIZE_INVOICE, {"id": second}, owner.token)
+        await ok(gql, VOID_INVOICE, {"id": second}, owner.token)
+        # and a third is issued, and the daily sweep finds it past due
+        third = await draft(gql, owner, client)
+        await ok(gql, FINALIZE_INVOICE, {"id": third}, owner.token)
+        async with transaction():
+            assert await invoice_service.mark_overdue(on=date.today() + timedelta(days=400)) == 1
+
+        # then the agency hears every status, drafts included, in order
+        one, two, three = [await Invoice.get(id=i) for i in (first, second, third)]
+        issued = [
+            invoice_event(one, "SENT", "DRAFT", "1000.00"),
+            invoice_event(one, "VIEWED", "SENT", "1000.00"),
+            invoice_event(one, "PARTIALLY_PAID", "VIEWED", "600.00"),
+            invoice_event(one, "PAID", "PARTIALLY_PAID", "0.00"),
+            invoice_event(two, "SENT", "DRAFT", "1000.00"),
+            invoice_event(two, "VOID", "SENT", "0.00"),
+            invoice_event(three, "SENT", "DRAFT", "1000.00"),
+            invoice_event(three, "OVERDUE", "SENT", "1000.00"),
+        ]
+        drafts = {
+            0: invoice_event(one, "DRAFT", None, "1000.00", number=False),
+            4: invoice_event(two, "DRAFT", None, "1000.00", number=False),
+            6: invoice_event(three, "DRAFT", None, "1000.00", number=False),
+        }
+        expected: list[dict[str, Any]] = []
+        for index, event in enumerate(issued):
+            if index in drafts:
+                expected.append(drafts[index])
+            expected.append(event)
+        assert [await agency_side.next() for _ in expected] == expected
+        # and the client's lead every one from issue on, no draft
+        assert [await client_side.next() for _ in issued] == issued
+        # and nothing else, nor anything at all of another client's invoices
+        marker = await invoice_fence(owner, client)
+        assert await agency_side.next() == marker
+        assert await client_side.next() == marker
+        marker = await invoice_fence(owner, other)
+        assert await stranger.next() == marker
+
+
+async def test_a_subscription_to_one_invoice_hears_only_that_invoice(
+    db: Backend, ws_url: str, gql: GraphQLClient, owner: Account, client: Client
+) -> None:
+    # given two drafts of one client, and a subscription to the second
+    first, second = await draft(gql, owner, client), await draft(gql, owner, client)
+    async with subscriber(
+        ws_url, owner, invoices_of(clientId=str(client.id), invoiceId=second)
+    ) as watcher:
+        await until_subscribed(channels.invoices(owner.agency_id), 1)
+
+        # when both are issued
+        for invoice_id in (first, second):
+            await ok(gql, FINALIZE_INVOICE, {"id": invoice_id}, owner.token)
+
+        # then only the second is heard
+        assert await watcher.next() == invoice_event(
+            await Invoice.get(id=second), "SENT", "DRAFT", "1000.00"
+        )
