@@ -20,6 +20,7 @@ from settle.models.invoice import Invoice
 from settle.models.milestone import Milestone, MilestoneStatus
 from settle.models.project import Project
 from settle.services import invoice as invoice_service
+from settle.services import payment as payment_service
 from settle.subscriptions import channels
 from settle.subscriptions.bus import get_bus
 from tests.conftest import Backend, wait_for
@@ -592,3 +593,87 @@ async def test_a_subscription_to_one_invoice_hears_only_that_invoice(
         assert await watcher.next() == invoice_event(
             await Invoice.get(id=second), "SENT", "DRAFT", "1000.00"
         )
+
+
+# --- one computation per event, and nothing across agencies ------------------------------------
+
+
+async def test_a_projects_payment_status_is_computed_once_per_event_for_all_its_subscribers(
+    db: Backend,
+    ws_url: str,
+    gql: GraphQLClient,
+    monkeypatch: pytest.MonkeyPatch,
+    owner: Account,
+    lead: Account,
+    project: Project,
+) -> None:
+    # given three subscribers to one project's payment status, each told it at once
+    computed: list[uuid.UUID] = []
+    compute = payment_service.payment_status_of
+
+    async def counted(row: Project) -> payment_service.ProjectPaymentStatus:
+        computed.append(row.id)
+        return await compute(row)
+
+    monkeypatch.setattr(payment_service, "payment_status_of", counted)
+    spec = payment_status_of(projectId=str(project.id))
+    async with (
+        subscriber(ws_url, owner, spec) as first,
+        subscriber(ws_url, owner, spec) as second,
+        subscriber(ws_url, lead, spec) as third,
+    ):
+        empty = [await s.next() for s in (first, second, third)]
+        assert [e["total"] for e in empty] == [{"amount": "0.00"}] * 3
+        await until_subscribed(channels.milestones(owner.agency_id), 3)
+        assert computed == [project.id] * 3
+
+        # when one milestone is added
+        await ok(
+            gql,
+            CREATE_MILESTONE,
+            {"input": {"projectId": str(project.id), "title": "Design", "amount": "1000.00"}},
+            owner.token,
+        )
+
+        # then each hears the new status, computed once for the three
+        pushed = [await s.next() for s in (first, second, third)]
+        assert computed == [project.id] * 4
+        query = await gql.execute(
+            PROJECT_PAYMENT_STATUS, {"projectId": str(project.id)}, token=owner.token
+        )
+        assert pushed == [query["projectPaymentStatus"]] * 3
+
+
+async def test_no_status_change_reaches_another_agency(
+    db: Backend,
+    ws_url: str,
+    gql: GraphQLClient,
+    owner: Account,
+    rival: Account,
+    client: Client,
+    project: Project,
+) -> None:
+    # given the rival watching its own client's invoices and project's milestones
+    rival_client = await create_client(rival, name="Rivalco", currency="INR")
+    rival_project = await create_project(rival, rival_client)
+    async with (
+        subscriber(ws_url, rival, milestones_of(projectId=str(rival_project.id))) as milestones,
+        subscriber(ws_url, rival, invoices_of(clientId=str(rival_client.id))) as invoices,
+    ):
+        await until_subscribed(channels.milestones(rival.agency_id), 1)
+        await until_subscribed(channels.invoices(rival.agency_id), 1)
+
+        # when the owner's agency adds a milestone and issues an invoice
+        await ok(
+            gql,
+            CREATE_MILESTONE,
+            {"input": {"projectId": str(project.id), "title": "Design", "amount": "1000.00"}},
+            owner.token,
+        )
+        await ok(gql, FINALIZE_INVOICE, {"id": await draft(gql, owner, client)}, owner.token)
+
+        # then the rival hears none of it
+        marker = await milestone_fence(rival, rival_project)
+        assert await milestones.next() == marker
+        marker = await invoice_fence(rival, rival_client)
+        assert await invoices.next() == marker
