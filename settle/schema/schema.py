@@ -39,6 +39,7 @@ from settle.schema.introspection import IntrospectionGate
 from settle.schema.limits import OperationLimits
 from settle.schema.scalars import SCALAR_OVERRIDES
 from settle.subscriptions import activity as activity_subscriptions
+from settle.subscriptions import dashboard as dashboard_subscriptions
 from settle.subscriptions import live_status as live_status_subscriptions
 from settle.subscriptions import payment as payment_subscriptions
 
@@ -169,6 +170,11 @@ class Subscription:
         resolver=live_status_subscriptions.project_payment_status_changed,
         description="A project's payment status (as the projectPaymentStatus query) now, then "
         "each time it changes; NOT_FOUND for a project the caller may not see.",
+    )
+    dashboard = strawberry.subscription(
+        resolver=dashboard_subscriptions.dashboard,
+        description="The agency's billing at a glance (owners and admins; PERMISSION_DENIED "
+        "for others): now, then each time it changes, at most once a second.",
     )
 
 
