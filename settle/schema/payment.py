@@ -473,6 +473,9 @@ class PaymentStatusChanged:
     amount_refunded: Money
     project_id: strawberry.ID | None
     invoice_ids: list[strawberry.ID]
+    milestone_ids: list[strawberry.ID] = strawberry.field(
+        description="The milestones it pays; empty for a payment of whole invoices."
+    )
     changed_at: datetime
 
     @classmethod
@@ -487,6 +490,7 @@ class PaymentStatusChanged:
             amount_refunded=_money(message["amountRefundedMinor"], currency),
             project_id=strawberry.ID(message["projectId"]) if message.get("projectId") else None,
             invoice_ids=[strawberry.ID(i) for i in message.get("invoiceIds") or []],
+            milestone_ids=[strawberry.ID(i) for i in message.get("milestoneIds") or []],
             changed_at=datetime.fromisoformat(message["changedAt"]),
         )
 

@@ -40,6 +40,8 @@ from settle.schema.introspection import IntrospectionGate
 from settle.schema.limits import OperationLimits
 from settle.schema.scalars import SCALAR_OVERRIDES
 from settle.subscriptions import activity as activity_subscriptions
+from settle.subscriptions import dashboard as dashboard_subscriptions
+from settle.subscriptions import live_status as live_status_subscriptions
 from settle.subscriptions import payment as payment_subscriptions
 
 
@@ -155,6 +157,27 @@ class Subscription:
         resolver=payment_subscriptions.payment_status_changed,
         description="Changes to the payments the caller may see (a client user's own "
         "client's); projectId, invoiceId and paymentId each narrow them when given.",
+    )
+    milestone_status_changed = strawberry.subscription(
+        resolver=live_status_subscriptions.milestone_status_changed,
+        description="Status changes of a project's milestones (new milestones too), or of one "
+        "milestone of it; NOT_FOUND for a project or milestone the caller may not see.",
+    )
+    invoice_status_changed = strawberry.subscription(
+        resolver=live_status_subscriptions.invoice_status_changed,
+        description="Status changes of a client's invoices (new invoices too; a client user "
+        "hears of an invoice once issued), or of one invoice of it; NOT_FOUND for a client or "
+        "invoice the caller may not see.",
+    )
+    project_payment_status_changed = strawberry.subscription(
+        resolver=live_status_subscriptions.project_payment_status_changed,
+        description="A project's payment status (as the projectPaymentStatus query) now, then "
+        "each time it changes; NOT_FOUND for a project the caller may not see.",
+    )
+    dashboard = strawberry.subscription(
+        resolver=dashboard_subscriptions.dashboard,
+        description="The agency's billing at a glance (owners and admins; PERMISSION_DENIED "
+        "for others): now, then each time it changes, at most once a second.",
     )
 
 

@@ -62,7 +62,7 @@ from settle.models.invoice import (
 )
 from settle.models.milestone import Milestone, MilestoneStatus
 from settle.models.project import Project, Task, TimeEntry
-from settle.services import activity, settlement
+from settle.services import activity, live_status, settlement
 from settle.services import notification as notification_service
 from settle.services.invoice_totals import (
     QUANTITY_PLACES,
@@ -576,6 +576,7 @@ async def _create_draft(
     if created:
         await InvoiceLine.bulk_create(created)
     stored = await _recompute(invoice)
+    await live_status.invoice_changed(invoice, None)
     await _record(
         actor,
         invoice,
@@ -796,6 +797,7 @@ async def _finalize(actor: Actor | None, invoice: Invoice, *, announce: bool = T
     before = {key: getattr(invoice, key) for key in data}
     invoice.update_from_dict(data)
     await invoice.save(update_fields=[*data.keys(), "updated_at"])
+    await live_status.invoice_changed(invoice, before["status"])
     await send_job(RENDER_PDF_JOB, str(invoice.id))
     if announce:
         await notification_service.invoice_issued(invoice)
@@ -932,8 +934,10 @@ async def _viewed(actor: Actor, invoice: Invoice) -> Invoice:
     if invoice.status == S.SENT:
         data["status"] = S.VIEWED
     before = {key: getattr(invoice, key) for key in data}
+    previous = invoice.status
     invoice.update_from_dict(data)
     await invoice.save(update_fields=[*data.keys(), "updated_at"])
+    await live_status.invoice_changed(invoice, previous)
     await _record(
         actor,
         invoice,
@@ -969,6 +973,7 @@ async def void_invoice(actor: Actor, invoice_id: uuid.UUID, reason: str | None) 
     before = {key: getattr(invoice, key) for key in data}
     invoice.update_from_dict(data)
     await invoice.save(update_fields=[*data.keys(), "updated_at"])
+    await live_status.invoice_changed(invoice, before["status"])
     await _release(await invoice_lines(invoice))
     await _record(
         actor, invoice, "voided", f"{label(invoice)} voided: {text}", activity.diff(before, data)
@@ -995,6 +1000,7 @@ async def mark_overdue(on: date | None = None) -> int:
         invoice.status = S.OVERDUE
         invoice.overdue_at = clock.now()
         await invoice.save(update_fields=["status", "overdue_at", "updated_at"])
+        await live_status.invoice_changed(invoice, before["status"])
         await _record(
             None,
             invoice,
@@ -1275,8 +1281,10 @@ async def apply_milestone_payment(milestone: Milestone, *, actor: Actor | None) 
         return
     top_up = settlement.milestone_due(milestone, line)
     if top_up > 0:
+        state = live_status.MilestoneState.of(milestone)
         milestone.amount_paid_minor += top_up
         await milestone.save(update_fields=["amount_paid_minor", "updated_at"])
+        await live_status.milestone_changed(milestone, state)
     invoice = await Invoice.get(id=line.invoice_id)
     kept = milestone.amount_paid_minor - milestone.amount_refunded_minor
     amount = min(kept, settlement.invoice_due(invoice))

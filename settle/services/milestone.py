@@ -44,7 +44,7 @@ from settle.models.milestone import (
     MilestoneStatus,
 )
 from settle.models.project import Project
-from settle.services import activity, settlement
+from settle.services import activity, live_status, settlement
 from settle.services import invoice as invoice_service
 from settle.services import notification as notification_service
 from settle.services import payment as payment_service
@@ -248,6 +248,7 @@ async def _create(
         kind=kind,
         **data,
     )
+    await live_status.milestone_changed(milestone, None)
     await activity.record(
         actor,
         agency_id=milestone.agency_id,
@@ -297,8 +298,10 @@ async def update_milestone(
     changes = activity.diff(_shown(before, milestone.currency), _shown(data, milestone.currency))
     if not changes:
         return milestone
+    state = live_status.MilestoneState.of(milestone)
     milestone.update_from_dict(data)
     await milestone.save(update_fields=[*data.keys(), "updated_at"])
+    await live_status.milestone_changed(milestone, state)
     await activity.record(
         actor,
         agency_id=milestone.agency_id,
@@ -330,8 +333,10 @@ async def _transition(
         raise InvalidTransitionError("Milestone", milestone.status.value, target.value)
     data: dict[str, Any] = {"status": target, **(fields(milestone) if fields else {})}
     before = {key: getattr(milestone, key) for key in data}
+    state = live_status.MilestoneState.of(milestone)
     milestone.update_from_dict(data)
     await milestone.save(update_fields=[*data.keys(), "updated_at"])
+    await live_status.milestone_changed(milestone, state)
     changes = activity.diff(_shown(before, milestone.currency), _shown(data, milestone.currency))
     changes.update(activity.snapshot(extra_changes or {}))
     await activity.record(

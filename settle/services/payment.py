@@ -69,7 +69,8 @@ from settle.models.payment import (
     Refund,
     RefundStatus,
 )
-from settle.services import activity, settlement
+from settle.models.project import Project
+from settle.services import activity, live_status, settlement
 from settle.services import invoice as invoice_service
 from settle.services import notification as notification_service
 from settle.services.invoice_totals import allocate
@@ -259,9 +260,11 @@ async def _announce(payment: Payment, *, before: dict[str, Any] | None = None) -
         after = snapshot(payment)
         if all(before.get(key) == after[key] for key in ("status", "amount_refunded")):
             return
-    invoice_ids = await PaymentAllocation.filter(payment_id=payment.id).values_list(
-        "invoice_id", flat=True
+    allocations = await PaymentAllocation.filter(payment_id=payment.id).values_list(
+        "invoice_id", "milestone_id"
     )
+    invoice_ids = [invoice_id for invoice_id, _ in allocations]
+    milestone_ids = [milestone_id for _, milestone_id in allocations if milestone_id]
     await emit_event(
         channels.payments(payment.agency_id),
         {
@@ -270,6 +273,7 @@ async def _announce(payment: Payment, *, before: dict[str, Any] | None = None) -
             "clientId": str(payment.client_id),
             "projectId": str(payment.project_id) if payment.project_id else None,
             "invoiceIds": sorted({str(i) for i in invoice_ids}),
+            "milestoneIds": sorted({str(i) for i in milestone_ids}),
             "status": payment.status.value,
             "provider": payment.provider.value,
             "amountMinor": payment.amount_minor,
@@ -457,7 +461,9 @@ async def prepare_milestone_payment(
             for item in items
         ]
     )
+    processing = await Milestone.filter(id__in=ids)
     await Milestone.filter(id__in=ids).update(payment_status=MilestonePaymentStatus.PROCESSING)
+    await live_status.milestones_changed(processing)
     await _started(actor, payment, f"{len(items)} milestone(s)")
     return payment, False
 
@@ -855,9 +861,7 @@ async def _fail(payment: Payment, target: PaymentStatus, reason: str | None) -> 
         payment_id=payment.id, milestone_id__isnull=False
     ).values_list("milestone_id", flat=True)
     if milestone_ids:
-        await Milestone.filter(
-            id__in=list(milestone_ids), payment_status=MilestonePaymentStatus.PROCESSING
-        ).update(payment_status=MilestonePaymentStatus.UNPAID)
+        await _unprocess(list(milestone_ids))
     await _record(
         None,
         payment,
@@ -868,6 +872,16 @@ async def _fail(payment: Payment, target: PaymentStatus, reason: str | None) -> 
     if target is P.FAILED:
         # A cancelled checkout is the payer's own choice: nobody needs telling.
         await notification_service.payment_failed(payment)
+
+
+async def _unprocess(milestone_ids: Sequence[Any]) -> None:
+    """A payment closed without money: its milestones still processing are unpaid again."""
+    processing = Milestone.filter(
+        id__in=milestone_ids, payment_status=MilestonePaymentStatus.PROCESSING
+    )
+    before = await processing
+    await processing.update(payment_status=MilestonePaymentStatus.UNPAID)
+    await live_status.milestones_changed(before)
 
 
 # --- superseded checkouts and duplicate captures --------------------------------------------
@@ -942,9 +956,7 @@ async def _supersede(payment: Payment, *, by: uuid.UUID | None, actor: Actor | N
     await payment.save(update_fields=["status", "superseded_by_id", "updated_at"])
     milestone_ids = [m for _, m in await _coverage(payment.id) if m is not None]
     if milestone_ids:
-        await Milestone.filter(
-            id__in=milestone_ids, payment_status=MilestonePaymentStatus.PROCESSING
-        ).update(payment_status=MilestonePaymentStatus.UNPAID)
+        await _unprocess(milestone_ids)
     await audit(
         payment,
         "superseded",
@@ -1410,11 +1422,17 @@ async def project_payment_status(actor: Actor, project_id: uuid.UUID) -> Project
     first; when none has a due date, the first by position. Money refunded is
     owed again, so a refunded milestone is unsettled until paid again or forgiven.
     """
-    from settle.models.milestone import MilestoneKind
     from settle.services import project as project_service
+
+    return await payment_status_of(await project_service.get_project(actor, project_id))
+
+
+async def payment_status_of(project: Project) -> ProjectPaymentStatus:
+    """A project's contract in money (see ``project_payment_status``), for a project already
+    checked to be visible: a live status subscription computes it once for every subscriber."""
+    from settle.models.milestone import MilestoneKind
     from settle.services.milestone import is_settled
 
-    project = await project_service.get_project(actor, project_id)
     milestones = (
         await Milestone.filter(project_id=project.id)
         .exclude(status=MilestoneStatus.CANCELLED)

@@ -40,7 +40,7 @@ from settle.core.money import Money
 from settle.core.tenancy import Actor
 from settle.models.invoice import Invoice, InvoiceLine, InvoiceStatus
 from settle.models.milestone import Milestone, MilestonePaymentStatus, MilestoneStatus
-from settle.services import activity
+from settle.services import activity, live_status
 from settle.services.invoice_totals import allocate
 
 S = InvoiceStatus
@@ -144,6 +144,7 @@ async def _save_invoice(
             "updated_at",
         ]
     )
+    await live_status.invoice_changed(invoice, before["status"])
     await record_invoice_event(
         actor,
         invoice,
@@ -277,6 +278,7 @@ async def _settle_milestone(
 ) -> Milestone:
     """Save a milestone's money and the status it now says: paid iff nothing is due."""
     before = {"status": milestone.status.value, "payment_status": milestone.payment_status.value}
+    state = live_status.MilestoneState.of(milestone)
     due = milestone_due(milestone, await line_of(milestone))
     if milestone.status in (MS.APPROVED, MS.PAID):
         if due <= 0:
@@ -305,6 +307,8 @@ async def _settle_milestone(
         ]
     )
     after = {"status": milestone.status.value, "payment_status": milestone.payment_status.value}
+    # The money moved before this was called: announce it whatever the status did.
+    await live_status.milestone_changed(milestone, state, money_changed=True)
     await activity.record(
         None,
         agency_id=milestone.agency_id,

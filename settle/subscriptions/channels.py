@@ -19,3 +19,14 @@ def sessions() -> str:
     """Sessions ended (logout, password change, removal): every API process re-checks its
     open websockets of the user named in the message."""
     return "settle.sessions.ended"
+
+
+def milestones(agency_id: uuid.UUID | str) -> str:
+    """Milestone changes of one agency: status, and the money and terms a project's payment
+    status is computed from."""
+    return f"settle.agency.{agency_id}.milestones"
+
+
+def invoices(agency_id: uuid.UUID | str) -> str:
+    """Invoice status changes of one agency."""
+    return f"settle.agency.{agency_id}.invoices"

@@ -22,6 +22,7 @@ from enum import Enum
 from typing import Any
 
 import pytest
+from gql.transport.exceptions import TransportQueryError
 from graphql import (
     GraphQLInputObjectType,
     GraphQLInputType,
@@ -42,7 +43,9 @@ from settle.models.milestone import Milestone
 from settle.models.payment import Payment, PaymentAllocation, PaymentProvider, PaymentStatus
 from settle.models.project import Project, Task, TimeEntry
 from settle.schema.schema import schema
-from tests.conftest import Backend
+from settle.subscriptions import channels
+from settle.subscriptions.bus import get_bus
+from tests.conftest import Backend, wait_for
 from tests.fixtures.factories import (
     Account,
     create_client,
@@ -51,6 +54,7 @@ from tests.fixtures.factories import (
     create_user,
 )
 from tests.fixtures.graphql import GraphQLClient
+from tests.fixtures.websocket import Subscription
 
 # --- operations -------------------------------------------------------------
 
@@ -1698,3 +1702,198 @@ def _sorted_edges(connection: dict[str, Any]) -> dict[str, Any]:
         "totalCount": connection["totalCount"],
         "edges": sorted(connection["edges"], key=lambda edge: edge["node"]["id"]),
     }
+
+
+# --- subscriptions ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubscriptionProbe:
+    """A subscription that names what it watches: refused at once, NOT_FOUND, like the query."""
+
+    operation: str
+    variables: Callable[[Target], dict[str, Any]]
+    # the entity the NOT_FOUND names (the first id checked)
+    entity: str
+    # the bus channel an accepted subscription listens on
+    channel: Callable[[uuid.UUID], str]
+
+
+SUBSCRIPTION_REGISTRY: dict[str, SubscriptionProbe] = {
+    "milestoneStatusChanged": SubscriptionProbe(
+        """
+subscription Watch($projectId: ID!, $milestoneId: ID) {
+  milestoneStatusChanged(projectId: $projectId, milestoneId: $milestoneId) { status }
+}
+""",
+        lambda t: {"projectId": t.project_id, "milestoneId": t.milestone_id},
+        "Project",
+        channels.milestones,
+    ),
+    "invoiceStatusChanged": SubscriptionProbe(
+        """
+subscription Watch($clientId: ID!, $invoiceId: ID) {
+  invoiceStatusChanged(clientId: $clientId, invoiceId: $invoiceId) { status }
+}
+""",
+        lambda t: {"clientId": t.client_id, "invoiceId": t.issued_invoice_id},
+        "Client",
+        channels.invoices,
+    ),
+    "projectPaymentStatusChanged": SubscriptionProbe(
+        """
+subscription Watch($projectId: ID!) {
+  projectPaymentStatusChanged(projectId: $projectId) { total { amount } }
+}
+""",
+        lambda t: {"projectId": t.project_id},
+        "Project",
+        channels.milestones,
+    ),
+}
+
+# Subscriptions whose ids only narrow what the caller's own agency channel carries (they
+# never refuse an id, they hear nothing of it); their own tests prove nothing leaks.
+NARROWING_SUBSCRIPTIONS = {
+    "activityAdded": "tests/subscriptions/test_activity.py",
+    "paymentStatusChanged": "tests/subscriptions/test_payment.py",
+}
+
+
+def subscription_id_fields(graphql_schema: GraphQLSchema) -> dict[str, set[str]]:
+    """Subscription fields that take an id, with each id's path."""
+    root = graphql_schema.subscription_type
+    assert root is not None
+    return {
+        name: paths
+        for name, field in root.fields.items()
+        if (
+            paths := {
+                path
+                for arg_name, arg in field.args.items()
+                for path in _id_paths(arg.type, arg_name, frozenset())
+            }
+        )
+    }
+
+
+def test_subscription_registry_covers_every_id_field() -> None:
+    # given every subscription of the served schema that takes an id
+    fields = subscription_id_fields(schema._schema)
+    # then each is walked below, or is one that only narrows its own agency's events
+    assert set(fields) == set(SUBSCRIPTION_REGISTRY) | set(NARROWING_SUBSCRIPTIONS)
+    # and each walked one's variables aim at every id slot
+    target = Target.unknown()
+    for name, probe in SUBSCRIPTION_REGISTRY.items():
+        assert set(filled_id_paths(probe.variables(target), target.ids)) == fields[name], name
+
+
+async def refusal(url: str, field: str, variables: dict[str, Any], token: str) -> Any:
+    """The errors a subscription is refused with (it must end at once, with no event)."""
+    probe = SUBSCRIPTION_REGISTRY[field]
+    async with Subscription(url, probe.operation, field, token=token, variables=variables) as sub:
+        with pytest.raises(TransportQueryError) as raised:
+            await sub.next()
+    return raised.value.errors
+
+
+def not_found(entity: str) -> list[dict[str, Any]]:
+    return [{"message": f"{entity} not found", "extensions": {"code": "NOT_FOUND"}}]
+
+
+async def accepted(url: str, field: str, variables: dict[str, Any], account: Account) -> None:
+    """The same subscription from the rows' own agency starts listening."""
+    probe = SUBSCRIPTION_REGISTRY[field]
+    channel = probe.channel(account.agency_id)
+    async with Subscription(
+        url, probe.operation, field, token=account.token, variables=variables
+    ) as sub:
+
+        async def listening() -> bool:
+            return await get_bus().subscriber_count(channel) == 1
+
+        await wait_for(listening)
+        if field == "projectPaymentStatusChanged":
+            assert await sub.next() == {"total": {"amount": "1000.00"}}
+
+
+SUBSCRIPTION_FIELDS = sorted(SUBSCRIPTION_REGISTRY)
+
+
+@pytest.mark.parametrize("field", SUBSCRIPTION_FIELDS, ids=SUBSCRIPTION_FIELDS)
+async def test_foreign_id_subscription(
+    field: str, db: Backend, ws_url: str, owner: Account, rival: Account
+) -> None:
+    # given the owner's client with its rows, and the rival's own
+    probe = SUBSCRIPTION_REGISTRY[field]
+    victim = await client_rows(owner, "Acme")
+    await client_rows(rival, "Rivalco")
+    await db.drain()
+
+    # when the rival subscribes to the owner's ids, and then to ids that exist nowhere
+    foreign = await refusal(ws_url, field, probe.variables(victim.target), rival.token)
+    unknown = await refusal(ws_url, field, probe.variables(Target.unknown()), rival.token)
+
+    # then both are refused alike, NOT_FOUND, as the query answers
+    assert foreign == not_found(probe.entity)
+    assert unknown == foreign
+    # and the very same subscription from the owner listens
+    await accepted(ws_url, field, probe.variables(victim.target), owner)
+
+
+@pytest.mark.parametrize("field", SUBSCRIPTION_FIELDS, ids=SUBSCRIPTION_FIELDS)
+async def test_other_client_id_subscription_for_a_client_user(
+    field: str, db: Backend, ws_url: str, owner: Account
+) -> None:
+    # given an agency with clients A and B, and a viewer who belongs to A
+    probe = SUBSCRIPTION_REGISTRY[field]
+    mine = await client_rows(owner, "Acme")
+    other = await client_rows(owner, "Bolt")
+    viewer = await create_user(owner, role=Role.CLIENT_VIEWER, client=mine.client)
+    await db.drain()
+
+    # when the viewer subscribes to B's ids, and then to ids that exist nowhere
+    foreign = await refusal(ws_url, field, probe.variables(other.target), viewer.token)
+    unknown = await refusal(ws_url, field, probe.variables(Target.unknown()), viewer.token)
+
+    # then B's rows are as invisible as rows that do not exist
+    assert foreign == not_found(probe.entity)
+    assert unknown == foreign
+    # and A's own are the viewer's to watch
+    await accepted(ws_url, field, probe.variables(mine.target), viewer)
+
+
+async def test_a_subscription_mixing_own_and_other_ids_is_refused(
+    db: Backend, ws_url: str, owner: Account, rival: Account
+) -> None:
+    # given the owner's clients A and B, the rival's client, and a viewer of A
+    acme = await client_rows(owner, "Acme")
+    mine = acme.target
+    other = (await client_rows(owner, "Bolt")).target
+    theirs = (await client_rows(rival, "Rivalco")).target
+    viewer = await create_user(owner, role=Role.CLIENT_VIEWER, client=acme.client)
+    await db.drain()
+    milestones, invoices = "milestoneStatusChanged", "invoiceStatusChanged"
+
+    # when the owner names its own project with another project's or agency's milestone,
+    # or its own client with another client's or agency's invoice; and when the viewer
+    # names its own client's draft, which the invoices query keeps from it
+    cases = [
+        (milestones, {"projectId": mine.project_id, "milestoneId": other.milestone_id}, owner),
+        (milestones, {"projectId": mine.project_id, "milestoneId": theirs.milestone_id}, owner),
+        (invoices, {"clientId": mine.client_id, "invoiceId": other.issued_invoice_id}, owner),
+        (invoices, {"clientId": mine.client_id, "invoiceId": theirs.issued_invoice_id}, owner),
+        (invoices, {"clientId": mine.client_id, "invoiceId": mine.invoice_id}, viewer),
+    ]
+    answers = [
+        await refusal(ws_url, field, variables, who.token) for field, variables, who in cases
+    ]
+
+    # then each is refused, naming the row that is not the caller's to watch there
+    assert answers == [
+        not_found("Milestone"),
+        not_found("Milestone"),
+        not_found("Invoice"),
+        not_found("Invoice"),
+        not_found("Invoice"),
+    ]

@@ -674,6 +674,7 @@ async def test_a_success_pays_the_milestones_and_their_invoices(
         "invoiceIds": sorted(
             str(a.invoice_id) for a in await PaymentAllocation.filter(payment_id=payment.id)
         ),
+        "milestoneIds": sorted([str(design.id), str(build.id)]),
         "status": "succeeded",
         "provider": "sandbox",
         "amountMinor": 75_000,

@@ -41,6 +41,7 @@ subscription PaymentStatusChanged($projectId: ID, $invoiceId: ID, $paymentId: ID
     amountRefunded { amount }
     projectId
     invoiceIds
+    milestoneIds
   }
 }
 """
@@ -121,11 +122,14 @@ async def fence(
         "amountRefunded": {"amount": "0.00"},
         "projectId": str(project_id) if project_id else None,
         "invoiceIds": [str(i) for i in invoice_ids],
+        "milestoneIds": [],
     }
 
 
-def change(payment_id: str, status: str, project: Project, invoice: Invoice) -> dict[str, Any]:
-    """A change of a ₹1,000.00 sandbox payment, as a subscriber hears it."""
+def change(
+    payment_id: str, status: str, project: Project, invoice: Invoice, milestone: Milestone
+) -> dict[str, Any]:
+    """A change of a ₹1,000.00 sandbox payment of one milestone, as a subscriber hears it."""
     return {
         "paymentId": payment_id,
         "status": status,
@@ -134,6 +138,7 @@ def change(payment_id: str, status: str, project: Project, invoice: Invoice) -> 
         "amountRefunded": {"amount": "0.00"},
         "projectId": str(project.id),
         "invoiceIds": [str(invoice.id)],
+        "milestoneIds": [str(milestone.id)],
     }
 
 
@@ -194,9 +199,9 @@ async def test_a_subscriber_hears_a_sandbox_payment_succeed(
         payment_id = started["payMilestones"]["payment"]["id"]
         invoice = await Invoice.get()
         assert [await watcher.next() for _ in range(3)] == [
-            change(payment_id, "CREATED", project, invoice),
-            change(payment_id, "PENDING", project, invoice),
-            change(payment_id, "SUCCEEDED", project, invoice),
+            change(payment_id, "CREATED", project, invoice, milestone),
+            change(payment_id, "PENDING", project, invoice, milestone),
+            change(payment_id, "SUCCEEDED", project, invoice, milestone),
         ]
         marker = await fence(owner, client_id=client.id, project_id=project.id)
         assert await watcher.next() == marker
@@ -238,6 +243,7 @@ async def test_a_subscription_to_one_invoice_hears_only_that_invoice(
             "amountRefunded": {"amount": "0.00"},
             "projectId": None,
             "invoiceIds": [str(watched.id)],
+            "milestoneIds": [],
         }
         marker = await fence(owner, client_id=client.id, invoice_ids=[watched.id])
         assert await subscriber.next() == marker
