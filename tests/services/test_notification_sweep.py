@@ -1,0 +1,472 @@
+"""Sweeps that cannot misfire: every reminder, notice and digest counted against its schedule.
+
+Settle's clock is stopped and stepped through weeks of days; the scheduler is
+down for some of them, restarted, and doubled (two schedulers, each with its
+own lock, so both fire every slot and their sweeps run at the same time). Every
+notification the sweeps record is listed with the step it appeared at, and the
+whole list is compared with the expected schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from settle.core import clock
+from settle.core.settings import get_settings
+from settle.models.agency import Agency, Role
+from settle.models.client import Client
+from settle.models.invoice import Invoice
+from settle.models.milestone import Milestone, MilestoneKind, MilestoneStatus
+from settle.models.notification import Notification, NotificationKind, NotificationStatus
+from settle.models.payment import Payment
+from settle.models.project import Project
+from settle.services import notification_sweep
+from settle.tasks.scheduler import LocalSchedulerLock, ScheduledJob, Scheduler
+from tests.conftest import Backend
+from tests.fixtures.factories import (
+    Account,
+    create_client,
+    create_contact,
+    create_final_deliverable,
+    create_invoice,
+    create_project,
+    create_user,
+    issue_invoice,
+)
+from tests.fixtures.graphql import GraphQLClient
+
+K = NotificationKind
+SWEPT = [
+    K.ADVANCE_PAYMENT_REMINDER,
+    K.BALANCE_PAYMENT_REMINDER,
+    K.INVOICE_OVERDUE,
+    K.ACCESS_EXPIRING,
+    K.ACCESS_EXPIRED,
+    K.INVOICE_UPLOAD_REMINDER,
+    K.DAILY_DIGEST,
+]
+CONTACT = "priya@acme.test"
+LEAD = "lee@acme.test"
+
+UPDATE_AGENCY = """
+mutation UpdateAgency($input: UpdateAgencyInput!) {
+  result: updateAgency(input: $input) {
+    __typename
+    ... on Agency { timezone paymentReminderDays overdueReminderDays digestHour }
+    ... on ValidationError { code field message }
+  }
+}
+"""
+
+REQUEST_PAYMENT = """
+mutation RequestPayment($milestoneIds: [ID!]!) {
+  result: requestPayment(milestoneIds: $milestoneIds) { __typename }
+}
+"""
+
+RECORD_OFFLINE = """
+mutation Record($invoiceId: ID!, $amount: String!) {
+  result: recordOfflinePayment(
+    invoiceId: $invoiceId, amount: $amount, method: BANK_TRANSFER, reference: "UTR-1"
+  ) { __typename }
+}
+"""
+
+UPDATE_PREFERENCES = """
+mutation Update($preferences: [NotificationPreferenceInput!]!) {
+  result: updateNotificationPreferences(preferences: $preferences) { __typename }
+}
+"""
+
+
+# --- the clock and the schedulers -----------------------------------------------------------
+
+
+@dataclass
+class Stopped:
+    moment: datetime
+
+
+@pytest.fixture
+def stopped() -> Iterator[Stopped]:
+    held = Stopped(datetime(2026, 3, 2, 3, 0, tzinfo=UTC))
+    clock.set_clock(lambda: held.moment)
+    yield held
+    clock.set_clock(None)
+
+
+SWEEP = ScheduledJob("notification.sweep", "*/15 * * * *", "notification.sweep")
+
+
+def scheduler() -> Scheduler:
+    """A scheduler of the sweep whose slot claims are its own: nothing stops a second one."""
+
+    async def run(actor_name: str) -> None:
+        assert actor_name == "notification.sweep"
+        await notification_sweep.sweep()
+
+    return Scheduler([SWEEP], LocalSchedulerLock(), run)
+
+
+@dataclass
+class Timeline:
+    """Every swept notification, with the step (a label) at which it was first recorded."""
+
+    db: Backend
+    seen: set[uuid.UUID] = field(default_factory=set)
+    recorded: list[tuple[str, str, str, str | None]] = field(default_factory=list)
+
+    async def tick(self, label: str, *schedulers: Scheduler) -> None:
+        """Every scheduler ticks at once (their sweeps run concurrently), then the jobs run."""
+        await asyncio.gather(*(s.tick(clock.now()) for s in schedulers))
+        await self.db.drain()
+        for row in await Notification.filter(kind__in=SWEPT).order_by("created_at", "id"):
+            if row.id not in self.seen:
+                self.seen.add(row.id)
+                stage = row.dedupe_key.rsplit(":", 1)[1]
+                self.recorded.append((label, row.kind.value, stage, row.address))
+
+
+# --- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def client(owner: Account) -> Client:
+    acme = await create_client(owner, name="Acme", currency="INR")
+    await create_contact(owner, acme, primary=True, name="Priya", email=CONTACT)
+    return acme
+
+
+@pytest.fixture
+async def project(owner: Account, client: Client) -> Project:
+    return await create_project(owner, client, name="Website", invoice_due_days=5)
+
+
+async def advance_of(
+    project: Project, status: MilestoneStatus = MilestoneStatus.PENDING
+) -> Milestone:
+    return await Milestone.create(
+        agency_id=project.agency_id,
+        project_id=project.id,
+        client_id=project.client_id,
+        currency=project.currency,
+        title="Advance",
+        kind=MilestoneKind.ADVANCE,
+        amount_minor=100_000,
+        status=status,
+    )
+
+
+async def set_agency(gql: GraphQLClient, account: Account, **values: object) -> dict[str, object]:
+    data = await gql.execute(UPDATE_AGENCY, {"input": values}, token=account.token)
+    return dict(data["result"])
+
+
+async def request_payment(gql: GraphQLClient, owner: Account, milestone: Milestone) -> Invoice:
+    data = await gql.execute(
+        REQUEST_PAYMENT, {"milestoneIds": [str(milestone.id)]}, token=owner.token
+    )
+    assert data["result"]["__typename"] == "PaymentRequested", data
+    await milestone.refresh_from_db()
+    assert milestone.invoice_id is not None
+    return await Invoice.get(id=milestone.invoice_id)
+
+
+# --- reminders and overdue stages over a month ---------------------------------------------
+
+
+async def test_a_month_of_reminders_with_outages_restarts_and_two_schedulers_is_exact(
+    db: Backend, gql: GraphQLClient, stopped: Stopped, owner: Account, project: Project
+) -> None:
+    # given an agency in India (08:00 IST is 02:30 UTC), and an advance requested on
+    # 2 March 03:00 UTC: its invoice is due 7 March (5 days), and nobody pays
+    assert (await set_agency(gql, owner, timezone="Asia/Kolkata"))["timezone"] == "Asia/Kolkata"
+    invoice = await request_payment(gql, owner, await advance_of(project))
+    assert invoice.due_date == date(2026, 3, 7)
+    start = stopped.moment
+    outages = {2, 3, 4} | set(range(6, 15))
+
+    # when two schedulers tick every six hours for 31 days, except during the outages,
+    # and each comes back from an outage as a new process (a restart)
+    timeline = Timeline(db)
+    pair = (scheduler(), scheduler())
+    for day in range(31):
+        if day in outages:
+            pair = (scheduler(), scheduler())
+            continue
+        for hour in (0, 6, 12, 18):
+            stopped.moment = start + timedelta(days=day, hours=hour)
+            await timeline.tick(f"day {day} +{hour}h", *pair)
+
+    # then the advance reminder of day 3 goes out late on day 5 (the first run after the
+    # outage); days 7 and 14 both fall in the second outage, so only day 14's goes, on
+    # day 15. Overdue stage 1 (8 March) and 7 (14 March) fell in the outage: only stage 7
+    # goes, on day 15 (17 March), then stage 14 on 21 March (day 19), each at 08:00 IST.
+    # The owner's digest lists the overdue invoice from the first local day after the
+    # outage, once a day; before the invoice was overdue it had nothing to say.
+    owner_email = owner.user.email
+    reminders = [
+        ("day 5 +0h", "advance_payment_reminder", "3", CONTACT),
+        ("day 15 +0h", "advance_payment_reminder", "14", CONTACT),
+        ("day 15 +0h", "invoice_overdue", "7", CONTACT),
+        ("day 19 +0h", "invoice_overdue", "14", CONTACT),
+    ]
+    digests = [
+        (
+            f"day {day} +0h",
+            "daily_digest",
+            (date(2026, 3, 2) + timedelta(days=day)).isoformat(),
+            owner_email,
+        )
+        for day in range(15, 31)
+    ]
+    assert sorted(timeline.recorded) == sorted(reminders + digests)
+    swept = await Notification.filter(kind__in=SWEPT)
+    assert {row.status for row in swept} == {NotificationStatus.SENT}
+    assert {row.attempts for row in swept} == {1}
+    overdue = await Notification.get(kind=K.INVOICE_OVERDUE, dedupe_key__endswith=":14")
+    assert overdue.data["days_overdue"] == 14
+    assert overdue.data["amount_due"] == {"minor": 100_000, "currency": "INR"}
+
+
+async def test_a_payment_in_the_middle_of_the_series_cancels_what_is_pending_and_the_rest(
+    db: Backend,
+    gql: GraphQLClient,
+    stopped: Stopped,
+    owner: Account,
+    client: Client,
+    project: Project,
+) -> None:
+    # given a client lead who takes reminders in the daily digest, and an advance requested
+    lead = await create_user(owner, role=Role.CLIENT_LEAD, client=client, name="Lee", email=LEAD)
+    held = await gql.execute(
+        UPDATE_PREFERENCES,
+        {
+            "preferences": [
+                {
+                    "kind": "ADVANCE_PAYMENT_REMINDER",
+                    "channels": ["EMAIL"],
+                    "frequency": "DAILY_DIGEST",
+                }
+            ]
+        },
+        token=lead.token,
+    )
+    assert held["result"]["__typename"] == "NotificationPreferences"
+    invoice = await request_payment(gql, owner, await advance_of(project))
+    start = stopped.moment
+    timeline = Timeline(db)
+    one = scheduler()
+
+    # when the day-3 reminder is recorded (the lead's held for tomorrow's digest), the
+    # client pays by bank transfer that afternoon, and the schedule runs on to day 20
+    for day in range(21):
+        for hour in (0, 6, 12, 18):
+            stopped.moment = start + timedelta(days=day, hours=hour)
+            if (day, hour) == (3, 6):
+                paid = await gql.execute(
+                    RECORD_OFFLINE,
+                    {"invoiceId": str(invoice.id), "amount": "1000.00"},
+                    token=owner.token,
+                )
+                assert paid["result"]["__typename"] == "Payment", paid
+                await db.drain()
+            await timeline.tick(f"day {day} +{hour}h", one)
+
+    # then only the day-3 reminder exists: the contact's was sent, the lead's (still held)
+    # was skipped when the payment came, no later stage started, no overdue reminder,
+    # and the owner's digest on day 4 tells of the payment (and no digest is the lead's)
+    assert timeline.recorded == [
+        ("day 3 +0h", "advance_payment_reminder", "3", CONTACT),
+        ("day 3 +0h", "advance_payment_reminder", "3", LEAD),
+        ("day 4 +6h", "daily_digest", "2026-03-06", owner.user.email),
+    ]
+    rows = {
+        row.address: (row.status, row.reason)
+        for row in await Notification.filter(kind=K.ADVANCE_PAYMENT_REMINDER)
+    }
+    assert rows == {
+        CONTACT: (NotificationStatus.SENT, None),
+        LEAD: (NotificationStatus.SKIPPED, "The milestone was paid (or cancelled) meanwhile"),
+    }
+    digest = await Notification.get(kind=K.DAILY_DIGEST)
+    assert digest.data["revenue"] == [{"minor": 100_000, "currency": "INR"}]
+    assert digest.data["payments"] == [
+        {"client_name": "Acme", "amount": {"minor": 100_000, "currency": "INR"}}
+    ]
+    assert digest.data["held"] == []
+
+
+# --- digests in two time zones ------------------------------------------------------------
+
+
+async def test_a_digest_per_agency_per_local_day_in_two_time_zones_never_when_empty(
+    db: Backend, gql: GraphQLClient, stopped: Stopped, owner: Account, rival: Account
+) -> None:
+    # given an agency in India with an overdue invoice, and one in California with nothing
+    await set_agency(gql, owner, timezone="Asia/Kolkata")
+    await set_agency(gql, rival, timezone="America/Los_Angeles")
+    stopped.moment = datetime(2027, 1, 4, 0, 0, tzinfo=UTC)
+    start = stopped.moment
+    india = await overdue_invoice(owner, "ap@india.test")
+    timeline = Timeline(db)
+    one = scheduler()
+
+    # when the scheduler ticks every hour for four days but is down all of 6 January (UTC),
+    # and the Californian agency gets an overdue invoice on 5 January 06:00 UTC
+    for hour in range(96):
+        stopped.moment = start + timedelta(hours=hour)
+        if hour == 30:
+            await overdue_invoice(rival, "ap@california.test")
+        if 48 <= hour < 72:
+            one = scheduler()
+            continue
+        await timeline.tick(f"+{hour}h", one)
+
+    # then India's digest goes at 08:00 IST (the 03:00 UTC tick) on 4, 5 and 7 January:
+    # 6 January's hours all fell in the outage, so that day has none, and there is no
+    # burst afterwards. California's first digest goes when it first has something (its
+    # 4 January, at 22:00 PST), then at 08:00 PST (16:00 UTC); its 6 January went out
+    # at the first tick after the outage, still 6 January in California.
+    # (and each invoice's latest overdue stage, 14 days, once)
+    assert timeline.recorded == [
+        ("+0h", "invoice_overdue", "14", "ap@india.test"),
+        ("+3h", "daily_digest", "2027-01-04", owner.user.email),
+        ("+27h", "daily_digest", "2027-01-05", owner.user.email),
+        ("+30h", "invoice_overdue", "14", "ap@california.test"),
+        ("+30h", "daily_digest", "2027-01-04", rival.user.email),
+        ("+40h", "daily_digest", "2027-01-05", rival.user.email),
+        ("+72h", "daily_digest", "2027-01-06", rival.user.email),
+        ("+75h", "daily_digest", "2027-01-07", owner.user.email),
+        ("+88h", "daily_digest", "2027-01-07", rival.user.email),
+    ]
+    digest = await Notification.get(
+        kind=K.DAILY_DIGEST, dedupe_key__endswith="2027-01-07", agency_id=owner.agency_id
+    )
+    assert digest.data["overdue_invoices"] == [
+        {
+            "number": india.number,
+            "amount_due": {"minor": 10_000, "currency": "INR"},
+            "due_date": "2026-12-20",
+        }
+    ]
+
+
+async def overdue_invoice(account: Account, contact_email: str) -> Invoice:
+    """An issued invoice of ₹100.00 whose due date (20 December 2026) has passed."""
+    acme = await create_client(account, name="Acme", currency="INR")
+    await create_contact(account, acme, primary=True, name="Priya", email=contact_email)
+    invoice = await issue_invoice(account, await create_invoice(account, acme))
+    # The due date as if it was issued weeks ago (issuing dates it from today's clock).
+    await Invoice.filter(id=invoice.id).update(due_date=date(2026, 12, 20))
+    return await Invoice.get(id=invoice.id)
+
+
+# --- access and upload reminders ----------------------------------------------------------
+
+
+async def test_access_expiring_then_expired_and_an_upload_reminder_are_sent_once_each(
+    db: Backend, gql: GraphQLClient, stopped: Stopped, owner: Account, project: Project
+) -> None:
+    # given a project with a final file whose only milestone (approved) is paid by bank
+    # transfer on an invoice that has no document (issued elsewhere: no PDF of Settle's)
+    await create_final_deliverable(project)
+    advance = await advance_of(project, MilestoneStatus.APPROVED)
+    invoice = await request_payment(gql, owner, advance)
+    paid = await gql.execute(
+        RECORD_OFFLINE, {"invoiceId": str(invoice.id), "amount": "1000.00"}, token=owner.token
+    )
+    assert paid["result"]["__typename"] == "Payment", paid
+    await db.drain()
+    await Invoice.filter(id=invoice.id).update(pdf_key=None)
+    payment = await Payment.get(invoice_id=invoice.id)
+    assert payment.succeeded_at == stopped.moment
+    access_days = get_settings().deliverable_access_days
+    start = stopped.moment
+    timeline = Timeline(db)
+
+    # when the scheduler ticks daily (and twice on some days) until the access is over
+    for day in [
+        0,
+        1,
+        1,
+        2,
+        access_days - 8,
+        access_days - 7,
+        access_days - 6,
+        access_days,
+        access_days,
+        access_days + 1,
+    ]:
+        stopped.moment = start + timedelta(days=day, minutes=1)
+        await timeline.tick(f"day {day}", scheduler())
+
+    # then the managers are asked for the document the next day, once; the client's
+    # contact is warned 7 days before the access ends and told when it has ended
+    ends = (start + timedelta(days=access_days)).isoformat()
+    assert timeline.recorded == [
+        ("day 1", "invoice_upload_reminder", str(payment.id), owner.user.email),
+        (f"day {access_days - 7}", "access_expiring", "expiring", CONTACT),
+        (f"day {access_days}", "access_expired", "expired", CONTACT),
+    ]
+    expired = await Notification.get(kind=K.ACCESS_EXPIRED)
+    assert expired.dedupe_key == f"project:{project.id}:access:{ends}:expired"
+    assert expired.data["deliverable_title"] == "the files of Website"
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+async def test_reminder_days_and_digest_hour_are_set_per_agency_and_checked(
+    db: Backend, gql: GraphQLClient, owner: Account
+) -> None:
+    # given the defaults
+    agency = await Agency.get(id=owner.agency_id)
+    assert (agency.payment_reminder_days, agency.overdue_reminder_days, agency.digest_hour) == (
+        "3,7,14",
+        "1,7,14",
+        8,
+    )
+
+    # when the owner sets them, and then tries values that make no sense
+    done = await set_agency(
+        gql, owner, paymentReminderDays=[10, 2], overdueReminderDays=[0, 30], digestHour=18
+    )
+    refused = [
+        await set_agency(gql, owner, **values)
+        for values in (
+            {"paymentReminderDays": []},
+            {"paymentReminderDays": [3, 3]},
+            {"overdueReminderDays": [400]},
+            {"overdueReminderDays": list(range(11))},
+            {"digestHour": 24},
+        )
+    ]
+
+    # then the days are kept in order, and each bad value is a typed error that changes nothing
+    assert done == {
+        "__typename": "Agency",
+        "timezone": "UTC",
+        "paymentReminderDays": [2, 10],
+        "overdueReminderDays": [0, 30],
+        "digestHour": 18,
+    }
+    assert [(r["code"], r["field"]) for r in refused] == [
+        ("REQUIRED", "paymentReminderDays"),
+        ("DUPLICATE", "paymentReminderDays"),
+        ("OUT_OF_RANGE", "overdueReminderDays"),
+        ("TOO_MANY", "overdueReminderDays"),
+        ("OUT_OF_RANGE", "digestHour"),
+    ]
+    agency = await Agency.get(id=owner.agency_id)
+    assert (agency.payment_reminder_days, agency.overdue_reminder_days, agency.digest_hour) == (
+        "2,10",
+        "0,30",
+        18,
+    )
