@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from settle.core import clock
+from settle.core.outbox import relay_later
 from settle.core.settings import get_settings
 from settle.models.agency import Agency, Role
 from settle.models.client import Client
@@ -27,6 +28,7 @@ from settle.models.notification import Notification, NotificationKind, Notificat
 from settle.models.payment import Payment
 from settle.models.project import Project
 from settle.services import notification_sweep
+from settle.tasks.notification import send
 from settle.tasks.scheduler import LocalSchedulerLock, ScheduledJob, Scheduler
 from tests.conftest import Backend
 from tests.fixtures.factories import (
@@ -301,6 +303,91 @@ async def test_a_payment_in_the_middle_of_the_series_cancels_what_is_pending_and
         {"client_name": "Acme", "amount": {"minor": 100_000, "currency": "INR"}}
     ]
     assert digest.data["held"] == []
+
+
+async def test_held_reminders_go_in_the_digest_and_a_queued_one_paid_meanwhile_is_skipped(
+    db: Backend,
+    gql: GraphQLClient,
+    stopped: Stopped,
+    owner: Account,
+    client: Client,
+    project: Project,
+) -> None:
+    # given a client lead who takes reminders in the daily digest, and an advance requested
+    # on 2 March 03:00 UTC by an agency on UTC (digest at 08:00)
+    lead = await create_user(owner, role=Role.CLIENT_LEAD, client=client, name="Lee", email=LEAD)
+    await gql.execute(
+        UPDATE_PREFERENCES,
+        {
+            "preferences": [
+                {
+                    "kind": "ADVANCE_PAYMENT_REMINDER",
+                    "channels": ["EMAIL"],
+                    "frequency": "DAILY_DIGEST",
+                }
+            ]
+        },
+        token=lead.token,
+    )
+    invoice = await request_payment(gql, owner, await advance_of(project))
+    start = stopped.moment
+    timeline = Timeline(db)
+
+    # when the sweep runs at the day-3 reminder, and again at that day's digest hour
+    stopped.moment = start + timedelta(days=3)
+    await timeline.tick("day 3 03:00", scheduler())
+    stopped.moment = start + timedelta(days=3, hours=6)
+    await timeline.tick("day 3 09:00", scheduler())
+
+    # then the lead's reminder was held, and went out in the lead's digest as one line
+    assert timeline.recorded == [
+        ("day 3 03:00", "advance_payment_reminder", "3", CONTACT),
+        ("day 3 03:00", "advance_payment_reminder", "3", LEAD),
+        ("day 3 09:00", "daily_digest", "2026-03-05", LEAD),
+    ]
+    digest = await Notification.get(kind=K.DAILY_DIGEST)
+    pay_url = (await Notification.get(kind=K.ADVANCE_PAYMENT_REMINDER, address=LEAD)).data[
+        "pay_url"
+    ]
+    assert digest.data["held"] == [
+        f"Reminder: advance of ₹1,000.00 for Advance is unpaid. Pay: {pay_url}"
+    ]
+    assert digest.status is NotificationStatus.SENT
+    held = await Notification.get(kind=K.ADVANCE_PAYMENT_REMINDER, address=LEAD)
+    assert (held.status, held.reason) == (
+        NotificationStatus.SENT,
+        "In the daily digest of 2026-03-05",
+    )
+
+    # when the day-7 reminder is recorded but its send job has not run yet, the client
+    # pays, and then the job runs (a queue that was slow, say)
+    stopped.moment = start + timedelta(days=7)
+    with relay_later():
+        await notification_sweep.sweep()
+    queued = await Notification.get(
+        kind=K.ADVANCE_PAYMENT_REMINDER, address=CONTACT, dedupe_key__endswith=":7"
+    )
+    assert queued.status is NotificationStatus.PENDING
+    paid = await gql.execute(
+        RECORD_OFFLINE, {"invoiceId": str(invoice.id), "amount": "1000.00"}, token=owner.token
+    )
+    assert paid["result"]["__typename"] == "Payment", paid
+    await db.drain()
+    await asyncio.to_thread(send.fn, str(queued.id))
+    await notification_sweep.sweep()
+
+    # then the job sends nothing and records why; the lead's held one is skipped by the sweep
+    stage_7 = {
+        row.address: (row.status, row.reason)
+        for row in await Notification.filter(
+            kind=K.ADVANCE_PAYMENT_REMINDER, dedupe_key__endswith=":7"
+        )
+    }
+    reason = "The milestone was paid (or cancelled) meanwhile"
+    assert stage_7 == {
+        CONTACT: (NotificationStatus.SKIPPED, reason),
+        LEAD: (NotificationStatus.SKIPPED, reason),
+    }
 
 
 # --- digests in two time zones ------------------------------------------------------------
