@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo
 from settle.core import clock
 from settle.core.errors import ValidationError
 from settle.core.money import Money
-from settle.core.outbox import transaction
+from settle.core.outbox import send_job, transaction
 from settle.core.settings import get_settings
 from settle.models.agency import Agency, User
 from settle.models.client import Client, Contact
@@ -430,23 +430,34 @@ async def _digests(agency: Agency, now: datetime, result: SweepResult) -> None:
     if now < slot:
         # Only today's digest is ever sent: a day the scheduler missed has none.
         return
-    since = slot - timedelta(days=1)
-    summary = await _agency_day(agency, since, slot, day)
+    dedupe_key = f"agency:{agency.id}:digest:{day.isoformat()}"
+    # Who has today's digest already: every run after the hour would otherwise add up
+    # the agency's day again for nothing.
+    done = set(
+        await Notification.filter(
+            agency_id=agency.id, kind=K.DAILY_DIGEST, dedupe_key=dedupe_key
+        ).values_list("recipient_key", flat=True)
+    )
     held = await Notification.filter(agency_id=agency.id, status=S.PENDING, digest=True).order_by(
         "created_at", "id"
     )
     held_by: dict[str, list[Notification]] = defaultdict(list)
     for row in held:
-        held_by[row.recipient_key].append(row)
+        if row.kind is not K.DAILY_DIGEST:
+            held_by[row.recipient_key].append(row)
     recipients: dict[str, Recipient] = {
-        r.key: r for r in await notification_service.managers(agency.id)
+        r.key: r for r in await notification_service.managers(agency.id) if r.key not in done
     }
     managers = set(recipients)
     for key in held_by:
-        if key not in recipients:
+        if key not in recipients and key not in done:
             found = await _recipient(key)
             if found is not None:
                 recipients[key] = found
+    if not recipients:
+        return
+    since = slot - timedelta(days=1)
+    summary = await _agency_day(agency, since, slot, day) if managers else _EMPTY_SUMMARY
     for key, recipient in recipients.items():
         items = held_by.get(key, [])
         content: dict[str, Any] = {
@@ -462,12 +473,19 @@ async def _digests(agency: Agency, now: datetime, result: SweepResult) -> None:
                 recipients=[recipient],
                 subject_type="agency",
                 subject_id=agency.id,
-                dedupe_key=f"agency:{agency.id}:digest:{day.isoformat()}",
+                dedupe_key=dedupe_key,
                 data={"day": day.isoformat(), **content},
             )
+            for row in rows:
+                if row.digest:
+                    # The digest held for the digest (a DAILY_DIGEST preference for it)
+                    # would wait for ever: it is the digest, so it goes now.
+                    row.digest = False
+                    await row.save(update_fields=["digest", "updated_at"])
+                    await send_job(notification_service.SEND_JOB, str(row.id))
             if rows and items:
                 # Only the run that recorded the digest settles what it carries.
-                told = any(r.status is S.PENDING and not r.digest for r in rows)
+                told = any(r.status is S.PENDING for r in rows)
                 await Notification.filter(id__in=[r.id for r in items], status=S.PENDING).update(
                     status=S.SENT if told else S.SKIPPED,
                     reason=f"In the daily digest of {day.isoformat()}"

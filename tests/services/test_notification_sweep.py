@@ -261,6 +261,17 @@ async def test_a_payment_in_the_middle_of_the_series_cancels_what_is_pending_and
         token=lead.token,
     )
     assert held["result"]["__typename"] == "NotificationPreferences"
+    # and an owner who (oddly) asked for the digest itself in the digest
+    digested = await gql.execute(
+        UPDATE_PREFERENCES,
+        {
+            "preferences": [
+                {"kind": "DAILY_DIGEST", "channels": ["EMAIL"], "frequency": "DAILY_DIGEST"}
+            ]
+        },
+        token=owner.token,
+    )
+    assert digested["result"]["__typename"] == "NotificationPreferences"
     invoice = await request_payment(gql, owner, await advance_of(project))
     start = stopped.moment
     timeline = Timeline(db)
@@ -303,6 +314,7 @@ async def test_a_payment_in_the_middle_of_the_series_cancels_what_is_pending_and
         {"client_name": "Acme", "amount": {"minor": 100_000, "currency": "INR"}}
     ]
     assert digest.data["held"] == []
+    assert (digest.status, digest.digest) == (NotificationStatus.SENT, False)
 
 
 async def test_held_reminders_go_in_the_digest_and_a_queued_one_paid_meanwhile_is_skipped(
