@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from settle.core import clock
 from settle.core.outbox import relay_later
-from settle.core.settings import get_settings
+from settle.core.settings import configure_settings, get_settings
 from settle.models.agency import Agency, Role
 from settle.models.client import Client
 from settle.models.invoice import Invoice
@@ -42,6 +43,7 @@ from tests.fixtures.factories import (
     issue_invoice,
 )
 from tests.fixtures.graphql import GraphQLClient
+from tests.fixtures.smtp import Mailbox, body, free_port, use_smtp
 
 K = NotificationKind
 SWEPT = [
@@ -79,6 +81,8 @@ mutation Record($invoiceId: ID!, $amount: String!) {
   ) { __typename }
 }
 """
+
+APPROVE = "mutation($id: ID!) { result: approveMilestone(id: $id) { __typename } }"
 
 UPDATE_PREFERENCES = """
 mutation Update($preferences: [NotificationPreferenceInput!]!) {
@@ -400,6 +404,43 @@ async def test_held_reminders_go_in_the_digest_and_a_queued_one_paid_meanwhile_i
         CONTACT: (NotificationStatus.SKIPPED, reason),
         LEAD: (NotificationStatus.SKIPPED, reason),
     }
+
+
+async def test_an_approved_balance_is_reminded_by_email_from_its_approval(
+    db: Backend, gql: GraphQLClient, stopped: Stopped, owner: Account, project: Project
+) -> None:
+    # given a balance milestone submitted for approval, and a real SMTP server
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    previous = use_smtp(controller.port)
+    try:
+        balance = await advance_of(project, MilestoneStatus.SUBMITTED)
+        await Milestone.filter(id=balance.id).update(kind=MilestoneKind.BALANCE, title="Balance")
+
+        # when the owner approves it (its invoice is the request), and the sweep runs
+        # on the third day after, twice
+        approved = await gql.execute(APPROVE, {"id": str(balance.id)}, token=owner.token)
+        assert approved["result"]["__typename"] == "Milestone", approved
+        await db.drain()
+        stopped.moment += timedelta(days=3)
+        before = len(mailbox.envelopes)
+        timeline = Timeline(db)
+        await timeline.tick("day 3", scheduler())
+        await timeline.tick("day 3 again", scheduler())
+    finally:
+        configure_settings(previous)
+        controller.stop()
+
+    # then the contact gets one balance reminder, by email, with the amount and the pay link
+    assert timeline.recorded == [("day 3", "balance_payment_reminder", "3", CONTACT)]
+    sent = mailbox.messages()[before:]
+    assert [(m["To"], m["Subject"]) for m in sent] == [
+        (CONTACT, "Reminder: the balance of ₹1,000.00 for Website is unpaid")
+    ]
+    text = body(sent[0], "plain")
+    assert "balance payment of ₹1,000.00 for Balance (Website) was requested on" in text
+    assert "Pay here: http://settle.test/pay/invoices/" in text
 
 
 # --- digests in two time zones ------------------------------------------------------------
