@@ -26,7 +26,7 @@ from settle.models.client import Client
 from settle.models.invoice import Invoice
 from settle.models.milestone import Milestone, MilestoneKind, MilestoneStatus
 from settle.models.notification import Notification, NotificationKind, NotificationStatus
-from settle.models.payment import Payment
+from settle.models.payment import Payment, PaymentProvider, PaymentStatus, WebhookEvent
 from settle.models.project import Project
 from settle.services import notification_sweep
 from settle.tasks.notification import send
@@ -506,6 +506,97 @@ async def overdue_invoice(account: Account, contact_email: str) -> Invoice:
     # The due date as if it was issued weeks ago (issuing dates it from today's clock).
     await Invoice.filter(id=invoice.id).update(due_date=date(2026, 12, 20))
     return await Invoice.get(id=invoice.id)
+
+
+async def test_the_digest_lists_overdue_milestones_failed_and_flagged_payments_and_expiring_access(
+    db: Backend, gql: GraphQLClient, stopped: Stopped, owner: Account, project: Project
+) -> None:
+    # given (at a digest hour just ahead of the wall clock, which stamps rows' updated_at)
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    stopped.moment = now + timedelta(minutes=5)
+    done = await set_agency(gql, owner, digestHour=now.hour)
+    assert done["digestHour"] == now.hour
+    since = now - timedelta(days=1)
+    # a milestone past its due date, on an issued invoice
+    late = await advance_of(project, MilestoneStatus.APPROVED)
+    await Milestone.filter(id=late.id).update(due_date=now.date() - timedelta(days=2))
+    invoice = await request_payment(gql, owner, late)
+    # a payment of that invoice that failed in the last 24 hours, and one flagged
+    base = {
+        "agency_id": owner.agency_id,
+        "client_id": project.client_id,
+        "invoice_id": invoice.id,
+        "provider": PaymentProvider.SANDBOX,
+        "currency": "INR",
+    }
+    await Payment.create(
+        **base,
+        amount_minor=100_000,
+        status=PaymentStatus.FAILED,
+        failed_at=since + timedelta(hours=1),
+    )
+    await Payment.create(
+        **base,
+        amount_minor=5_000,
+        status=PaymentStatus.PENDING,
+        reference="pay_FLAG",
+        flagged_reason="The gateway reported another amount",
+    )
+    await WebhookEvent.create(
+        provider=PaymentProvider.RAZORPAY,
+        event_id="evt_1",
+        event_type="payment.captured",
+        payload={},
+        agency_id=owner.agency_id,
+        received_at=since + timedelta(hours=2),
+        outcome="flagged",
+    )
+    # and another project whose files close in 3 days
+    other = await create_project(owner, await Client.get(id=project.client_id), name="App")
+    await create_final_deliverable(other)
+    paid = await advance_of(other, MilestoneStatus.PAID)
+    access_days = get_settings().deliverable_access_days
+    closes = now + timedelta(days=3)
+    await Milestone.filter(id=paid.id).update(
+        payment_status="paid", paid_at=closes - timedelta(days=access_days)
+    )
+
+    # when the sweep runs after the digest hour
+    await notification_sweep.sweep()
+    await db.drain()
+
+    # then the owner's one digest lists each of them
+    (digest,) = await Notification.filter(kind=K.DAILY_DIGEST)
+    assert digest.address == owner.user.email
+    inr = {"minor": 100_000, "currency": "INR"}
+    assert {
+        key: digest.data[key]
+        for key in (
+            "overdue_milestones",
+            "failed_payments",
+            "flagged",
+            "expiring",
+            "payments",
+            "revenue",
+        )
+    } == {
+        "overdue_milestones": [
+            {
+                "title": "Advance",
+                "amount": inr,
+                "due_date": (now.date() - timedelta(days=2)).isoformat(),
+            }
+        ],
+        "failed_payments": [{"client_name": "Acme", "amount": inr}],
+        "flagged": [
+            "Payment pay_FLAG: The gateway reported another amount",
+            "Webhook razorpay payment.captured (evt_1)",
+        ],
+        "expiring": [{"title": "the files of App", "expires_on": closes.date().isoformat()}],
+        "payments": [],
+        "revenue": [],
+    }
+    assert digest.status is NotificationStatus.SENT
 
 
 # --- access and upload reminders ----------------------------------------------------------
