@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     janitor_stale_seconds: int = Field(default=300, gt=0)
     janitor_give_up_seconds: int = Field(default=24 * 3600, gt=0)
     janitor_batch_size: int = Field(default=100, gt=0, le=10_000)
+    # Reminders, overdue stages, access notices, upload reminders and digests: each run
+    # sends what is due by then, so the cadence only bounds how late a stage can be.
+    notification_sweep_cron: str = "*/15 * * * *"
 
     # GraphQL operation limits, checked before an operation is validated or runs (see
     # settle/schema/limits.py for the cost model). The document's size and tokens bound

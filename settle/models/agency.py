@@ -53,6 +53,12 @@ class Agency(BaseModel):
     payment_providers: dict[str, str] = fields.JSONField(default=dict)
     # An IANA zone name: reminders, digests and "today" follow the agency's clock.
     timezone = fields.CharField(max_length=64, default="UTC")
+    # Days after a payment request when an unpaid advance or balance is reminded of ("3,7,14").
+    payment_reminder_days = fields.CharField(max_length=100, default="3,7,14")
+    # Days after an invoice's due date when an unpaid invoice is reminded of ("1,7,14").
+    overdue_reminder_days = fields.CharField(max_length=100, default="1,7,14")
+    # The local hour (0-23) the daily digest and overdue reminders go out from.
+    digest_hour = fields.SmallIntField(default=8)
 
     class Meta:
         table = "agency"

@@ -39,6 +39,18 @@ class UpdateAgencyInput:
     timezone: str | None = strawberry.field(
         default=strawberry.UNSET, description='An IANA time zone name, e.g. "Asia/Kolkata".'
     )
+    payment_reminder_days: list[int] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Days after a payment request to remind of an unpaid advance or balance.",
+    )
+    overdue_reminder_days: list[int] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Days after its due date to remind of an unpaid invoice.",
+    )
+    digest_hour: int | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Local hour (0-23) of the daily digest and the overdue reminders.",
+    )
 
 
 async def update_agency(info: Info, input: UpdateAgencyInput) -> AgencyResult:
@@ -53,6 +65,9 @@ async def update_agency(info: Info, input: UpdateAgencyInput) -> AgencyResult:
             "invoice_due_days": input.invoice_due_days,
             "default_tax_rate": input.default_tax_rate,
             "timezone": input.timezone,
+            "payment_reminder_days": input.payment_reminder_days,
+            "overdue_reminder_days": input.overdue_reminder_days,
+            "digest_hour": input.digest_hour,
             "payment_providers": (
                 input.payment_providers
                 if not isinstance(input.payment_providers, list)

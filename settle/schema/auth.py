@@ -50,6 +50,17 @@ class Agency:
     timezone: str = strawberry.field(
         description='IANA time zone ("Asia/Kolkata") that reminders and digests follow.'
     )
+    payment_reminder_days: list[int] = strawberry.field(
+        description="Days after a payment request when an unpaid advance or balance is "
+        "reminded of (default 3, 7, 14)."
+    )
+    overdue_reminder_days: list[int] = strawberry.field(
+        description="Days after its due date when an unpaid invoice is reminded of "
+        "(default 1, 7, 14)."
+    )
+    digest_hour: int = strawberry.field(
+        description="Local hour the daily digest and the overdue reminders go out from (default 8)."
+    )
 
     @classmethod
     def from_model(cls, agency: models.Agency) -> Agency:
@@ -67,7 +78,15 @@ class Agency:
                 for currency, provider in sorted((agency.payment_providers or {}).items())
             ],
             timezone=agency.timezone,
+            payment_reminder_days=_days(agency.payment_reminder_days),
+            overdue_reminder_days=_days(agency.overdue_reminder_days),
+            digest_hour=agency.digest_hour,
         )
+
+
+def _days(stored: str) -> list[int]:
+    """Stage days as stored on the agency ("1,7,14")."""
+    return [int(day) for day in stored.split(",") if day.strip()]
 
 
 def format_rate(rate: Decimal) -> str:

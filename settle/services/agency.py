@@ -11,7 +11,7 @@ from settle.core.errors import ValidationError
 from settle.core.money import normalize_currency
 from settle.core.tenancy import MANAGERS, Actor
 from settle.models.agency import Agency
-from settle.services import activity
+from settle.services import activity, notification_sweep
 from settle.services.invoice import check_number_pattern, clean_rate
 from settle.services.notification import clean_timezone
 
@@ -47,6 +47,12 @@ def clean_agency_fields(values: dict[str, Any]) -> dict[str, Any]:
             cleaned[key] = clean_payment_providers(value)
         elif key == "timezone":
             cleaned[key] = clean_timezone(value)
+        elif key == "payment_reminder_days":
+            cleaned[key] = notification_sweep.clean_stage_days("paymentReminderDays", value)
+        elif key == "overdue_reminder_days":
+            cleaned[key] = notification_sweep.clean_stage_days("overdueReminderDays", value)
+        elif key == "digest_hour":
+            cleaned[key] = notification_sweep.clean_digest_hour(value)
         else:
             raise ValidationError(key, f"Unknown field {key}")
     return cleaned

@@ -390,6 +390,13 @@ async def deliver(notification_id: uuid.UUID) -> Deferred | None:
             raise SendInProgressError(f"notification {notification_id} is being sent")
         return None
     row = await Notification.get(id=notification_id)
+    from settle.services import notification_sweep
+
+    moot = await notification_sweep.moot_reason(row)
+    if moot is not None:
+        # A reminder whose subject was paid since it was recorded: not sent.
+        await _finish(row.id, S.SKIPPED, reason=moot)
+        return None
     sender = sender_for(row.channel)
     if sender is None:
         await _finish(row.id, S.SKIPPED, reason=f"No {row.channel.value} channel is configured")

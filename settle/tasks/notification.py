@@ -10,6 +10,7 @@ import logging
 import uuid
 
 from settle.services import notification as notification_service
+from settle.services import notification_sweep
 from settle.tasks.broker import actor
 
 log = logging.getLogger(__name__)
@@ -33,3 +34,15 @@ async def send(notification_id: str) -> None:
             extra={"notification_id": notification_id, "seconds": outcome.seconds},
         )
         send.send_with_options(args=(notification_id,), delay=outcome.seconds * 1000)
+
+
+# No retries: the next scheduled run is the retry, and it starts over from stored state.
+@actor(notification_sweep.SWEEP_JOB, max_retries=0)
+async def sweep() -> None:
+    """Record and send every reminder, notice and digest that is due now, once."""
+    result = await notification_sweep.sweep()
+    if result.written or result.cancelled:
+        log.info(
+            "notification.swept",
+            extra={"written": dict(result.written), "cancelled": result.cancelled},
+        )

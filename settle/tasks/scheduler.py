@@ -71,6 +71,7 @@ def default_jobs(settings: Settings) -> list[ScheduledJob]:
         ScheduledJob("invoice.mark_overdue", "15 0 * * *", "invoice.mark_overdue"),
         ScheduledJob("payment.reconcile", settings.payment_reconcile_cron, "payment.reconcile"),
         ScheduledJob("janitor.resend_stuck", settings.janitor_cron, "janitor.resend_stuck"),
+        ScheduledJob("notification.sweep", settings.notification_sweep_cron, "notification.sweep"),
     ]
 
 

@@ -74,9 +74,11 @@ SAMPLE: dict[str, Any] = {
     "overdue_invoices": [
         {"number": "INV-2026-0003", "amount_due": usd(99_999_99), "due_date": "2026-11-01"}
     ],
+    "overdue_milestones": [{"title": "Design", "amount": inr(6_000_000), "due_date": "2026-11-20"}],
     "failed_payments": [{"client_name": "Globex", "amount": usd(500_00)}],
     "expiring": [{"title": "Final artwork", "expires_on": "2026-12-10"}],
     "flagged": ["Payment pay_X: the gateway reported another amount"],
+    "held": ["Milestone Design was approved by Carl Client."],
 }
 
 

@@ -108,7 +108,11 @@ def test_invalid_cron_raises_value_error() -> None:
 
 def test_default_jobs_relay_the_outbox_and_run_the_janitor_on_the_configured_crons() -> None:
     # given
-    settings = Settings(outbox_relay_cron="*/5 * * * *", janitor_cron="*/2 * * * *")
+    settings = Settings(
+        outbox_relay_cron="*/5 * * * *",
+        janitor_cron="*/2 * * * *",
+        notification_sweep_cron="*/30 * * * *",
+    )
 
     # when
     jobs = default_jobs(settings)
@@ -119,6 +123,7 @@ def test_default_jobs_relay_the_outbox_and_run_the_janitor_on_the_configured_cro
         ScheduledJob("invoice.mark_overdue", "15 0 * * *", "invoice.mark_overdue"),
         ScheduledJob("payment.reconcile", "*/10 * * * *", "payment.reconcile"),
         ScheduledJob("janitor.resend_stuck", "*/2 * * * *", "janitor.resend_stuck"),
+        ScheduledJob("notification.sweep", "*/30 * * * *", "notification.sweep"),
     ]
 
 
