@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -10,16 +12,19 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
+import websockets
 
 from settle.models.client import Client
 from settle.models.payment import Payment
+from settle.subscriptions import channels
 from settle.subscriptions.bus import RedisBus, get_bus
 from tests.conftest import Backend
 from tests.fixtures.factories import Account, create_client, create_invoice, issue_invoice
 from tests.fixtures.graphql import GraphQLClient
 from tests.fixtures.services import REDIS_URL
-from tests.fixtures.websocket import serve
+from tests.fixtures.websocket import TRANSPORT_WS, Subscription, serve
 from tests.subscriptions.test_payment import (
+    PAYMENT_STATUS_CHANGED,
     RECORD_OFFLINE_PAYMENT,
     Subscriber,
     fence,
@@ -116,3 +121,95 @@ async def test_redis_connections_do_not_grow_with_subscribers(
         # then the process still holds one pub/sub connection, and no more connections
         assert len(await redis_clients(pubsub_only=True)) == 1
         assert len(await redis_clients()) <= len(with_ten)
+
+
+@pytest.fixture
+async def tight_ws_url(db: Backend) -> AsyncIterator[str]:
+    """The app served with small socket send buffers: a socket nobody reads backs up soon."""
+    settings = db.settings.model_copy(update={"rate_limits_enabled": False})
+    async with serve(settings, send_buffer=4096) as url:
+        yield url
+
+
+async def unread_socket(url: str, token: str) -> websockets.ClientConnection:
+    """A graphql-transport-ws socket subscribed to payments that then stops reading."""
+    address = urlsplit(url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # A small receive window, set before connecting.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((address.hostname, address.port))
+    sock.setblocking(False)
+    connection = await websockets.connect(
+        url,
+        sock=sock,
+        subprotocols=[websockets.Subprotocol(TRANSPORT_WS)],
+        max_queue=1,
+        ping_interval=None,
+    )
+    await connection.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
+    assert json.loads(await connection.recv()) == {"type": "connection_ack", "payload": None}
+    await connection.send(
+        json.dumps(
+            {"id": "slow", "type": "subscribe", "payload": {"query": PAYMENT_STATUS_CHANGED}}
+        )
+    )
+    return connection
+
+
+async def test_a_subscriber_that_stops_reading_is_ended_and_the_others_keep_up(
+    db: Backend, tight_ws_url: str, owner: Account, client: Client
+) -> None:
+    # given subscriptions that may fall 4 events behind: one on a socket that stops
+    # reading, one on a socket that reads
+    bus = get_bus()
+    kept, bus.fanout.queue_size = bus.fanout.queue_size, 4  # type: ignore[attr-defined]
+    try:
+        slow = await unread_socket(tight_ws_url, owner.token)
+        async with Subscription(
+            tight_ws_url, PAYMENT_STATUS_CHANGED, "paymentStatusChanged", token=owner.token
+        ) as fast:
+            await until_subscribed(owner, 2)
+
+            # when payments are announced, each heard by the reading subscriber, until
+            # the other one is ended
+            deadline = asyncio.get_running_loop().time() + 15
+            while await bus.subscriber_count(channels.payments(owner.agency_id)) == 2:
+                assert asyncio.get_running_loop().time() < deadline, "never ended"
+                marker = await fence(owner, client_id=client.id)
+                assert await fast.next() == marker
+
+            # then the reading subscriber goes on hearing each event at once
+            for _ in range(3):
+                marker = await fence(owner, client_id=client.id)
+                assert await fast.next(timeout=2) == marker
+
+            # and the other socket, read again, has its subscription ended with the typed
+            # error, and stays open
+            ending: dict[str, Any] | None = None
+            while ending is None:
+                frame = json.loads(await asyncio.wait_for(slow.recv(), 10))
+                if frame["type"] != "next" or "errors" in frame["payload"]:
+                    ending = frame
+            assert ending == {
+                "id": "slow",
+                "type": "next",
+                "payload": {
+                    "data": None,
+                    "errors": [
+                        {
+                            "message": "This subscription fell more than 4 events behind and "
+                            "was ended; subscribe again (and refetch what you show).",
+                            "extensions": {"code": "SUBSCRIBER_TOO_SLOW"},
+                        }
+                    ],
+                },
+            }
+            assert json.loads(await asyncio.wait_for(slow.recv(), 10)) == {
+                "id": "slow",
+                "type": "complete",
+            }
+            await slow.send(json.dumps({"type": "ping"}))
+            assert json.loads(await asyncio.wait_for(slow.recv(), 10)) == {"type": "pong"}
+            await slow.close()
+    finally:
+        bus.fanout.queue_size = kept  # type: ignore[attr-defined]
