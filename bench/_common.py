@@ -268,6 +268,7 @@ mutation Pay($ids: [ID!]!) {
 class Payments:
     agency_id: str
     payment_ids: list[str]
+    token: str  # the signed-up owner's
 
 
 class Api:
@@ -329,7 +330,7 @@ async def sandbox_payments(
         return payment_id
 
     payment_ids = await asyncio.gather(*(one(i) for i in range(count)))
-    return Payments(signed_up["user"]["agency"]["id"], list(payment_ids))
+    return Payments(signed_up["user"]["agency"]["id"], list(payment_ids), api.token)
 
 
 async def payment_rows(database_url: str, payment_ids: Sequence[str]) -> list[dict[str, Any]]:

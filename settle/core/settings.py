@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # How often each API process re-checks the sessions of its open websockets; a
     # logout or removal reaches them at once over the bus, this is the backstop.
     session_check_seconds: float = Field(default=5, gt=0)
+    # Events one subscription may fall behind before it is ended (SUBSCRIBER_TOO_SLOW).
+    subscription_queue_size: int = Field(default=256, ge=1)
     # Where invitation emails send the invitee, with ``token=`` added: a frontend's own
     # page, or (unset) Settle's built-in one at ``/invitations/accept``.
     invitation_url: str | None = None

@@ -12,7 +12,7 @@ from settle.schema.activity import ActivityEvent
 from settle.schema.context import Info
 from settle.services.activity import visible_to
 from settle.subscriptions import channels
-from settle.subscriptions.bus import get_bus
+from settle.subscriptions.bus import get_bus, once_per_event
 
 
 async def activity_added(
@@ -32,4 +32,4 @@ async def activity_added(
                 actor, event_client, message["entityType"], internal=bool(message.get("internal"))
             ):
                 continue
-            yield ActivityEvent.from_message(message)
+            yield once_per_event(message, "activity", ActivityEvent.from_message)

@@ -11,7 +11,7 @@ from settle.resolvers.common import parse_id, require_actor
 from settle.schema.context import Info
 from settle.schema.payment import PaymentStatusChanged
 from settle.subscriptions import channels
-from settle.subscriptions.bus import get_bus
+from settle.subscriptions.bus import get_bus, once_per_event
 
 
 async def payment_status_changed(
@@ -35,7 +35,8 @@ async def payment_status_changed(
         async for message in messages:
             if not _matches(message, str(actor.agency_id), wanted, invoice):
                 continue
-            yield PaymentStatusChanged.from_message(message)
+            # Shaped once per event for every subscriber of this process that may see it.
+            yield once_per_event(message, "payment", PaymentStatusChanged.from_message)
 
 
 def _matches(

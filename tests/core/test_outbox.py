@@ -33,7 +33,7 @@ class BrokenBus(EventBus):
     async def publish(self, channel: str, message: Message) -> None:
         raise ConnectionError("bus unreachable")
 
-    def subscribe(self, channels: Any) -> Any:
+    def subscribe(self, channels: Any, *, queue_size: int | None = None) -> Any:
         raise NotImplementedError
 
     async def subscriber_count(self, channel: str) -> int:
@@ -92,7 +92,8 @@ async def listener(db: Backend) -> AsyncIterator[Listener]:
     """A subscriber on a channel of its own, subscribed before the test starts."""
     bus = get_bus()
     channel = f"test.outbox.{uuid.uuid4().hex}"
-    async with bus.subscribe([channel]) as messages:
+    # Room for every row a test relays before it reads (up to 450 at once).
+    async with bus.subscribe([channel], queue_size=1000) as messages:
 
         async def subscribed() -> bool:
             return await bus.subscriber_count(channel) == 1

@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from settle.subscriptions.bus import EventBus, MemoryBus, Message, RedisBus, create_bus
+from settle.subscriptions.bus import (
+    EventBus,
+    MemoryBus,
+    Message,
+    RedisBus,
+    SubscriberTooSlow,
+    create_bus,
+)
 from tests.conftest import wait_for
 from tests.fixtures.services import REDIS_URL, check_redis, unavailable
 
@@ -31,6 +40,17 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[EventBus]:
         yield created
     finally:
         await created.close()
+
+
+async def pubsub_connections() -> list[str]:
+    """The ids of the pub/sub connections to the test's Redis database."""
+    db = int(urlsplit(REDIS_URL).path.strip("/") or 0)
+    admin = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        clients = await admin.client_list()
+    finally:
+        await admin.aclose()
+    return sorted(c["id"] for c in clients if int(c["db"]) == db and "P" in c["flags"])
 
 
 def new_channel() -> str:
@@ -169,19 +189,133 @@ async def test_a_message_published_with_nobody_listening_is_dropped(bus: EventBu
         assert await fence(bus, channel, messages) == [[]]
 
 
-async def test_a_memory_subscriber_that_lags_loses_messages_not_the_publisher() -> None:
-    # given: a subscriber whose queue holds two messages and who does not read
-    bus = MemoryBus(max_queue=2)
-    channel = new_channel()
-    async with bus.subscribe([channel]) as messages:
-        # when: a publisher keeps going
-        for n in range(4):
-            await bus.publish(channel, {"n": n})
+@pytest.fixture(params=["memory", "redis"])
+async def small_bus(request: pytest.FixtureRequest) -> AsyncIterator[EventBus]:
+    """A bus whose subscriptions may fall two messages behind."""
+    if request.param == "redis":
+        try:
+            await check_redis()
+        except Exception as exc:
+            unavailable("Redis", exc)
+    created = create_bus(REDIS_URL if request.param == "redis" else None, queue_size=2)
+    try:
+        yield created
+    finally:
+        await created.close()
 
-        # then: publishing never blocked; the subscriber has the first two
-        assert await next_message(messages) == {"n": 0}
-        assert await next_message(messages) == {"n": 1}
-        assert await fence(bus, channel, messages) == [[]]
+
+async def test_a_subscriber_that_falls_a_queue_behind_is_ended_and_nobody_waits(
+    small_bus: EventBus,
+) -> None:
+    # given a subscriber that reads and one that does not, each with a queue of two
+    bus, channel = small_bus, new_channel()
+    async with bus.subscribe([channel]) as reader, bus.subscribe([channel]) as sleeper:
+        await until_subscribers(bus, channel, 2)
+
+        # when three messages are published while the reader keeps up
+        for n in range(3):
+            await bus.publish(channel, {"n": n})
+            assert await next_message(reader) == {"n": n}
+
+        # then the sleeper is ended with SUBSCRIBER_TOO_SLOW, without its queued messages
+        with pytest.raises(SubscriberTooSlow) as ended:
+            await next_message(sleeper)
+        assert ended.value.extensions == {"code": "SUBSCRIBER_TOO_SLOW"}
+        with pytest.raises(SubscriberTooSlow):
+            await next_message(sleeper)
+        # and the reader goes on hearing everything
+        assert await fence(bus, channel, reader) == [[]]
+
+
+async def test_subscribers_joining_and_leaving_at_once_leave_the_channel_subscribed(
+    bus: EventBus,
+) -> None:
+    # given one subscriber that stays
+    channel = new_channel()
+    async with bus.subscribe([channel]) as staying:
+        await until_subscribers(bus, channel, 1)
+
+        # when 50 others join and leave at the same time, twice over
+        async def visit() -> None:
+            async with bus.subscribe([channel]):
+                await asyncio.sleep(0)
+
+        for _ in range(2):
+            await asyncio.gather(*(visit() for _ in range(50)))
+
+        # then the channel is still subscribed, with one subscriber, who hears what follows
+        await until_subscribers(bus, channel, 1)
+        await bus.publish(channel, {"n": 1})
+        assert await next_message(staying) == {"n": 1}
+    await until_subscribers(bus, channel, 0)
+
+
+async def test_a_redis_bus_holds_one_connection_for_many_subscriptions() -> None:
+    # given
+    try:
+        await check_redis()
+    except Exception as exc:
+        unavailable("Redis", exc)
+    others = await pubsub_connections()
+    bus = RedisBus(REDIS_URL)
+    channels = [new_channel() for _ in range(3)]
+    try:
+        async with AsyncExitStack() as stack:
+            # when 150 subscriptions open on three channels
+            for n in range(150):
+                await stack.enter_async_context(bus.subscribe([channels[n % 3]]))
+            for channel in channels:
+                await until_subscribers(bus, channel, 50)
+
+            # then the bus holds one pub/sub connection to Redis
+            assert len(set(await pubsub_connections()) - set(others)) == 1
+    finally:
+        await bus.close()
+
+
+async def test_a_redis_bus_subscribes_again_after_its_connection_drops() -> None:
+    # given two subscribers on a Redis bus, and a publisher with its own connection
+    try:
+        await check_redis()
+    except Exception as exc:
+        unavailable("Redis", exc)
+    others = set(await pubsub_connections())
+    bus, publisher = RedisBus(REDIS_URL), RedisBus(REDIS_URL)
+    first, second = new_channel(), new_channel()
+    try:
+        async with bus.subscribe([first]) as one, bus.subscribe([first, second]) as other:
+            await until_subscribers(bus, first, 2)
+            await until_subscribers(bus, second, 1)
+            dropped = set(await pubsub_connections()) - others
+            assert len(dropped) == 1
+
+            # when Redis drops the bus's pub/sub connection
+            admin = aioredis.Redis.from_url(REDIS_URL)
+            try:
+                await admin.client_kill_filter(_id=next(iter(dropped)))
+            finally:
+                await admin.aclose()
+
+            # then the bus reconnects on a new connection and subscribes to both channels
+            # again; the open subscriptions hear what is published from then on
+            async def reconnected() -> bool:
+                new = set(await pubsub_connections()) - others
+                return len(new) == 1 and not new & dropped
+
+            await wait_for(reconnected)
+            await until_subscribers(publisher, first, 1)
+            await until_subscribers(publisher, second, 1)
+            await publisher.publish(first, {"n": 1})
+            await publisher.publish(second, {"n": 2})
+            assert await next_message(one) == {"n": 1}
+            assert [await next_message(other), await next_message(other)] == [
+                {"n": 1},
+                {"n": 2},
+            ]
+            assert await fence(bus, first, one, other) == [[], []]
+    finally:
+        await bus.close()
+        await publisher.close()
 
 
 async def test_redis_bus_skips_a_message_that_is_not_json() -> None:
