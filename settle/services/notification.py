@@ -52,7 +52,7 @@ from settle.core.tenancy import MANAGERS, MEMBERS, Actor, scoped
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Agency, Role, User
 from settle.models.client import Client, Contact
-from settle.models.invoice import Invoice
+from settle.models.invoice import Invoice, InvoiceLine
 from settle.models.milestone import Milestone, MilestoneKind, MilestoneStatus
 from settle.models.notification import (
     Channel,
@@ -197,6 +197,23 @@ async def work_owners(milestone_ids: Iterable[uuid.UUID]) -> list[Recipient]:
         if row is not None:
             found.append(Recipient.of_user(row))
     return _distinct(found)
+
+
+async def milestones_paid(allocations: Iterable[PaymentAllocation]) -> list[uuid.UUID]:
+    """The milestones paid: those allocations name, and those of a whole invoice paid.
+
+    A payment of an invoice (its pay link, an offline record) allocates to the
+    invoice, not to its milestones: its milestone lines say which they are.
+    """
+    rows = list(allocations)
+    ids = [a.milestone_id for a in rows if a.milestone_id is not None]
+    whole = [a.invoice_id for a in rows if a.milestone_id is None]
+    if whole:
+        lines = await InvoiceLine.filter(invoice_id__in=whole, milestone_id__isnull=False).order_by(
+            "invoice_id", "position", "id"
+        )
+        ids.extend(line.milestone_id for line in lines if line.milestone_id is not None)
+    return list(dict.fromkeys(ids))
 
 
 async def payment_team(agency_id: uuid.UUID, milestone_ids: Iterable[uuid.UUID]) -> list[Recipient]:
@@ -848,7 +865,7 @@ async def _payment_facts(payment: Payment) -> dict[str, Any]:
             )
         ],
         "invoice_ids": [str(i) for i in invoice_ids if i in invoices],
-        "milestone_ids": [str(milestone.id) for milestone, _ in paid],
+        "milestone_ids": [str(i) for i in await milestones_paid(allocations)],
         "invoice_numbers": [invoices[i].number for i in invoice_ids if invoices[i].number],
     }
 

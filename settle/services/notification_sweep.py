@@ -360,11 +360,9 @@ async def _upload_reminders(agency: Agency, now: datetime, result: SweepResult) 
                 agency_id=agency.id,
                 recipients=await notification_service.payment_team(
                     agency.id,
-                    [
-                        a.milestone_id
-                        for a in allocations
-                        if a.invoice_id == invoice.id and a.milestone_id is not None
-                    ],
+                    await notification_service.milestones_paid(
+                        a for a in allocations if a.invoice_id == invoice.id
+                    ),
                 ),
                 subject_type="invoice",
                 subject_id=invoice.id,
