@@ -56,6 +56,9 @@ class Project(TenantModel):
     # Payment terms: whole percent of the total paid in advance, and invoice due days.
     advance_percent = fields.SmallIntField(default=0)
     invoice_due_days = fields.SmallIntField(default=30)
+    # Who beside the owners and admins hears of the project's payments: when set,
+    # the member who submitted each paid milestone's work is told too.
+    notify_milestone_members = fields.BooleanField(default=False)
     # The highest budget threshold (80, 100) already announced on the timeline.
     budget_alert_level = fields.SmallIntField(default=0)
     archived_at = fields.DatetimeField(null=True)

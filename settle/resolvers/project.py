@@ -100,6 +100,7 @@ async def create_project(info: Info, input: CreateProjectInput) -> ProjectResult
         "currency": input.currency,
         "advance_percent": input.advance_percent,
         "invoice_due_days": input.invoice_due_days,
+        "notify_milestone_members": input.notify_milestone_members,
     }
 
     async def run() -> Project:
@@ -127,6 +128,7 @@ async def update_project(info: Info, id: strawberry.ID, input: UpdateProjectInpu
             "currency": input.currency,
             "advance_percent": input.advance_percent,
             "invoice_due_days": input.invoice_due_days,
+            "notify_milestone_members": input.notify_milestone_members,
         }
     )
 

@@ -117,6 +117,10 @@ class Project:
     invoice_due_days: int = strawberry.field(
         description="Payment terms: days an invoice is due after it is sent."
     )
+    notify_milestone_members: bool = strawberry.field(
+        description="Payment received, payment failed and invoice upload reminders go to the "
+        "member who submitted each paid milestone as well as to the owners and admins."
+    )
     archived_at: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -137,6 +141,7 @@ class Project:
             billable=project.billable,
             advance_percent=project.advance_percent,
             invoice_due_days=project.invoice_due_days,
+            notify_milestone_members=project.notify_milestone_members,
             archived_at=project.archived_at,
             created_at=project.created_at,
             updated_at=project.updated_at,
@@ -213,6 +218,10 @@ class CreateProjectInput:
         default=project_service.DEFAULT_INVOICE_DUE_DAYS,
         description="0-365; only an owner or admin may set another value than the default.",
     )
+    notify_milestone_members: bool = strawberry.field(
+        default=project_service.DEFAULT_NOTIFY_MILESTONE_MEMBERS,
+        description="Only an owner or admin may set another value than the default.",
+    )
 
 
 @strawberry.input
@@ -235,6 +244,9 @@ class UpdateProjectInput:
         default=strawberry.UNSET, description="Owner or admin only."
     )
     invoice_due_days: int | None = strawberry.field(
+        default=strawberry.UNSET, description="Owner or admin only."
+    )
+    notify_milestone_members: bool | None = strawberry.field(
         default=strawberry.UNSET, description="Owner or admin only."
     )
 

@@ -48,11 +48,11 @@ from settle.core.pagination import Ordering, Page, paginate
 from settle.core.rate_limit import storage_for
 from settle.core.settings import get_settings
 from settle.core.signing import SignedTokenError, UrlSigner
-from settle.core.tenancy import MANAGERS, Actor, scoped
+from settle.core.tenancy import MANAGERS, MEMBERS, Actor, scoped
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Agency, Role, User
 from settle.models.client import Client, Contact
-from settle.models.invoice import Invoice
+from settle.models.invoice import Invoice, InvoiceLine
 from settle.models.milestone import Milestone, MilestoneKind, MilestoneStatus
 from settle.models.notification import (
     Channel,
@@ -174,6 +174,51 @@ async def milestone_submitter(milestone_id: uuid.UUID) -> uuid.UUID | None:
         .first()
     )
     return event.actor_id if event else None
+
+
+async def work_owners(milestone_ids: Iterable[uuid.UUID]) -> list[Recipient]:
+    """The members who own the work of these milestones, where their project asks to tell them.
+
+    A milestone has no assignee: the member who last submitted it owns its work.
+    Only the agency's active owners, admins and members count; a client user who
+    submitted is never told of the agency's payments.
+    """
+    milestones = await Milestone.filter(
+        id__in=list(dict.fromkeys(milestone_ids)), project__notify_milestone_members=True
+    ).order_by("position", "id")
+    found: list[Recipient] = []
+    for milestone in milestones:
+        submitter = await milestone_submitter(milestone.id)
+        if submitter is None:
+            continue
+        row = await User.get_or_none(
+            id=submitter, agency_id=milestone.agency_id, role__in=list(MEMBERS), is_active=True
+        )
+        if row is not None:
+            found.append(Recipient.of_user(row))
+    return _distinct(found)
+
+
+async def milestones_paid(allocations: Iterable[PaymentAllocation]) -> list[uuid.UUID]:
+    """The milestones paid: those allocations name, and those of a whole invoice paid.
+
+    A payment of an invoice (its pay link, an offline record) allocates to the
+    invoice, not to its milestones: its milestone lines say which they are.
+    """
+    rows = list(allocations)
+    ids = [a.milestone_id for a in rows if a.milestone_id is not None]
+    whole = [a.invoice_id for a in rows if a.milestone_id is None]
+    if whole:
+        lines = await InvoiceLine.filter(invoice_id__in=whole, milestone_id__isnull=False).order_by(
+            "invoice_id", "position", "id"
+        )
+        ids.extend(line.milestone_id for line in lines if line.milestone_id is not None)
+    return list(dict.fromkeys(ids))
+
+
+async def payment_team(agency_id: uuid.UUID, milestone_ids: Iterable[uuid.UUID]) -> list[Recipient]:
+    """Who on the agency's side hears of a payment: the managers, then the work's owners."""
+    return _distinct([*await managers(agency_id), *await work_owners(milestone_ids)])
 
 
 def _distinct(recipients: Iterable[Recipient]) -> list[Recipient]:
@@ -820,6 +865,7 @@ async def _payment_facts(payment: Payment) -> dict[str, Any]:
             )
         ],
         "invoice_ids": [str(i) for i in invoice_ids if i in invoices],
+        "milestone_ids": [str(i) for i in await milestones_paid(allocations)],
         "invoice_numbers": [invoices[i].number for i in invoice_ids if invoices[i].number],
     }
 
@@ -833,13 +879,25 @@ def _confirmation_kind(milestones: list[dict[str, Any]]) -> NotificationKind:
     return K.PAYMENT_CONFIRMATION
 
 
+def _shared(facts: dict[str, Any]) -> dict[str, Any]:
+    """The facts every recipient's message shows (ids are for choosing recipients and files)."""
+    return {key: value for key, value in facts.items() if not key.endswith("_ids")}
+
+
+async def _team(payment: Payment, facts: dict[str, Any]) -> list[Recipient]:
+    return await payment_team(payment.agency_id, [uuid.UUID(i) for i in facts["milestone_ids"]])
+
+
 async def payment_succeeded(payment: Payment) -> None:
-    """Payment received to the agency's managers; a receipt (with the invoice) to the client."""
+    """Payment received to the agency's team; a receipt (with the invoice) to the client.
+
+    A bulk payment is one summary listing every milestone, to each recipient once.
+    """
     facts = await _payment_facts(payment)
-    shared = {key: value for key, value in facts.items() if key != "invoice_ids"}
+    shared = _shared(facts)
     await notify(
         K.PAYMENT_RECEIVED,
-        recipients=await managers(payment.agency_id),
+        recipients=await _team(payment, facts),
         dedupe_key=f"payment:{payment.id}:received",
         data=shared,
         agency_id=payment.agency_id,
@@ -859,11 +917,11 @@ async def payment_succeeded(payment: Payment) -> None:
 
 
 async def payment_failed(payment: Payment) -> None:
-    """A failed payment: the client gets a retry link, the managers an alert."""
+    """A failed payment: the client gets a retry link, the agency's team an alert."""
     from settle.services import payment_link
 
     facts = await _payment_facts(payment)
-    shared = {key: value for key, value in facts.items() if key != "invoice_ids"}
+    shared = _shared(facts)
     shared["reason"] = payment.failure_reason
     pay_url = None
     if payment.invoice_id is not None:
@@ -880,7 +938,7 @@ async def payment_failed(payment: Payment) -> None:
     )
     await notify(
         K.PAYMENT_FAILED_ALERT,
-        recipients=await managers(payment.agency_id),
+        recipients=await _team(payment, facts),
         dedupe_key=f"payment:{payment.id}:failed",
         data=shared,
         agency_id=payment.agency_id,

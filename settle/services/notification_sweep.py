@@ -338,7 +338,7 @@ def _has_document(invoice: Invoice) -> bool:
 
 
 async def _upload_reminders(agency: Agency, now: datetime, result: SweepResult) -> None:
-    """A payment 24 hours old whose invoice still has no document: the managers upload it."""
+    """A payment 24 hours old whose invoice still has no document: the team uploads it."""
     payments = await Payment.filter(
         agency_id=agency.id,
         status__in=list(PAID_STATUSES),
@@ -358,7 +358,12 @@ async def _upload_reminders(agency: Agency, now: datetime, result: SweepResult) 
                 result,
                 K.INVOICE_UPLOAD_REMINDER,
                 agency_id=agency.id,
-                recipients=await notification_service.managers(agency.id),
+                recipients=await notification_service.payment_team(
+                    agency.id,
+                    await notification_service.milestones_paid(
+                        a for a in allocations if a.invoice_id == invoice.id
+                    ),
+                ),
                 subject_type="invoice",
                 subject_id=invoice.id,
                 dedupe_key=f"invoice:{invoice.id}:upload_reminder:{payment.id}",

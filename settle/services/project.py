@@ -34,6 +34,9 @@ DEFAULT_ADVANCE_PERCENT = 0
 DEFAULT_INVOICE_DUE_DAYS = 30
 MAX_INVOICE_DUE_DAYS = 365
 PAYMENT_TERMS = ("advance_percent", "invoice_due_days")
+# Who hears of the project's payments is the managers' call, as its payment terms are.
+MANAGED_SETTINGS = (*PAYMENT_TERMS, "notify_milestone_members")
+DEFAULT_NOTIFY_MILESTONE_MEMBERS = False
 
 DESCRIPTION_MAX_LENGTH = 10_000
 
@@ -199,6 +202,14 @@ def clean_project_fields(
             if not isinstance(value, bool):
                 raise ValidationError("billable", "billable must be true or false")
             cleaned[key] = value
+        elif key == "notify_milestone_members":
+            if not isinstance(value, bool):
+                raise ValidationError(
+                    "notifyMilestoneMembers",
+                    "notifyMilestoneMembers must be true or false",
+                    code="REQUIRED" if value is None else None,
+                )
+            cleaned[key] = value
         elif key == "advance_percent":
             cleaned[key] = _whole_number("advancePercent", value, 0, 100)
         elif key == "invoice_due_days":
@@ -221,11 +232,17 @@ def clean_project_fields(
 
 
 def _check_payment_terms(actor: Actor, values: dict[str, Any], current: dict[str, Any]) -> None:
-    """Only owners and admins set payment terms; anyone may send the values already in force."""
+    """Only owners and admins set payment terms and who hears of payments.
+
+    Anyone may send the values already in force.
+    """
     if actor.role in MANAGERS:
         return
     if any(key in values and values[key] != current[key] for key in PAYMENT_TERMS):
         raise PermissionDeniedError("Only an owner or admin may set payment terms")
+    key = "notify_milestone_members"
+    if key in values and values[key] != current[key]:
+        raise PermissionDeniedError("Only an owner or admin may set who hears of payments")
 
 
 def _timeline_values(values: dict[str, Any], currency: str) -> dict[str, Any]:
@@ -317,7 +334,11 @@ async def create_project(actor: Actor, client_id: uuid.UUID, values: dict[str, A
     _check_payment_terms(
         actor,
         values,
-        {"advance_percent": DEFAULT_ADVANCE_PERCENT, "invoice_due_days": DEFAULT_INVOICE_DUE_DAYS},
+        {
+            "advance_percent": DEFAULT_ADVANCE_PERCENT,
+            "invoice_due_days": DEFAULT_INVOICE_DUE_DAYS,
+            "notify_milestone_members": DEFAULT_NOTIFY_MILESTONE_MEMBERS,
+        },
     )
     given = {key: value for key, value in values.items() if key != "currency" or value is not None}
     data = clean_project_fields(
@@ -326,6 +347,7 @@ async def create_project(actor: Actor, client_id: uuid.UUID, values: dict[str, A
             "billable": True,
             "advance_percent": DEFAULT_ADVANCE_PERCENT,
             "invoice_due_days": DEFAULT_INVOICE_DUE_DAYS,
+            "notify_milestone_members": DEFAULT_NOTIFY_MILESTONE_MEMBERS,
             **given,
         },
         currency=client.currency,
@@ -351,7 +373,7 @@ async def update_project(actor: Actor, project_id: uuid.UUID, values: dict[str, 
     """Change the given fields of a project; a status change is its own timeline event."""
     project = await _lock_project(actor, project_id)
     actor.require(*MEMBERS)
-    _check_payment_terms(actor, values, {key: getattr(project, key) for key in PAYMENT_TERMS})
+    _check_payment_terms(actor, values, {key: getattr(project, key) for key in MANAGED_SETTINGS})
     data = clean_project_fields(values, currency=project.currency, current=project)
     before = {key: getattr(project, key) for key in data}
     data = {key: value for key, value in data.items() if before[key] != value}

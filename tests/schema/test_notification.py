@@ -1139,3 +1139,170 @@ async def test_a_bulk_payment_is_one_summary_listing_every_milestone(
     ):
         text = plain(message)
         assert "- Advance: ₹1,000.00\n- Design: ₹2,000.00\n" in text
+
+
+# --- the members who own the work ---------------------------------------------------------
+
+TELL_MEMBERS = """
+mutation($id: ID!, $on: Boolean) {
+  result: updateProject(id: $id, input: {notifyMilestoneMembers: $on}) {
+    __typename ... on Project { notifyMilestoneMembers }
+  }
+}
+"""
+
+
+async def submitted_by(
+    gql: GraphQLClient, submitter: Account, approver: Account, project: Project, title: str
+) -> Milestone:
+    """A milestone ``submitter`` started and submitted through the API, approved by ``approver``."""
+    async with transaction():
+        milestone = await Milestone.create(
+            agency_id=project.agency_id,
+            project_id=project.id,
+            client_id=project.client_id,
+            currency=project.currency,
+            title=title,
+            position=await Milestone.filter(project_id=project.id).count(),
+            amount_minor=100_000,
+        )
+    for operation, account in ((START, submitter), (SUBMIT, submitter), (APPROVE, approver)):
+        done = await gql.execute(operation, {"id": str(milestone.id)}, token=account.token)
+        assert done["result"]["__typename"] == "Milestone", done
+    return milestone
+
+
+async def tell_members(gql: GraphQLClient, owner: Account, project: Project, on: bool) -> None:
+    data = await gql.execute(TELL_MEMBERS, {"id": str(project.id), "on": on}, token=owner.token)
+    assert data["result"] == {"__typename": "Project", "notifyMilestoneMembers": on}
+
+
+async def told(kind: NotificationKind, payment_id: str) -> list[tuple[str | None, str]]:
+    found = await Notification.filter(kind=kind, subject_id=payment_id).order_by("address")
+    return [(n.address, n.status.value) for n in found]
+
+
+async def test_the_member_who_submitted_hears_of_the_payment_only_when_the_project_says_so(
+    db: Backend,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    smtp: Mailbox,
+    owner: Account,
+    admin: Account,
+    member: Account,
+    lead: Account,
+    project: Project,
+) -> None:
+    # given two milestones the member submitted and the lead approved
+    first = await submitted_by(gql, member, lead, project, "Design")
+    second = await submitted_by(gql, member, lead, project, "Build")
+    await db.drain()
+
+    # when the first is paid while the project tells only the managers (the default)
+    started = await checkout(gql, lead, first)
+    await press(http, db, started["checkout"]["checkoutUrl"], "succeed")
+
+    # then the owner and the admin hear of it, not the member
+    assert await told(K.PAYMENT_RECEIVED, started["payment"]["id"]) == [
+        ("ada@northwind.test", "sent"),
+        (owner.user.email, "sent"),
+    ]
+
+    # when the owner turns the setting on and the second is paid
+    await tell_members(gql, owner, project, True)
+    started = await checkout(gql, lead, second)
+    await press(http, db, started["checkout"]["checkoutUrl"], "succeed")
+
+    # then the member hears of it too, by one email
+    assert await told(K.PAYMENT_RECEIVED, started["payment"]["id"]) == [
+        ("ada@northwind.test", "sent"),
+        ("mo@northwind.test", "sent"),
+        (owner.user.email, "sent"),
+    ]
+    mail = message_to(smtp, "mo@northwind.test", "Payment received from Acme: ₹1,000.00")
+    assert "- Build: ₹1,000.00\n" in plain(mail)
+    assert [m for m in mail_to(smtp) if m[0] == "mo@northwind.test" and "Payment" in m[1]] == [
+        ("mo@northwind.test", "Payment received from Acme: ₹1,000.00")
+    ]
+
+    # when every job runs again
+    sent = len(smtp.envelopes)
+    await run_every_job_again(db)
+
+    # then nobody is told twice
+    assert len(smtp.envelopes) == sent
+
+
+async def test_a_failed_payment_alerts_the_member_who_submitted_when_the_project_says_so(
+    db: Backend,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    smtp: Mailbox,
+    owner: Account,
+    member: Account,
+    lead: Account,
+    project: Project,
+) -> None:
+    # given a project that tells its members, and a milestone the member submitted
+    await tell_members(gql, owner, project, True)
+    design = await submitted_by(gql, member, lead, project, "Design")
+    started = await checkout(gql, lead, design)
+    await db.drain()
+
+    # when the payer's card is declined
+    await press(http, db, started["checkout"]["checkoutUrl"], "fail")
+
+    # then the owner and the member get the alert, and the client the retry link, once each
+    assert await told(K.PAYMENT_FAILED_ALERT, started["payment"]["id"]) == [
+        ("mo@northwind.test", "sent"),
+        (owner.user.email, "sent"),
+    ]
+    alert = message_to(smtp, "mo@northwind.test", "Payment failed: Acme, ₹1,000.00")
+    assert "Declined in the sandbox" in plain(alert)
+    assert await told(K.PAYMENT_FAILED, started["payment"]["id"]) == [
+        ("lee@acme.test", "sent"),
+        (CONTACT_EMAIL, "sent"),
+    ]
+    sent = len(smtp.envelopes)
+    await run_every_job_again(db)
+    assert len(smtp.envelopes) == sent
+
+
+async def test_a_bulk_payment_tells_each_member_one_summary_and_a_submitting_admin_once(
+    db: Backend,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    smtp: Mailbox,
+    owner: Account,
+    admin: Account,
+    member: Account,
+    lead: Account,
+    project: Project,
+) -> None:
+    # given a project that tells its members: two milestones by the member, one by the admin
+    await tell_members(gql, owner, project, True)
+    design = await submitted_by(gql, member, lead, project, "Design")
+    build = await submitted_by(gql, admin, lead, project, "Build")
+    launch = await submitted_by(gql, member, lead, project, "Launch")
+    await db.drain()
+
+    # when the lead pays all three at once
+    data = await gql.execute(
+        PAY_MILESTONES,
+        {"milestoneIds": [str(design.id), str(build.id), str(launch.id)]},
+        token=lead.token,
+    )
+    assert data["result"]["__typename"] == "PaymentCheckout", data
+    await db.drain()
+    await press(http, db, data["result"]["checkout"]["checkoutUrl"], "succeed")
+
+    # then the owner, the admin (a manager who also submitted) and the member get one each
+    assert await told(K.PAYMENT_RECEIVED, data["result"]["payment"]["id"]) == [
+        ("ada@northwind.test", "sent"),
+        ("mo@northwind.test", "sent"),
+        (owner.user.email, "sent"),
+    ]
+    for address in ("ada@northwind.test", "mo@northwind.test", owner.user.email):
+        summary = message_to(smtp, address, "Payment received from Acme: ₹3,000.00")
+        assert "- Design: ₹1,000.00\n- Build: ₹1,000.00\n- Launch: ₹1,000.00\n" in plain(summary)
+    assert len([m for m in mail_to(smtp) if m[1].startswith("Payment received from")]) == 3

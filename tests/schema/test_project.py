@@ -232,6 +232,7 @@ async def test_create_project_returns_it_stores_it_and_records_it(
                 {"field": "hourlyRate", "before": None, "after": "4500.00"},
                 {"field": "invoiceDueDays", "before": None, "after": 15},
                 {"field": "name", "before": None, "after": "Website redesign"},
+                {"field": "notifyMilestoneMembers", "before": None, "after": False},
                 {"field": "startDate", "before": None, "after": "2026-03-01"},
                 {"field": "status", "before": None, "after": "on_hold"},
             ],
@@ -1142,3 +1143,104 @@ async def test_statistics_of_a_project_list_take_a_fixed_number_of_queries(
     assert small.count == large.count, (small.queries, large.queries)
     # (token lookup, count, page, clients, and four for the statistics)
     assert small.count <= 8, small.queries
+
+
+NOTIFY_FIELDS = f"""
+  __typename
+  ... on Project {{ id notifyMilestoneMembers }}
+  {ERROR_FIELDS}
+"""
+CREATE_NOTIFYING = f"""
+mutation CreateProject($input: CreateProjectInput!) {{
+  createProject(input: $input) {{ {NOTIFY_FIELDS} }}
+}}
+"""
+UPDATE_NOTIFYING = f"""
+mutation UpdateProject($id: ID!, $input: UpdateProjectInput!) {{
+  updateProject(id: $id, input: $input) {{ {NOTIFY_FIELDS} }}
+}}
+"""
+NOTIFY_DENIED = {
+    "__typename": "PermissionDeniedError",
+    "code": "PERMISSION_DENIED",
+    "message": "Only an owner or admin may set who hears of payments",
+}
+
+
+async def test_who_hears_of_payments_is_set_by_owners_and_admins_only(
+    gql: GraphQLClient, owner: Account
+) -> None:
+    # given a member and an admin of the agency, and a client
+    member = await create_user(owner, role=Role.MEMBER)
+    admin = await create_user(owner, role=Role.ADMIN)
+    client = await create_client(owner, name="Acme")
+    before = await row_counts(Project)
+    # when the member creates a project that tells members of its payments
+    data = await gql.execute(
+        CREATE_NOTIFYING,
+        {"input": {"clientId": str(client.id), "name": "Website", "notifyMilestoneMembers": True}},
+        token=member.token,
+    )
+    # then it is refused, and nothing is written
+    assert data["createProject"] == NOTIFY_DENIED
+    assert await row_counts(Project) == before
+    # when the member creates one with the default spelled out
+    data = await gql.execute(
+        CREATE_NOTIFYING,
+        {"input": {"clientId": str(client.id), "name": "Website", "notifyMilestoneMembers": False}},
+        token=member.token,
+    )
+    # then it is created, telling only the managers
+    project_id = data["createProject"]["id"]
+    assert data["createProject"] == {
+        "__typename": "Project",
+        "id": project_id,
+        "notifyMilestoneMembers": False,
+    }
+    # and the member cannot turn it on, nor send null, but may resend the value in force
+    for value in (True, None):
+        data = await gql.execute(
+            UPDATE_NOTIFYING,
+            {"id": project_id, "input": {"notifyMilestoneMembers": value}},
+            token=member.token,
+        )
+        assert data["updateProject"] == NOTIFY_DENIED, value
+    data = await gql.execute(
+        UPDATE_NOTIFYING,
+        {"id": project_id, "input": {"notifyMilestoneMembers": False}},
+        token=member.token,
+    )
+    assert data["updateProject"]["notifyMilestoneMembers"] is False
+    assert (await Project.get(id=project_id)).notify_milestone_members is False
+    # when the admin sends null
+    data = await gql.execute(
+        UPDATE_NOTIFYING,
+        {"id": project_id, "input": {"notifyMilestoneMembers": None}},
+        token=admin.token,
+    )
+    # then it is a typed validation error, and nothing changes
+    assert data["updateProject"] == {
+        "__typename": "ValidationError",
+        "code": "REQUIRED",
+        "message": "notifyMilestoneMembers must be true or false",
+        "field": "notifyMilestoneMembers",
+    }
+    # when the admin turns it on
+    data = await gql.execute(
+        UPDATE_NOTIFYING,
+        {"id": project_id, "input": {"notifyMilestoneMembers": True}},
+        token=admin.token,
+    )
+    # then it is on, stored, and recorded on the timeline
+    assert data["updateProject"]["notifyMilestoneMembers"] is True
+    assert (await Project.get(id=project_id)).notify_milestone_members is True
+    assert (await _timeline(gql, owner, client))[0]["changes"] == [
+        {"field": "notifyMilestoneMembers", "before": False, "after": True}
+    ]
+    # and the owner may create a project with it on
+    data = await gql.execute(
+        CREATE_NOTIFYING,
+        {"input": {"clientId": str(client.id), "name": "App", "notifyMilestoneMembers": True}},
+        token=owner.token,
+    )
+    assert data["createProject"]["notifyMilestoneMembers"] is True

@@ -701,3 +701,62 @@ async def test_reminder_days_and_digest_hour_are_set_per_agency_and_checked(
         "0,30",
         18,
     )
+
+
+# --- the milestones' members --------------------------------------------------------------
+
+START = "mutation($id: ID!) { result: startMilestone(id: $id) { __typename } }"
+SUBMIT = "mutation($id: ID!) { result: submitMilestone(id: $id) { __typename } }"
+TELL_MEMBERS = """
+mutation($id: ID!) {
+  result: updateProject(id: $id, input: {notifyMilestoneMembers: true}) { __typename }
+}
+"""
+
+
+async def test_the_upload_reminder_also_goes_to_the_member_who_submitted_when_the_project_says_so(
+    db: Backend, gql: GraphQLClient, stopped: Stopped, owner: Account, project: Project
+) -> None:
+    # given a project that tells its members, and a milestone a member submitted, the owner
+    # approved and the client paid by bank transfer on an invoice that has no document
+    member = await create_user(owner, role=Role.MEMBER, name="Mo", email="mo@northwind.test")
+    told = await gql.execute(TELL_MEMBERS, {"id": str(project.id)}, token=owner.token)
+    assert told["result"]["__typename"] == "Project", told
+    advance = await advance_of(project)
+    for operation, account in ((START, member), (SUBMIT, member), (APPROVE, owner)):
+        done = await gql.execute(operation, {"id": str(advance.id)}, token=account.token)
+        assert done["result"]["__typename"] == "Milestone", done
+    await db.drain()
+    await advance.refresh_from_db()
+    assert advance.invoice_id is not None
+    paid = await gql.execute(
+        RECORD_OFFLINE,
+        {"invoiceId": str(advance.invoice_id), "amount": "1000.00"},
+        token=owner.token,
+    )
+    assert paid["result"]["__typename"] == "Payment", paid
+    await db.drain()
+    await Invoice.filter(id=advance.invoice_id).update(pdf_key=None)
+    payment = await Payment.get(invoice_id=advance.invoice_id)
+    # (the payment of the whole invoice was the member's milestone, so they heard of it)
+    assert sorted(
+        n.address for n in await Notification.filter(kind=K.PAYMENT_RECEIVED, subject_id=payment.id)
+    ) == ["mo@northwind.test", owner.user.email]
+    start = stopped.moment
+    timeline = Timeline(db)
+
+    # when two schedulers tick on the next day, and again
+    stopped.moment = start + timedelta(days=1, minutes=1)
+    await timeline.tick("day 1", scheduler(), scheduler())
+    await timeline.tick("day 1 again", scheduler())
+
+    # then the owner and the member are asked for the document, once each
+    assert sorted(
+        entry for entry in timeline.recorded if entry[1] == "invoice_upload_reminder"
+    ) == [
+        ("day 1", "invoice_upload_reminder", str(payment.id), "mo@northwind.test"),
+        ("day 1", "invoice_upload_reminder", str(payment.id), owner.user.email),
+    ]
+    assert {n.status for n in await Notification.filter(kind=K.INVOICE_UPLOAD_REMINDER)} == {
+        NotificationStatus.SENT
+    }
