@@ -214,6 +214,33 @@ query Lists {
 }
 """
 
+NOTIFICATION_PREFERENCES_QUERY = """
+query NotificationPreferences($contactId: ID) {
+  notificationPreferences(contactId: $contactId) { __typename kind }
+}
+"""
+
+UPDATE_NOTIFICATION_PREFERENCES = """
+mutation UpdateNotificationPreferences(
+  $contactId: ID
+  $preferences: [NotificationPreferenceInput!]!
+) {
+  updateNotificationPreferences(contactId: $contactId, preferences: $preferences) {
+    __typename
+    ... on Error { code message }
+  }
+}
+"""
+
+REQUEST_PAYMENT = """
+mutation RequestPayment($milestoneIds: [ID!]!) {
+  requestPayment(milestoneIds: $milestoneIds) {
+    __typename
+    ... on Error { code message }
+  }
+}
+"""
+
 MILESTONE_QUERY = """
 query Milestone($id: ID!) {
   milestone(id: $id) { __typename id title }
@@ -593,6 +620,7 @@ class Answer(Enum):
     NULL = "null"  # a nullable lookup: null
     EMPTY = "empty"  # a list: an empty connection
     NOT_FOUND = "not found"  # a mutation: NotFoundError, nothing written
+    ERROR = "error"  # a non-null query: one top-level NOT_FOUND error, data null
 
 
 @dataclass(frozen=True)
@@ -611,6 +639,13 @@ class Probe:
 
     def refusal(self, field: str, *, denied: bool = False) -> dict[str, Any]:
         """The exact answer for an id the caller may not see."""
+        if self.answer is Answer.ERROR:
+            code, message = (
+                ("PERMISSION_DENIED", self.denied_message)
+                if denied
+                else ("NOT_FOUND", f"{self.entity or self.found} not found")
+            )
+            return {"data": None, "errors": [{"code": code, "message": message}]}
         if self.answer is Answer.NULL:
             return {field: None}
         if self.answer is Answer.EMPTY:
@@ -631,10 +666,29 @@ class Probe:
             }
         }
 
+    async def send(self, gql: GraphQLClient, target: Target, token: str) -> dict[str, Any]:
+        """The answer to this probe's request: ``data``, or (ERROR) the data and error codes."""
+        if self.answer is not Answer.ERROR:
+            data: dict[str, Any] = await gql.execute(
+                self.operation, self.variables(target), token=token
+            )
+            return data
+        body = await gql.execute(
+            self.operation, self.variables(target), token=token, expect_errors=True
+        )
+        errors = [
+            {"code": error["extensions"]["code"], "message": error["message"]}
+            for error in body.get("errors", [])
+        ]
+        return {"data": body["data"], "errors": errors} if errors else body["data"]
+
     def assert_found(self, field: str, data: dict[str, Any]) -> None:
         """The same request by the rows' own agency reaches them."""
         result = data[field]
         assert result is not None, f"{field}: the owner gets null for its own row"
+        if self.answer is Answer.ERROR:
+            assert result, f"{field}: the owner gets nothing for its own row"
+            result = result[0]
         assert result["__typename"] == self.found, result
         if self.answer is Answer.EMPTY:
             assert result["totalCount"] > 0, result
@@ -736,6 +790,37 @@ REGISTRY: dict[str, Probe] = {
         ARCHIVE_PROJECT, lambda t: {"id": t.project_id}, Answer.NOT_FOUND, "Project"
     ),
     "milestone": Probe(MILESTONE_QUERY, lambda t: {"id": t.milestone_id}, Answer.NULL, "Milestone"),
+    # A list of the contact's preferences: another agency's contact is a top-level error.
+    "notificationPreferences": Probe(
+        NOTIFICATION_PREFERENCES_QUERY,
+        lambda t: {"contactId": t.contact_id},
+        Answer.ERROR,
+        "NotificationPreference",
+        entity="Contact",
+        viewer_denied=True,
+    ),
+    "updateNotificationPreferences": Probe(
+        UPDATE_NOTIFICATION_PREFERENCES,
+        lambda t: {
+            "contactId": t.contact_id,
+            "preferences": [
+                {"kind": "ADVANCE_PAYMENT_REMINDER", "channels": ["EMAIL"], "frequency": "OFF"}
+            ],
+        },
+        Answer.NOT_FOUND,
+        "NotificationPreferences",
+        entity="Contact",
+        viewer_denied=True,
+    ),
+    # The target's contact has no email: the owner is told there is nobody to ask.
+    "requestPayment": Probe(
+        REQUEST_PAYMENT,
+        lambda t: {"milestoneIds": [t.milestone_id]},
+        Answer.NOT_FOUND,
+        "ValidationError",
+        entity="Milestone",
+        viewer_denied=True,
+    ),
     "milestones": Probe(
         MILESTONES_QUERY,
         lambda t: {"filter": {"projectId": t.project_id}},
@@ -1532,10 +1617,8 @@ async def test_foreign_id(
     before = await snapshot()
 
     # when the rival sends the owner's ids, and then ids that exist nowhere
-    foreign = await gql.execute(probe.operation, probe.variables(victim.target), token=rival.token)
-    unknown = await gql.execute(
-        probe.operation, probe.variables(Target.unknown()), token=rival.token
-    )
+    foreign = await probe.send(gql, victim.target, rival.token)
+    unknown = await probe.send(gql, Target.unknown(), rival.token)
 
     # then the answer is the plain refusal, the same as for ids that do not exist
     assert foreign == probe.refusal(field)
@@ -1543,7 +1626,7 @@ async def test_foreign_id(
     # and not one row changed, in any table
     assert await snapshot() == before
     # and the very same request from the owner does reach the rows
-    own = await gql.execute(probe.operation, probe.variables(victim.target), token=owner.token)
+    own = await probe.send(gql, victim.target, owner.token)
     probe.assert_found(field, own)
 
 
@@ -1560,10 +1643,8 @@ async def test_other_client_id_for_a_client_user(
     before = await snapshot()
 
     # when the viewer sends B's ids, and then ids that exist nowhere
-    foreign = await gql.execute(probe.operation, probe.variables(other.target), token=viewer.token)
-    unknown = await gql.execute(
-        probe.operation, probe.variables(Target.unknown()), token=viewer.token
-    )
+    foreign = await probe.send(gql, other.target, viewer.token)
+    unknown = await probe.send(gql, Target.unknown(), viewer.token)
 
     # then B's rows are as invisible as rows that do not exist (a role refusal comes
     # before any lookup, whatever the id)
