@@ -5,6 +5,7 @@
 - ``GET /files/invoice-previews/<token>``: a draft invoice, rendered on each request.
 - ``PUT /files/invoice-uploads/<token>``: a PDF issued elsewhere, attached to an invoice.
 - ``GET /files/credit-notes/<token>``: a credit note's rendered PDF.
+- ``GET /files/exports/<token>``: a completed CSV export.
 
 The token is the whole permission (no bearer header), so a browser can send
 the file straight from a form or follow a download link. Each request is its
@@ -37,6 +38,7 @@ from settle.core.storage import ObjectNotFoundError, ObjectReader
 from settle.services import credit_note_files as credit_note_files_service
 from settle.services import deliverable as deliverable_service
 from settle.services import document_files
+from settle.services import export as export_service
 from settle.services import invoice_files as invoice_files_service
 
 log = logging.getLogger(__name__)
@@ -287,6 +289,33 @@ async def invoice_upload(request: Request) -> Response:
     )
 
 
+async def export_download(request: Request) -> Response:
+    """Serve a completed CSV export to the holder of its download URL."""
+    token: str = request.path_params["token"]
+    try:
+        export = await export_service.open_download(token)
+    except SignedTokenError as exc:
+        return _forbidden(exc)
+    except AppError as exc:
+        return _app_error(exc)
+    headers = {
+        "Content-Type": export_service.CSV_CONTENT_TYPE,
+        "Content-Disposition": content_disposition(export_service.filename(export)),
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, no-store",
+    }
+    if export.size_bytes is not None:
+        headers["Content-Length"] = str(export.size_bytes)
+    if request.method == "HEAD":
+        return Response(headers=headers)
+    try:
+        reader = await export_service.read_file(export)
+    except ObjectNotFoundError:
+        log.error("export.file_missing", extra={"export_id": str(export.id)})
+        return _error(404, "NOT_FOUND", "Export file not found")
+    return StreamingResponse(_stream(reader), headers=headers)
+
+
 def file_routes() -> list[Route]:
     return [
         Route("/files/upload/{token}", upload, methods=["PUT"]),
@@ -295,4 +324,5 @@ def file_routes() -> list[Route]:
         Route("/files/invoice-previews/{token}", invoice_preview, methods=["GET"]),
         Route("/files/invoice-uploads/{token}", invoice_upload, methods=["PUT"]),
         Route("/files/credit-notes/{token}", credit_note_download, methods=["GET", "HEAD"]),
+        Route("/files/exports/{token}", export_download, methods=["GET", "HEAD"]),
     ]

@@ -1,0 +1,19 @@
+"""The CSV export actor: write one export's file into storage."""
+
+from __future__ import annotations
+
+import uuid
+
+from settle.services import export as export_service
+from settle.services.export import EXPORT_JOB
+from settle.tasks.broker import actor
+
+
+# A failure that is not the export's own (the database or storage away) is retried a few
+# times; after that the janitor sends the job again, until the export fails for good.
+@actor(EXPORT_JOB, max_retries=3, min_backoff=5_000, max_backoff=300_000)
+async def run(export_id: str) -> None:
+    """Stream an export's rows into a new CSV object and mark it completed, once."""
+    # No transaction() here: the run reads page by page and commits its progress and its
+    # outcome in transactions of their own, so no lock is held while the file is written.
+    await export_service.run_export(uuid.UUID(export_id))
