@@ -46,8 +46,7 @@ class GatedStorage:
                 count += 1
                 if count == self.after:
                     # A thread's event: the worker may run on a loop of its own.
-                    while not self.gate.is_set():
-                        await asyncio.sleep(0.01)
+                    await asyncio.to_thread(self.gate.wait)
 
         return await self.real.put(key, gated())
 
