@@ -6,19 +6,33 @@ from collections.abc import AsyncGenerator
 
 import strawberry
 
-from settle.resolvers.common import require_actor
+from settle.core.errors import NotFoundError
+from settle.models.export import Export as ExportRow
+from settle.resolvers.common import parse_optional_id, require_actor
 from settle.schema.context import Info
 from settle.schema.export import Export
 from settle.services import export as export_service
 from settle.subscriptions import channels
 from settle.subscriptions.bus import get_bus
-from settle.subscriptions.live_status import _visible
+from settle.subscriptions.live_status import SubscriptionNotFound
+
+
+async def _visible_export(info: Info, export_id: strawberry.ID) -> ExportRow:
+    """The export named, as the export query finds it; malformed, foreign: NOT_FOUND."""
+    actor = require_actor(info)
+    parsed = parse_optional_id(export_id)
+    try:
+        if parsed is None:
+            raise NotFoundError("Export", export_id)
+        return await export_service.get_export(actor, parsed)
+    except NotFoundError as exc:
+        raise SubscriptionNotFound(exc) from None
 
 
 async def export_progress(info: Info, id: strawberry.ID) -> AsyncGenerator[Export, None]:
     """The export now, then after each change of its rows or status; ends once it is done."""
     actor = require_actor(info)
-    export = await _visible("Export", id, lambda eid: export_service.get_export(actor, eid))
+    export = await _visible_export(info, id)
     agency, wanted = str(actor.agency_id), str(export.id)
     # Listen before the first read: a change committed in between is heard, not lost.
     async with get_bus().subscribe([channels.exports(actor.agency_id)]) as messages:
