@@ -186,6 +186,8 @@ class Settings(BaseSettings):
     export_max_rows: int = Field(default=1_000_000, gt=0)
     export_page_size: int = Field(default=500, gt=0, le=10_000)
     export_progress_interval_seconds: float = Field(default=0.25, ge=0)
+    # A completed export's file is deleted this long after it was written.
+    export_retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
 
     # Notification emails each agency may send (limits notation); beyond it they wait.
     notification_email_rate_limit: str = "1000/hour"

@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
                 ('entity', fields.CharEnumField(description='CLIENTS: clients\nCONTACTS: contacts\nINVOICES: invoices\nPAYMENTS: payments\nTIME_ENTRIES: time_entries', enum_type=ExportEntity, max_length=20)),
                 ('columns', fields.JSONField(default=list, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
                 ('filters', fields.JSONField(default=dict, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
-                ('status', fields.CharEnumField(default=ExportStatus.PENDING, description='PENDING: pending\nRUNNING: running\nCOMPLETED: completed\nFAILED: failed', enum_type=ExportStatus, max_length=20)),
+                ('status', fields.CharEnumField(default=ExportStatus.PENDING, description='PENDING: pending\nRUNNING: running\nCOMPLETED: completed\nFAILED: failed\nEXPIRED: expired', enum_type=ExportStatus, max_length=20)),
                 ('rows', fields.IntField(default=0)),
                 ('total_rows', fields.IntField(null=True)),
                 ('attempt', fields.IntField(default=0)),

@@ -25,6 +25,8 @@ class ExportStatus(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    # Completed, and its file deleted once kept for ``export_retention_seconds``.
+    EXPIRED = "expired"
 
 
 class Export(TenantModel):

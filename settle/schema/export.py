@@ -22,7 +22,8 @@ ExportEntity = strawberry.enum(
 )
 ExportStatus = strawberry.enum(
     models.ExportStatus,
-    description="pending (queued) → running → completed (url set) or failed (errorCode set).",
+    description="pending (queued) → running → completed (url set) or failed (errorCode set); "
+    "a completed export expires (its file deleted) after the retention period.",
 )
 
 
@@ -90,7 +91,8 @@ class Export:
     )
     size_bytes: int | None = strawberry.field(description="The file's size, once completed.")
     url: str | None = strawberry.field(
-        description="A signed link to the CSV file, valid until expiresAt; null until completed."
+        description="A signed link to the CSV file, valid until expiresAt; null until completed, "
+        "and again once expired."
     )
     expires_at: datetime | None = strawberry.field(
         description="When url stops working (ask for the export again for a fresh one)."

@@ -67,14 +67,17 @@ from settle.subscriptions.bus import get_bus
 log = logging.getLogger(__name__)
 
 EXPORT_JOB = "export.run"
+EXPIRE_JOB = "export.expire"
 DOWNLOAD_PURPOSE = "export.download"
 CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
 # A running export whose run has not been heard of this long is taken over by a new run.
 LEASE = timedelta(seconds=60)
 # Runs of one export that ended in an unexpected error before it is marked failed.
 MAX_ATTEMPTS = 5
+# Exports whose files one statement of the retention sweep reads.
+EXPIRE_BATCH = 500
 
-TERMINAL = frozenset({ExportStatus.COMPLETED, ExportStatus.FAILED})
+TERMINAL = frozenset({ExportStatus.COMPLETED, ExportStatus.FAILED, ExportStatus.EXPIRED})
 
 
 class ExportFailedError(AppError):
@@ -857,3 +860,37 @@ async def run_export(export_id: uuid.UUID) -> None:
     if not await _finish(export, attempt, completed):
         # Another run took the export over meanwhile: its file is the one kept.
         await get_storage().delete(key)
+
+
+# --- retention -------------------------------------------------------------------------------
+
+
+async def expire_exports(now: datetime | None = None) -> int:
+    """Delete the files of exports completed more than ``export_retention_seconds`` ago.
+
+    The file goes first, then the row says so: a sweep that dies in between
+    finds the export again and deleting a missing object is no error. Returns
+    how many exports expired.
+    """
+    at = now or clock.now()
+    cutoff = at - timedelta(seconds=get_settings().export_retention_seconds)
+    expired = 0
+    while True:
+        batch = list(
+            await Export.filter(status=ExportStatus.COMPLETED, finished_at__lte=cutoff)
+            .order_by("finished_at", "id")
+            .limit(EXPIRE_BATCH)
+        )
+        for export in batch:
+            if export.file_key is not None:
+                await get_storage().delete(export.file_key)
+            async with transaction():
+                done = await Export.filter(id=export.id, status=ExportStatus.COMPLETED).update(
+                    status=ExportStatus.EXPIRED, file_key=None, updated_at=at
+                )
+                if done:
+                    export.status = ExportStatus.EXPIRED
+                    await emit_event(channels.exports(export.agency_id), state_message(export))
+            expired += done
+        if len(batch) < EXPIRE_BATCH:
+            return expired

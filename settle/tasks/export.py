@@ -1,12 +1,15 @@
-"""The CSV export actor: write one export's file into storage."""
+"""CSV export actors: write one export's file into storage; delete files past retention."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from settle.services import export as export_service
-from settle.services.export import EXPORT_JOB
+from settle.services.export import EXPIRE_JOB, EXPORT_JOB
 from settle.tasks.broker import actor
+
+log = logging.getLogger(__name__)
 
 
 # A failure that is not the export's own (the database or storage away) is retried a few
@@ -17,3 +20,12 @@ async def run(export_id: str) -> None:
     # No transaction() here: the run reads page by page and commits its progress and its
     # outcome in transactions of their own, so no lock is held while the file is written.
     await export_service.run_export(uuid.UUID(export_id))
+
+
+# No retries: the next hourly run starts over from the rows themselves.
+@actor(EXPIRE_JOB, max_retries=0)
+async def expire() -> None:
+    """Delete the files of exports kept longer than ``export_retention_seconds``."""
+    expired = await export_service.expire_exports()
+    if expired:
+        log.info("export.expired", extra={"count": expired})

@@ -254,3 +254,30 @@ async def test_rows_beyond_the_limit_fail_the_export(
     assert (failed.status, failed.error_code) == (ExportStatus.FAILED, "EXPORT_TOO_LARGE")
     assert failed.file_key is None
     assert stored_files(files_dir) == {}
+
+
+async def test_files_are_deleted_after_the_retention_period(
+    db: Backend, owner: Account, files_dir: Path
+) -> None:
+    # given two completed exports, one written eight days ago
+    await clients(owner, 2)
+    old, fresh = await queued_export(owner), await queued_export(owner)
+    for export in (old, fresh):
+        await export_service.run_export(export.id)
+    now = clock.now()
+    await Export.filter(id=old.id).update(finished_at=now - timedelta(days=8))
+    kept = (await Export.get(id=fresh.id)).file_key
+    assert len(stored_files(files_dir)) == 2
+
+    # when the retention sweep runs (twice, as a sweep that died and the next one would)
+    first = await export_service.expire_exports(now)
+    second = await export_service.expire_exports(now)
+
+    # then the old export's file is gone and it says so; the fresh one is untouched
+    assert (first, second) == (1, 0)
+    expired = await Export.get(id=old.id)
+    assert (expired.status, expired.file_key) == (ExportStatus.EXPIRED, None)
+    assert list(stored_files(files_dir)) == [kept]
+    assert (await Export.get(id=fresh.id)).status == ExportStatus.COMPLETED
+    # and its download links no longer find it
+    assert export_service.download_url(owner.actor, expired) is None
