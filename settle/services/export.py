@@ -577,7 +577,7 @@ async def create_export(
         entity_type="export",
         entity_id=export.id,
         verb="requested",
-        summary=f"{actor.name} exported {spec.label} ({total} rows)",
+        summary=f"{actor.name} exported {spec.label} ({total} row{'' if total == 1 else 's'})",
         changes=activity.snapshot(
             {"entity": entity.value, "columns": chosen, "filter": cleaned.stored() or None}
         ),

@@ -679,7 +679,7 @@ async def test_another_agency_can_neither_see_nor_download_an_export(
     assert {
         "entityType": "export",
         "verb": "requested",
-        "summary": "Olive Owner exported clients (1 rows)",
+        "summary": "Olive Owner exported clients (1 row)",
         "actor": {"id": str(owner.user.id)},
     } in [edge["node"] for edge in events]
 
