@@ -95,7 +95,7 @@ class Export:
         "and again once expired."
     )
     expires_at: datetime | None = strawberry.field(
-        description="When url stops working (ask for the export again for a fresh one)."
+        description="When url stops working (read the export again for a fresh link)."
     )
     error_code: str | None = strawberry.field(
         description="Why it failed: EXPORT_TOO_LARGE, REQUESTER_INACTIVE, PERMISSION_DENIED or "
