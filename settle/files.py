@@ -154,31 +154,38 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
 # --- invoices and credit notes ------------------------------------------------------------
 
 
-def _pdf_headers(filename: str, *, disposition: str = "attachment") -> dict[str, str]:
+def _file_headers(
+    filename: str,
+    *,
+    content_type: str = document_files.PDF_CONTENT_TYPE,
+    disposition: str = "attachment",
+) -> dict[str, str]:
     return {
-        "Content-Type": document_files.PDF_CONTENT_TYPE,
+        "Content-Type": content_type,
         "Content-Disposition": content_disposition(filename, disposition),
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "private, no-store",
     }
 
 
-async def _send_pdf(
+async def _send_stored(
     request: Request,
     *,
     key: str,
     filename: str,
+    content_type: str = document_files.PDF_CONTENT_TYPE,
     size_bytes: int | None,
     what: str,
     log_event: str,
     log_context: dict[str, str],
     record: Callable[[], Awaitable[None]] | None = None,
 ) -> Response:
-    """Stream a stored PDF (HEAD: its headers); ``record`` logs the download in a transaction.
+    """Stream a stored file, a PDF unless ``content_type`` says otherwise (HEAD: its headers);
+    ``record`` logs the download in a transaction.
 
     A file storage has lost is logged (``log_event``) and answered 404 "<what> not found".
     """
-    headers = _pdf_headers(filename)
+    headers = _file_headers(filename, content_type=content_type)
     if size_bytes is not None:
         headers["Content-Length"] = str(size_bytes)
     if request.method == "HEAD":
@@ -211,7 +218,7 @@ async def invoice_download(request: Request) -> Response:
         return _forbidden(exc)
     except AppError as exc:
         return _app_error(exc)
-    return await _send_pdf(
+    return await _send_stored(
         request,
         key=found.key,
         filename=found.filename,
@@ -232,7 +239,7 @@ async def credit_note_download(request: Request) -> Response:
         return _forbidden(exc)
     except AppError as exc:
         return _app_error(exc)
-    return await _send_pdf(
+    return await _send_stored(
         request,
         key=found.key,
         filename=found.filename,
@@ -253,7 +260,7 @@ async def invoice_preview(request: Request) -> Response:
         return _forbidden(exc)
     except AppError as exc:
         return _app_error(exc)
-    headers = _pdf_headers(invoice_files_service.document_filename(invoice), disposition="inline")
+    headers = _file_headers(invoice_files_service.document_filename(invoice), disposition="inline")
     return Response(body, headers=headers)
 
 
@@ -298,22 +305,17 @@ async def export_download(request: Request) -> Response:
         return _forbidden(exc)
     except AppError as exc:
         return _app_error(exc)
-    headers = {
-        "Content-Type": export_service.CSV_CONTENT_TYPE,
-        "Content-Disposition": content_disposition(export_service.filename(export)),
-        "X-Content-Type-Options": "nosniff",
-        "Cache-Control": "private, no-store",
-    }
-    if export.size_bytes is not None:
-        headers["Content-Length"] = str(export.size_bytes)
-    if request.method == "HEAD":
-        return Response(headers=headers)
-    try:
-        reader = await export_service.read_file(export)
-    except ObjectNotFoundError:
-        log.error("export.file_missing", extra={"export_id": str(export.id)})
-        return _error(404, "NOT_FOUND", "Export file not found")
-    return StreamingResponse(_stream(reader), headers=headers)
+    assert export.file_key is not None  # open_download finds only completed exports
+    return await _send_stored(
+        request,
+        key=export.file_key,
+        filename=export_service.filename(export),
+        content_type=export_service.CSV_CONTENT_TYPE,
+        size_bytes=export.size_bytes,
+        what="Export file",
+        log_event="export.file_missing",
+        log_context={"export_id": str(export.id)},
+    )
 
 
 def file_routes() -> list[Route]:

@@ -47,7 +47,7 @@ from settle.core.outbox import emit_event, send_job, transaction
 from settle.core.pagination import Ordering, Page, paginate
 from settle.core.settings import get_settings
 from settle.core.signing import SignedUrl, UrlSigner
-from settle.core.storage import ObjectReader, get_storage
+from settle.core.storage import get_storage
 from settle.core.tenancy import Actor
 from settle.models.agency import User
 from settle.models.client import Client
@@ -634,12 +634,6 @@ async def open_download(token: str) -> Export:
     if export.status != ExportStatus.COMPLETED or export.file_key is None:
         raise NotFoundError("Export file", export_id)
     return export
-
-
-async def read_file(export: Export) -> ObjectReader:
-    """The export's CSV as a stream; ObjectNotFoundError if storage has lost it."""
-    assert export.file_key is not None
-    return await get_storage().open(export.file_key)
 
 
 def filename(export: Export) -> str:

@@ -6,8 +6,6 @@ import asyncio
 import csv
 import io
 import re
-import threading
-from collections.abc import AsyncIterable, AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import pytest
 from settle.core import clock
 from settle.core.outbox import relay_later, transaction
 from settle.core.settings import configure_settings, get_settings
-from settle.core.storage import Storage, StoredObject, get_storage
+from settle.core.storage import get_storage
 from settle.models.agency import User
 from settle.models.client import Client
 from settle.models.export import Export, ExportEntity, ExportStatus
@@ -28,7 +26,7 @@ from settle.subscriptions.bus import get_bus
 from settle.tasks.janitor import send_once
 from tests.conftest import Backend, wait_for
 from tests.fixtures.factories import Account, create_contact
-from tests.fixtures.files import stored_files
+from tests.fixtures.files import StallingStorage, stored_files
 from tests.fixtures.graphql import count_queries
 
 pytestmark = pytest.mark.usefixtures("files_dir")
@@ -59,37 +57,6 @@ def csv_rows(body: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(body.decode("utf-8-sig"), newline="")))
 
 
-class HangingStorage:
-    """The real storage, except a write stops after ``after`` chunks and hangs, as the
-    write of a worker that is killed (or frozen) there would."""
-
-    def __init__(self, real: Storage, after: int) -> None:
-        self.real = real
-        self.after = after
-        self.hanging = threading.Event()
-
-    async def put(self, key: str, chunks: AsyncIterable[bytes]) -> StoredObject:
-        async def until_hung() -> AsyncIterator[bytes]:
-            count = 0
-            async for chunk in chunks:
-                yield chunk
-                count += 1
-                if count == self.after:
-                    self.hanging.set()
-                    await asyncio.Event().wait()
-
-        return await self.real.put(key, until_hung())
-
-    async def open(self, key: str) -> Any:
-        return await self.real.open(key)
-
-    async def delete(self, key: str) -> None:
-        await self.real.delete(key)
-
-    async def exists(self, key: str) -> bool:
-        return await self.real.exists(key)
-
-
 async def test_a_killed_run_is_restarted_by_the_janitor_into_one_complete_file(
     db: Backend, owner: Account, files_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,16 +67,19 @@ async def test_a_killed_run_is_restarted_by_the_janitor_into_one_complete_file(
 
     # when its run is killed after writing two pages
     real = get_storage()
-    hanging = HangingStorage(real, after=3)  # the header, then two pages
-    monkeypatch.setattr(export_service, "get_storage", lambda: hanging)
+    stalling = StallingStorage(real, after=3)  # the header, then two pages
+    monkeypatch.setattr(export_service, "get_storage", lambda: stalling)
     run = asyncio.create_task(export_service.run_export(export.id))
 
-    async def hung() -> bool:
-        return hanging.hanging.is_set()
+    async def stalled() -> bool:
+        return stalling.stalled.is_set()
 
-    await wait_for(hung)
-    run.cancel()
-    await asyncio.gather(run, return_exceptions=True)
+    try:
+        await wait_for(stalled)
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+    finally:
+        stalling.resume.set()  # frees the thread the killed write waited in
     monkeypatch.setattr(export_service, "get_storage", lambda: real)
 
     # then the export is still running, with the first page's progress, and no file

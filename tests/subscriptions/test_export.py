@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncIterable, AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from gql.transport.exceptions import TransportQueryError
@@ -14,13 +11,14 @@ from gql.transport.exceptions import TransportQueryError
 from settle.core.outbox import relay_later, transaction
 from settle.core.relay import relay_pending
 from settle.core.settings import configure_settings, get_settings
-from settle.core.storage import Storage, StoredObject, get_storage
+from settle.core.storage import get_storage
 from settle.models.agency import Role
 from settle.models.client import Client
 from settle.models.export import ExportEntity
 from settle.services import export as export_service
 from tests.conftest import Backend
 from tests.fixtures.factories import Account, create_client, create_user
+from tests.fixtures.files import StallingStorage
 from tests.fixtures.websocket import Subscription
 
 EXPORT_PROGRESS = """
@@ -28,36 +26,6 @@ subscription ExportProgress($id: ID!) {
   exportProgress(id: $id) { id status rows totalRows url }
 }
 """
-
-
-class GatedStorage:
-    """The real storage, whose write waits after ``after`` chunks until the gate opens."""
-
-    def __init__(self, real: Storage, after: int) -> None:
-        self.real = real
-        self.after = after
-        self.gate = threading.Event()
-
-    async def put(self, key: str, chunks: AsyncIterable[bytes]) -> StoredObject:
-        async def gated() -> AsyncIterator[bytes]:
-            count = 0
-            async for chunk in chunks:
-                yield chunk
-                count += 1
-                if count == self.after:
-                    # A thread's event: the worker may run on a loop of its own.
-                    await asyncio.to_thread(self.gate.wait)
-
-        return await self.real.put(key, gated())
-
-    async def open(self, key: str) -> Any:
-        return await self.real.open(key)
-
-    async def delete(self, key: str) -> None:
-        await self.real.delete(key)
-
-    async def exists(self, key: str) -> bool:
-        return await self.real.exists(key)
 
 
 async def test_progress_then_the_outcome_then_the_end(
@@ -76,7 +44,7 @@ async def test_progress_then_the_outcome_then_the_end(
             export = await export_service.create_export(
                 owner.actor, ExportEntity.CLIENTS, ["id"], export_service.ExportFilter()
             )
-    gated = GatedStorage(get_storage(), after=3)  # the header, then two pages
+    gated = StallingStorage(get_storage(), after=3)  # the header, then two pages
     monkeypatch.setattr(export_service, "get_storage", lambda: gated)
     try:
         async with Subscription(
@@ -107,7 +75,7 @@ async def test_progress_then_the_outcome_then_the_end(
             assert seen[-1]["rows"] == 2
 
             # when the run goes on to the end
-            gated.gate.set()
+            gated.resume.set()
             rest = [await sub.next()]
             while rest[-1]["status"] != "COMPLETED":
                 rest.append(await sub.next())
@@ -120,7 +88,7 @@ async def test_progress_then_the_outcome_then_the_end(
             # and the subscription ends by itself
             await asyncio.wait_for(sub._running, 5)  # type: ignore[arg-type]
     finally:
-        gated.gate.set()
+        gated.resume.set()
         await db.drain()
         configure_settings(db.settings)
 
