@@ -72,7 +72,10 @@ DOWNLOAD_PURPOSE = "export.download"
 CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
 # A running export whose run has not been heard of this long is taken over by a new run.
 LEASE = timedelta(seconds=60)
-# Runs of one export that ended in an unexpected error before it is marked failed.
+# How long one run may take before the worker stops it (the actor's time limit).
+RUN_TIME_LIMIT_MS = 2 * 3600 * 1000
+# Runs of one export that failed or died (an error, a killed worker, the actor's time
+# limit) before it is marked failed rather than tried again.
 MAX_ATTEMPTS = 5
 # Exports whose files one statement of the retention sweep reads.
 EXPIRE_BATCH = 500
@@ -665,7 +668,9 @@ async def _claim(export_id: uuid.UUID) -> tuple[Export, int] | None:
 
     A pending export is taken, and a running one whose run has been silent past
     ``LEASE`` (it died); a finished one, or one whose run is alive, is left alone.
-    The conditional update lets exactly one of two racing runs win.
+    After ``MAX_ATTEMPTS`` runs that failed or died (an error, a killed worker,
+    the actor's time limit) the export fails instead. The conditional update lets
+    exactly one of two racing runs win.
     """
     export = await Export.get_or_none(id=export_id)
     if export is None or export.status in TERMINAL:
@@ -676,6 +681,10 @@ async def _claim(export_id: uuid.UUID) -> tuple[Export, int] | None:
         and export.heartbeat_at is not None
         and export.heartbeat_at > now - LEASE
     ):
+        return None
+    if export.attempt >= MAX_ATTEMPTS:
+        failed = ExportFailedError("EXPORT_FAILED", "The export could not be written; ask again")
+        await _fail(export, export.attempt, failed, waiting=True)
         return None
     attempt = export.attempt + 1
     async with transaction():
@@ -781,13 +790,17 @@ async def _csv(run: _Run, query: QuerySet[Any]) -> AsyncIterator[bytes]:
         after = (rows[-1].created_at, rows[-1].id)
 
 
-async def _finish(export: Export, attempt: int, values: dict[str, Any]) -> bool:
-    """Record the outcome if this run still holds the claim; announce it after commit."""
+async def _finish(
+    export: Export, attempt: int, values: dict[str, Any], *, waiting: bool = False
+) -> bool:
+    """Record the outcome if this run still holds the claim (``waiting``: or nobody holds it,
+    the export waits for a run); announce it after commit."""
     now = clock.now()
+    statuses = [ExportStatus.RUNNING, *([ExportStatus.PENDING] if waiting else [])]
     async with transaction():
-        done = await Export.filter(
-            id=export.id, attempt=attempt, status=ExportStatus.RUNNING
-        ).update(finished_at=now, heartbeat_at=now, updated_at=now, **values)
+        done = await Export.filter(id=export.id, attempt=attempt, status__in=statuses).update(
+            finished_at=now, heartbeat_at=now, updated_at=now, **values
+        )
         if done:
             await emit_event(
                 channels.exports(export.agency_id), state_message(await Export.get(id=export.id))
@@ -795,13 +808,15 @@ async def _finish(export: Export, attempt: int, values: dict[str, Any]) -> bool:
     return bool(done)
 
 
-async def _fail(export: Export, attempt: int, error: ExportFailedError) -> None:
+async def _fail(
+    export: Export, attempt: int, error: ExportFailedError, *, waiting: bool = False
+) -> None:
     values = {"status": ExportStatus.FAILED, "error": error.message, "error_code": error.code}
-    await _finish(export, attempt, values)
+    await _finish(export, attempt, values, waiting=waiting)
 
 
 async def _release(export: Export, attempt: int, error: Exception) -> None:
-    """An unexpected failure: give the export back for a retry, or fail it after MAX_ATTEMPTS."""
+    """An unexpected failure: give the export back for a retry (``_claim`` counts the runs)."""
     log.warning(
         "export.run_failed",
         extra={
@@ -810,10 +825,6 @@ async def _release(export: Export, attempt: int, error: Exception) -> None:
             "error": f"{type(error).__name__}: {error}",
         },
     )
-    if attempt >= MAX_ATTEMPTS:
-        failed = ExportFailedError("EXPORT_FAILED", "The export could not be written; ask again")
-        await _fail(export, attempt, failed)
-        return
     await Export.filter(id=export.id, attempt=attempt, status=ExportStatus.RUNNING).update(
         status=ExportStatus.PENDING, updated_at=clock.now()
     )

@@ -13,8 +13,16 @@ log = logging.getLogger(__name__)
 
 
 # A failure that is not the export's own (the database or storage away) is retried a few
-# times; after that the janitor sends the job again, until the export fails for good.
-@actor(EXPORT_JOB, max_retries=3, min_backoff=5_000, max_backoff=300_000)
+# times; after that the janitor sends the job again, until the export fails for good. A run
+# may take up to RUN_TIME_LIMIT_MS (Dramatiq's default of ten minutes is short for a million
+# rows); one stopped there is taken over like one whose worker died.
+@actor(
+    EXPORT_JOB,
+    max_retries=3,
+    min_backoff=5_000,
+    max_backoff=300_000,
+    time_limit=export_service.RUN_TIME_LIMIT_MS,
+)
 async def run(export_id: str) -> None:
     """Stream an export's rows into a new CSV object and mark it completed, once."""
     # No transaction() here: the run reads page by page and commits its progress and its

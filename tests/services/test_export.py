@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import re
+from collections.abc import AsyncIterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from settle.core import clock
 from settle.core.outbox import relay_later, transaction
 from settle.core.settings import configure_settings, get_settings
-from settle.core.storage import get_storage
+from settle.core.storage import StoredObject, get_storage
 from settle.models.agency import User
 from settle.models.client import Client
 from settle.models.export import Export, ExportEntity, ExportStatus
@@ -251,3 +252,40 @@ async def test_files_are_deleted_after_the_retention_period(
     assert (await Export.get(id=fresh.id)).status == ExportStatus.COMPLETED
     # and its download links no longer find it
     assert export_service.download_url(owner.actor, expired) is None
+
+
+class BrokenStorage(StallingStorage):
+    """Storage that is away: every write fails."""
+
+    async def put(self, key: str, chunks: AsyncIterable[bytes]) -> StoredObject:
+        raise OSError("storage unreachable")
+
+
+async def test_an_unexpected_failure_gives_the_export_back_and_five_runs_fail_it(
+    db: Backend, owner: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an export, and storage that is away
+    await clients(owner, 2)
+    export = await queued_export(owner)
+    monkeypatch.setattr(export_service, "get_storage", lambda: BrokenStorage(get_storage(), 0))
+
+    # when its run meets the failure
+    with pytest.raises(OSError, match="storage unreachable"):
+        await export_service.run_export(export.id)
+
+    # then the export waits for another run (the actor's retry, or the janitor)
+    waiting = await Export.get(id=export.id)
+    assert (waiting.status, waiting.attempt) == (ExportStatus.PENDING, 1)
+
+    # when runs keep failing, then the one after the fifth fails it for good
+    for _ in range(4):
+        with pytest.raises(OSError, match="storage unreachable"):
+            await export_service.run_export(export.id)
+    assert (await Export.get(id=export.id)).attempt == export_service.MAX_ATTEMPTS
+    await export_service.run_export(export.id)
+    failed = await Export.get(id=export.id)
+    assert (failed.status, failed.error_code, failed.attempt) == (
+        ExportStatus.FAILED,
+        "EXPORT_FAILED",
+        export_service.MAX_ATTEMPTS,
+    )
