@@ -734,12 +734,14 @@ class _Run:
     rows: int = 0
     last_progress: float = field(default=0.0)
 
-    async def progress(self, *, force: bool = False) -> None:
+    async def progress(self) -> None:
         """Write the rows so far and refresh the claim; announce it (throttled)."""
         settings = get_settings()
         now = clock.now()
         elapsed = now.timestamp() - self.last_progress
-        if not force and elapsed < settings.export_progress_interval_seconds:
+        # The claim is refreshed with the progress: never so rarely that it would lapse.
+        interval = min(settings.export_progress_interval_seconds, LEASE.total_seconds() / 4)
+        if elapsed < interval:
             return
         self.last_progress = now.timestamp()
         updated = await Export.filter(
