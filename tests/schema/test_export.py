@@ -711,3 +711,41 @@ async def test_the_download_url_expires(
     assert (late.status_code, late.json()["code"]) == (403, "URL_EXPIRED")
     assert again.status_code == 200
     assert again.content.startswith(BOM)
+
+
+async def test_exports_are_listed_newest_first_a_page_at_a_time(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account
+) -> None:
+    # given three exports
+    await create_client(owner, name="Acme")
+    made = [
+        (await ask(gql, owner.token, entity=entity))["id"]
+        for entity in ("CLIENTS", "CONTACTS", "INVOICES")
+    ]
+    await db.drain()
+
+    # when the owner lists them two at a time
+    first = (await gql.execute(EXPORTS, {"first": 2}, token=owner.token))["exports"]
+    after = first["pageInfo"]["endCursor"]
+    second = (await gql.execute(EXPORTS, {"first": 2, "after": after}, token=owner.token))[
+        "exports"
+    ]
+
+    # then they come newest first, across pages, each completed
+    nodes = [edge["node"] for edge in first["edges"] + second["edges"]]
+    assert [node["id"] for node in nodes] == made[::-1]
+    assert {node["status"] for node in nodes} == {"COMPLETED"}
+    assert (first["totalCount"], first["pageInfo"]["hasNextPage"]) == (3, True)
+    assert second["pageInfo"]["hasNextPage"] is False
+    # and a page size out of range is a typed error
+    body = await gql.execute(EXPORTS, {"first": 101}, token=owner.token, expect_errors=True)
+    assert [error["extensions"]["code"] for error in body["errors"]] == ["OUT_OF_RANGE"]
+
+    # and HEAD on a download link tells the file's type, name and size without a body
+    export = await fetch(gql, owner.token, made[0])
+    assert export is not None
+    head = await http.head(path_of(export["url"]))
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(export["sizeBytes"])
+    assert head.headers["content-disposition"].startswith('attachment; filename="clients-')
