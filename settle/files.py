@@ -5,6 +5,7 @@
 - ``GET /files/invoice-previews/<token>``: a draft invoice, rendered on each request.
 - ``PUT /files/invoice-uploads/<token>``: a PDF issued elsewhere, attached to an invoice.
 - ``GET /files/credit-notes/<token>``: a credit note's rendered PDF.
+- ``GET /files/exports/<token>``: a completed CSV export.
 
 The token is the whole permission (no bearer header), so a browser can send
 the file straight from a form or follow a download link. Each request is its
@@ -37,6 +38,7 @@ from settle.core.storage import ObjectNotFoundError, ObjectReader
 from settle.services import credit_note_files as credit_note_files_service
 from settle.services import deliverable as deliverable_service
 from settle.services import document_files
+from settle.services import export as export_service
 from settle.services import invoice_files as invoice_files_service
 
 log = logging.getLogger(__name__)
@@ -152,31 +154,38 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
 # --- invoices and credit notes ------------------------------------------------------------
 
 
-def _pdf_headers(filename: str, *, disposition: str = "attachment") -> dict[str, str]:
+def _file_headers(
+    filename: str,
+    *,
+    content_type: str = document_files.PDF_CONTENT_TYPE,
+    disposition: str = "attachment",
+) -> dict[str, str]:
     return {
-        "Content-Type": document_files.PDF_CONTENT_TYPE,
+        "Content-Type": content_type,
         "Content-Disposition": content_disposition(filename, disposition),
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "private, no-store",
     }
 
 
-async def _send_pdf(
+async def _send_stored(
     request: Request,
     *,
     key: str,
     filename: str,
+    content_type: str = document_files.PDF_CONTENT_TYPE,
     size_bytes: int | None,
     what: str,
     log_event: str,
     log_context: dict[str, str],
     record: Callable[[], Awaitable[None]] | None = None,
 ) -> Response:
-    """Stream a stored PDF (HEAD: its headers); ``record`` logs the download in a transaction.
+    """Stream a stored file, a PDF unless ``content_type`` says otherwise (HEAD: its headers);
+    ``record`` logs the download in a transaction.
 
     A file storage has lost is logged (``log_event``) and answered 404 "<what> not found".
     """
-    headers = _pdf_headers(filename)
+    headers = _file_headers(filename, content_type=content_type)
     if size_bytes is not None:
         headers["Content-Length"] = str(size_bytes)
     if request.method == "HEAD":
@@ -209,7 +218,7 @@ async def invoice_download(request: Request) -> Response:
         return _forbidden(exc)
     except AppError as exc:
         return _app_error(exc)
-    return await _send_pdf(
+    return await _send_stored(
         request,
         key=found.key,
         filename=found.filename,
@@ -230,7 +239,7 @@ async def credit_note_download(request: Request) -> Response:
         return _forbidden(exc)
     except AppError as exc:
         return _app_error(exc)
-    return await _send_pdf(
+    return await _send_stored(
         request,
         key=found.key,
         filename=found.filename,
@@ -251,7 +260,7 @@ async def invoice_preview(request: Request) -> Response:
         return _forbidden(exc)
     except AppError as exc:
         return _app_error(exc)
-    headers = _pdf_headers(invoice_files_service.document_filename(invoice), disposition="inline")
+    headers = _file_headers(invoice_files_service.document_filename(invoice), disposition="inline")
     return Response(body, headers=headers)
 
 
@@ -287,6 +296,28 @@ async def invoice_upload(request: Request) -> Response:
     )
 
 
+async def export_download(request: Request) -> Response:
+    """Serve a completed CSV export to the holder of its download URL."""
+    token: str = request.path_params["token"]
+    try:
+        export = await export_service.open_download(token)
+    except SignedTokenError as exc:
+        return _forbidden(exc)
+    except AppError as exc:
+        return _app_error(exc)
+    assert export.file_key is not None  # open_download finds only completed exports
+    return await _send_stored(
+        request,
+        key=export.file_key,
+        filename=export_service.filename(export),
+        content_type=export_service.CSV_CONTENT_TYPE,
+        size_bytes=export.size_bytes,
+        what="Export file",
+        log_event="export.file_missing",
+        log_context={"export_id": str(export.id)},
+    )
+
+
 def file_routes() -> list[Route]:
     return [
         Route("/files/upload/{token}", upload, methods=["PUT"]),
@@ -295,4 +326,5 @@ def file_routes() -> list[Route]:
         Route("/files/invoice-previews/{token}", invoice_preview, methods=["GET"]),
         Route("/files/invoice-uploads/{token}", invoice_upload, methods=["PUT"]),
         Route("/files/credit-notes/{token}", credit_note_download, methods=["GET", "HEAD"]),
+        Route("/files/exports/{token}", export_download, methods=["GET", "HEAD"]),
     ]

@@ -179,6 +179,16 @@ class Settings(BaseSettings):
     # How long a signed invoice URL (PDF download, draft preview, upload) works.
     invoice_url_ttl_seconds: int = Field(default=900, gt=0)
 
+    # CSV exports (settle/services/export.py). A signed download URL works this long; an
+    # export holds at most ``export_max_rows`` rows, read ``export_page_size`` at a time;
+    # its progress is announced at most once per ``export_progress_interval_seconds``.
+    export_url_ttl_seconds: int = Field(default=900, gt=0)
+    export_max_rows: int = Field(default=1_000_000, gt=0)
+    export_page_size: int = Field(default=500, gt=0, le=10_000)
+    export_progress_interval_seconds: float = Field(default=0.25, ge=0)
+    # A completed export's file is deleted this long after it was written.
+    export_retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+
     # Notification emails each agency may send (limits notation); beyond it they wait.
     notification_email_rate_limit: str = "1000/hour"
 

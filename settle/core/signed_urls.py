@@ -6,7 +6,7 @@ join an agency), so it must not outlive its purpose: access logs write it
 redacted, and answers to it are never cached.
 
 - ``/files/<kind>/<token>``: downloads and uploads of deliverables and invoices,
-  invoice previews, credit notes;
+  invoice previews, credit notes, CSV exports;
 - ``/sandbox/pay/<token>`` (and its ``/succeed``, ``/fail`` buttons);
 - ``/pay/invoices/<token>``: an invoice's payment link;
 - ``?token=`` (or ``&token=``) in a query string: the invitation page.

@@ -9,6 +9,7 @@ from settle.models.deliverable import (
     DeliverableKind,
     DeliverableStatus,
 )
+from settle.models.export import Export, ExportEntity, ExportStatus
 from settle.models.invoice import (
     CreditNote,
     DeliveryStatus,
@@ -75,6 +76,9 @@ __all__ = [
     "DeliverableStatus",
     "DeliveryStatus",
     "DiscountKind",
+    "Export",
+    "ExportEntity",
+    "ExportStatus",
     "Frequency",
     "Invitation",
     "Invoice",

@@ -22,6 +22,7 @@ from settle.resolvers import client as client_resolvers
 from settle.resolvers.agency import AgencyMutation
 from settle.resolvers.credit_note import CreditNoteMutation, CreditNoteQuery
 from settle.resolvers.deliverable import DeliverableMutation, DeliverableQuery
+from settle.resolvers.export import ExportMutation, ExportQuery
 from settle.resolvers.invoice import InvoiceMutation, InvoiceQuery
 from settle.resolvers.milestone import MilestoneMutation, MilestoneQuery
 from settle.resolvers.notification import NotificationMutation, NotificationQuery
@@ -41,6 +42,7 @@ from settle.schema.limits import OperationLimits
 from settle.schema.scalars import SCALAR_OVERRIDES
 from settle.subscriptions import activity as activity_subscriptions
 from settle.subscriptions import dashboard as dashboard_subscriptions
+from settle.subscriptions import export as export_subscriptions
 from settle.subscriptions import live_status as live_status_subscriptions
 from settle.subscriptions import payment as payment_subscriptions
 
@@ -122,6 +124,7 @@ QUERY_TYPES: tuple[type, ...] = (
     CrmQuery,
     CreditNoteQuery,
     DeliverableQuery,
+    ExportQuery,
     InvoiceQuery,
     MilestoneQuery,
     NotificationQuery,
@@ -136,6 +139,7 @@ MUTATION_TYPES: tuple[type, ...] = (
     CrmMutation,
     CreditNoteMutation,
     DeliverableMutation,
+    ExportMutation,
     InvoiceMutation,
     MilestoneMutation,
     NotificationMutation,
@@ -178,6 +182,12 @@ class Subscription:
         resolver=dashboard_subscriptions.dashboard,
         description="The agency's billing at a glance (owners and admins; PERMISSION_DENIED "
         "for others): now, then each time it changes, at most once a second.",
+    )
+    export_progress = strawberry.subscription(
+        resolver=export_subscriptions.export_progress,
+        description="A CSV export now, then each time its rows or status change (progress "
+        "at most a few times a second); ends once it is completed or failed. NOT_FOUND for an "
+        "export the caller may not see.",
     )
 
 

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
 
 from settle.core import clock, validation
 from settle.core.db import get_visible
@@ -69,6 +70,12 @@ def clean_client_fields(values: dict[str, Any]) -> dict[str, Any]:
 
 def _clients(actor: Actor) -> Any:
     return scoped(Client, actor, client_field="id").filter(deleted_at__isnull=True)
+
+
+def visible_clients(actor: Actor) -> QuerySet[Client]:
+    """Every live client the actor may see, as the clients query shows them (exports)."""
+    qs: QuerySet[Client] = _clients(actor)
+    return qs
 
 
 async def get_client(actor: Actor, client_id: uuid.UUID) -> Client:
@@ -202,6 +209,12 @@ def clean_contact_fields(values: dict[str, Any]) -> dict[str, Any]:
 
 def _contacts(actor: Actor) -> Any:
     return scoped(Contact, actor).filter(client__deleted_at__isnull=True)
+
+
+def visible_contacts(actor: Actor) -> QuerySet[Contact]:
+    """Every contact of a live client the actor may see (exports)."""
+    qs: QuerySet[Contact] = _contacts(actor)
+    return qs
 
 
 async def get_contact(actor: Actor, contact_id: uuid.UUID) -> Contact:

@@ -232,6 +232,11 @@ def _invoices(actor: Actor) -> QuerySet[Invoice]:
     return qs
 
 
+def visible_invoices(actor: Actor) -> QuerySet[Invoice]:
+    """Every invoice the actor may see, exactly as the invoices query shows them (exports)."""
+    return _invoices(actor)
+
+
 async def get_invoice(actor: Actor, invoice_id: uuid.UUID) -> Invoice:
     """An invoice the actor may see, or NotFoundError (also for other agencies' ids)."""
     return await get_visible(_invoices(actor), invoice_id, "Invoice")

@@ -18,6 +18,9 @@ an invoice email              pending: never tried, or its attempt's       invoi
 a refund Settle asked for     pending and never answered by the gateway    payment.refund
 a notification                pending and never tried (and not held back   notification.send
                               by the email limit), or its claim abandoned
+a CSV export                  pending (its job lost or given back after    export.run
+                              a failure), or running with a claim not
+                              refreshed for ``export.LEASE`` (its run died)
 ============================  ===========================================  ========================
 
 Each run takes at most ``janitor_batch_size`` rows of each kind, oldest first,
@@ -40,6 +43,9 @@ Every job re-sent here is safe next to its original still running:
 - ``notification.send`` claims the row with a conditional update, and a
   second run stands back while the claim is younger than
   ``notification.SEND_LEASE``;
+- ``export.run`` claims the export with a conditional update, stands back
+  while another run's claim is fresh, and writes each run's file under a new
+  key: only the run holding the claim marks it completed;
 - ``payment.refund`` asks the gateway with the refund's id as the idempotency
   key and records the answer under the refund's row lock. Stripe keeps an
   idempotency key for 24 hours, so a refund older than that is never re-sent:
@@ -59,9 +65,11 @@ from tortoise.queryset import QuerySet
 
 from settle.core import clock
 from settle.core.settings import Settings, get_settings
+from settle.models.export import Export, ExportStatus
 from settle.models.invoice import DeliveryStatus, Invoice, InvoiceDelivery, InvoiceStatus
 from settle.models.notification import Notification, NotificationStatus
 from settle.models.payment import Refund, RefundStatus, WebhookEvent
+from settle.services import export as export_service
 from settle.services import invoice_delivery, webhook
 from settle.services import notification as notification_service
 from settle.services.invoice import RENDER_PDF_JOB, SEND_EMAIL_JOB
@@ -200,6 +208,20 @@ async def unsent_notifications(window: Window) -> list[uuid.UUID]:
     )
 
 
+async def unfinished_exports(window: Window) -> list[uuid.UUID]:
+    """Exports waiting for a run (their job lost), or whose run stopped refreshing its claim."""
+    claim_abandoned_before = min(window.stale_before, window.now - export_service.LEASE)
+    return await _oldest(
+        Export.filter(
+            Q(status=ExportStatus.PENDING, updated_at__lte=window.stale_before)
+            | Q(status=ExportStatus.RUNNING, heartbeat_at__lte=claim_abandoned_before),
+            created_at__gt=window.give_up_before,
+        ),
+        "created_at",
+        window,
+    )
+
+
 async def find_stuck(settings: Settings | None = None, now: datetime | None = None) -> Stuck:
     """Every kind of unfinished work, at most a batch of each, by the job that finishes it."""
     window = Window.of(settings or get_settings(), now or clock.now())
@@ -210,6 +232,7 @@ async def find_stuck(settings: Settings | None = None, now: datetime | None = No
             SEND_EMAIL_JOB: await unsent_deliveries(window),
             REFUND_JOB: await unsent_refunds(window),
             notification_service.SEND_JOB: await unsent_notifications(window),
+            export_service.EXPORT_JOB: await unfinished_exports(window),
         }
     )
 

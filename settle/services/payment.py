@@ -116,6 +116,11 @@ def _payments(actor: Actor) -> QuerySet[Payment]:
     return scoped(Payment, actor)
 
 
+def visible_payments(actor: Actor) -> QuerySet[Payment]:
+    """Every payment the actor may see, exactly as the payments query shows them (exports)."""
+    return _payments(actor)
+
+
 async def get_payment(actor: Actor, payment_id: uuid.UUID) -> Payment:
     """A payment the actor may see, or NotFoundError (also for other agencies' ids)."""
     return await get_visible(_payments(actor), payment_id, "Payment")

@@ -255,6 +255,11 @@ def _entries(actor: Actor) -> QuerySet[TimeEntry]:
     return scoped(TimeEntry, actor)
 
 
+def visible_time_entries(actor: Actor) -> QuerySet[TimeEntry]:
+    """Every time entry the actor may see, as the time entries query shows them (exports)."""
+    return _entries(actor)
+
+
 async def get_time_entry(actor: Actor, entry_id: uuid.UUID) -> TimeEntry:
     """A time entry the actor may see, or NotFoundError (also for other agencies' ids)."""
     return await get_visible(_entries(actor), entry_id, "TimeEntry")

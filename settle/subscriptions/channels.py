@@ -30,3 +30,8 @@ def milestones(agency_id: uuid.UUID | str) -> str:
 def invoices(agency_id: uuid.UUID | str) -> str:
     """Invoice status changes of one agency."""
     return f"settle.agency.{agency_id}.invoices"
+
+
+def exports(agency_id: uuid.UUID | str) -> str:
+    """CSV exports of one agency: claimed, progressing, completed or failed."""
+    return f"settle.agency.{agency_id}.exports"

@@ -72,6 +72,7 @@ def default_jobs(settings: Settings) -> list[ScheduledJob]:
         ScheduledJob("payment.reconcile", settings.payment_reconcile_cron, "payment.reconcile"),
         ScheduledJob("janitor.resend_stuck", settings.janitor_cron, "janitor.resend_stuck"),
         ScheduledJob("notification.sweep", settings.notification_sweep_cron, "notification.sweep"),
+        ScheduledJob("export.expire", "40 * * * *", "export.expire"),
     ]
 
 

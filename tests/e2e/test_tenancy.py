@@ -38,6 +38,7 @@ from settle.models.activity import ActivityEvent
 from settle.models.agency import Role, User
 from settle.models.client import Client, Contact, Note
 from settle.models.deliverable import Deliverable, DeliverableKind, DeliverableStatus
+from settle.models.export import Export, ExportEntity
 from settle.models.invoice import CreditNote, Invoice, InvoiceLine, InvoiceStatus
 from settle.models.milestone import Milestone
 from settle.models.payment import Payment, PaymentAllocation, PaymentProvider, PaymentStatus
@@ -82,6 +83,22 @@ query Timeline($filter: TimelineFilter) {
     __typename
     totalCount
     edges { node { id summary } }
+  }
+}
+"""
+
+EXPORT_QUERY = """
+query Export($id: ID!) {
+  export(id: $id) { __typename id status }
+}
+"""
+
+CREATE_EXPORT = """
+mutation CreateExport($input: CreateExportInput!) {
+  createExport(input: $input) {
+    __typename
+    ... on Export { id status }
+    ... on Error { code message }
   }
 }
 """
@@ -588,6 +605,7 @@ class Target:
     issued_invoice_id: str  # a sent invoice of the project, with payment_id under way
     payment_id: str  # a pending sandbox payment of issued_invoice_id, its checkout made
     credit_note_id: str  # a credit note of 10.00 on issued_invoice_id (the 40.00 due is paying)
+    export_id: str  # a pending export of the client's invoices, asked for by its client lead
 
     @classmethod
     def unknown(cls) -> Target:
@@ -612,6 +630,7 @@ class Target:
                 self.issued_invoice_id,
                 self.payment_id,
                 self.credit_note_id,
+                self.export_id,
             }
         )
 
@@ -1285,6 +1304,20 @@ REGISTRY: dict[str, Probe] = {
         entity="Invoice",
         viewer_denied=True,
     ),
+    "export": Probe(EXPORT_QUERY, lambda t: {"id": t.export_id}, Answer.NULL, "Export"),
+    # Invoices, which a client user may export too: the client is checked before the project.
+    "createExport": Probe(
+        CREATE_EXPORT,
+        lambda t: {
+            "input": {
+                "entity": "INVOICES",
+                "filter": {"clientId": t.client_id, "projectId": t.project_id},
+            }
+        },
+        Answer.NOT_FOUND,
+        "Export",
+        entity="Client",
+    ),
 }
 
 # --- reading the schema -----------------------------------------------------
@@ -1370,6 +1403,7 @@ class Rows:
     issued_invoice: Invoice
     payment: Payment
     credit_note: CreditNote
+    export: Export
 
     @property
     def target(self) -> Target:
@@ -1388,6 +1422,7 @@ class Rows:
             str(self.issued_invoice.id),
             str(self.payment.id),
             str(self.credit_note.id),
+            str(self.export.id),
         )
 
 
@@ -1505,6 +1540,15 @@ async def client_rows(account: Account, name: str) -> Rows:
         invoice_id=issued_invoice.id,
         amount_minor=4_000,
     )
+    # Pending, so a subscription to it listens; of the client, as a client user's export is.
+    export = await Export.create(
+        agency_id=account.agency_id,
+        requested_by_id=account.user.id,
+        client_id=client.id,
+        entity=ExportEntity.INVOICES,
+        columns=["id", "number"],
+        total_rows=1,
+    )
     return Rows(
         client,
         primary,
@@ -1520,6 +1564,7 @@ async def client_rows(account: Account, name: str) -> Rows:
         issued_invoice,
         payment,
         credit_note,
+        export,
     )
 
 
@@ -1557,6 +1602,7 @@ async def agency_ids(agency_id: uuid.UUID) -> set[str]:
         Invoice,
         InvoiceLine,
         CreditNote,
+        Export,
     ):
         rows = await model.filter(agency_id=agency_id).values_list("id", flat=True)
         ids |= {str(row) for row in rows}
@@ -1831,6 +1877,16 @@ subscription Watch($projectId: ID!) {
         "Project",
         channels.milestones,
     ),
+    "exportProgress": SubscriptionProbe(
+        """
+subscription Watch($id: ID!) {
+  exportProgress(id: $id) { status }
+}
+""",
+        lambda t: {"id": t.export_id},
+        "Export",
+        channels.exports,
+    ),
 }
 
 # Subscriptions whose ids only narrow what the caller's own agency channel carries (they
@@ -1896,6 +1952,8 @@ async def accepted(url: str, field: str, variables: dict[str, Any], account: Acc
         await wait_for(listening)
         if field == "projectPaymentStatusChanged":
             assert await sub.next() == {"total": {"amount": "1000.00"}}
+        if field == "exportProgress":
+            assert await sub.next() == {"status": "PENDING"}
 
 
 SUBSCRIPTION_FIELDS = sorted(SUBSCRIPTION_REGISTRY)

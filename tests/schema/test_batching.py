@@ -271,6 +271,12 @@ mutation ($invoiceId: ID!) {{
     ... on CreditNotePayload {{ creditNote {{ id }} }} {ERRORS}
   }}
 }}"""
+CREATE_EXPORT = f"""
+mutation ($clientId: ID!) {{
+  result: createExport(input: {{entity: INVOICES, filter: {{clientId: $clientId}}}}) {{
+    ... on Export {{ id }} {ERRORS}
+  }}
+}}"""
 
 
 async def seed_client(gql: GraphQLClient, owner: Account, index: int) -> None:
@@ -294,6 +300,7 @@ async def seed_client(gql: GraphQLClient, owner: Account, index: int) -> None:
     await run(gql, owner, PAY_INVOICE, invoiceId=invoice_id)
     data = await gql.execute(ISSUE_CREDIT_NOTE, {"invoiceId": invoice_id}, token=owner.token)
     assert "creditNote" in data["result"], data
+    await run(gql, owner, CREATE_EXPORT, clientId=client_id)
     await create_final_deliverable(await Project.get(id=project_id))
     await create_user(owner, role=Role.CLIENT_VIEWER, client=await Client.get(id=client_id))
 

@@ -11,6 +11,7 @@ import pytest
 from settle.core import clock
 from settle.core.settings import Settings
 from settle.models.client import Client
+from settle.models.export import Export, ExportEntity, ExportStatus
 from settle.models.invoice import DeliveryStatus, Invoice, InvoiceDelivery
 from settle.models.notification import (
     Channel,
@@ -26,6 +27,7 @@ from settle.models.payment import (
     RefundStatus,
     WebhookEvent,
 )
+from settle.services import export as export_service
 from settle.services import invoice_delivery, janitor, webhook
 from settle.services import notification as notification_service
 from settle.services.invoice import RENDER_PDF_JOB, SEND_EMAIL_JOB
@@ -57,6 +59,13 @@ def settings(db: Backend) -> Settings:
 @pytest.fixture
 async def client(owner: Account) -> Client:
     return await create_client(owner, currency="USD")
+
+
+async def export(owner: Account, at: datetime, **values: Any) -> uuid.UUID:
+    """An export asked for (and last changed) at ``at``."""
+    row = await Export.create(agency_id=owner.agency_id, entity=ExportEntity.CLIENTS, **values)
+    await Export.filter(id=row.id).update(created_at=at, updated_at=at)
+    return row.id
 
 
 async def event(received_at: datetime, **values: Any) -> uuid.UUID:
@@ -206,6 +215,19 @@ async def test_the_janitor_picks_work_stored_but_not_finished_and_leaves_the_res
     await notification(owner, now - 10 * MINUTE, digest=True)
     await notification(owner, now - 10 * MINUTE, status=NotificationStatus.SENT, attempts=1)
     await notification(owner, now - 4 * DAY)
+    # and exports: one whose job was lost, one whose run died; left alone: fresh, running
+    # within the lease, completed, failed, too old
+    export_lease = export_service.LEASE
+    running = ExportStatus.RUNNING
+    dead_run = await export(
+        owner, now - 30 * MINUTE, status=running, heartbeat_at=now - export_lease - 6 * MINUTE
+    )
+    lost_export = await export(owner, now - 10 * MINUTE)
+    await export(owner, now - 4 * MINUTE)
+    await export(owner, now - 30 * MINUTE, status=running, heartbeat_at=now - MINUTE)
+    await export(owner, now - 30 * MINUTE, status=ExportStatus.COMPLETED)
+    await export(owner, now - 30 * MINUTE, status=ExportStatus.FAILED)
+    await export(owner, now - 4 * DAY)
 
     # when the janitor looks
     stuck = await janitor.find_stuck(settings, now)
@@ -217,6 +239,7 @@ async def test_the_janitor_picks_work_stored_but_not_finished_and_leaves_the_res
         SEND_EMAIL_JOB: [abandoned, never_tried],
         REFUND_JOB: [asked],
         notification_service.SEND_JOB: [dead_claim, untried],
+        export_service.EXPORT_JOB: [dead_run, lost_export],
     }
 
 
@@ -241,4 +264,5 @@ async def test_a_run_takes_at_most_a_batch_of_each_kind_oldest_first(
         SEND_EMAIL_JOB: 0,
         REFUND_JOB: 0,
         notification_service.SEND_JOB: 0,
+        export_service.EXPORT_JOB: 0,
     }
