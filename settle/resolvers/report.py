@@ -8,9 +8,8 @@ from typing import Annotated
 
 import strawberry
 
-from settle.core.errors import NotFoundError as DomainNotFoundError
 from settle.core.tenancy import MANAGERS
-from settle.resolvers.common import parse_optional_id, public_errors, require_actor
+from settle.resolvers.common import parse_id, public_errors, require_actor
 from settle.schema.common import Connection
 from settle.schema.context import Info
 from settle.schema.payment import WebhookEvent, WebhookEventFilter
@@ -68,19 +67,11 @@ async def webhook_events(
     return Connection.from_page(page, WebhookEvent.from_model)
 
 
-async def deliverable_access(
-    info: Info, project_id: strawberry.ID
-) -> list[DeliverableAccess] | None:
+async def deliverable_access(info: Info, project_id: strawberry.ID) -> list[DeliverableAccess]:
     actor = require_actor(info)
-    pid = parse_optional_id(project_id)
     with public_errors():
         actor.require(*MANAGERS)
-        if pid is None:
-            return None
-        try:
-            rows = await report_service.deliverable_access(actor, pid)
-        except DomainNotFoundError:
-            return None
+        rows = await report_service.deliverable_access(actor, parse_id(project_id, "projectId"))
     return [DeliverableAccess.from_value(row) for row in rows]
 
 
@@ -102,8 +93,8 @@ class ReportQuery:
         resolver=webhook_events,
         description="The agency's gateway webhook events, newest first (owners and admins).",
     )
-    deliverable_access: list[DeliverableAccess] | None = strawberry.field(
+    deliverable_access: list[DeliverableAccess] = strawberry.field(
         resolver=deliverable_access,
         description="For each uploaded file of a project, whether its client can open it now, "
-        "why not, and until when; null for a project you cannot see (owners and admins).",
+        "why not, and until when (owners and admins; NOT_FOUND for a project you cannot see).",
     )
