@@ -820,3 +820,62 @@ async def test_each_report_takes_a_fixed_number_of_statements(
     many = await counts()
     # then each report ran the same, pinned number of statements
     assert few == many == STATEMENTS
+
+
+async def test_migration_0016_ties_stored_events_to_the_agency_of_their_payment(
+    db: Backend, owner: Account
+) -> None:
+    import importlib
+
+    from tortoise import Tortoise
+
+    # given events stored before processing could tie them: one naming the agency's
+    # payment by Settle's id, one by the gateway's order id, one naming nothing known
+    client = await create_client(owner, name="Acme")
+    invoice = await issued(owner, client)
+    payment = await paid(
+        owner, client, invoice, 10_00, provider=PaymentProvider.SANDBOX,
+        succeeded_at=at("2026-03-01T10:00:00"),
+    )  # fmt: skip
+    await Payment.filter(id=payment.id).update(provider_order_id="sbx_order_1")
+    by_id = await event_row(
+        "evt_by_id", agency_id=None, outcome=None, received_at=at("2026-03-01T10:00:00"),
+        naming=payment,
+    )  # fmt: skip
+    by_order = await WebhookEvent.create(
+        provider=PaymentProvider.SANDBOX,
+        event_id="evt_by_order",
+        event_type="payment.succeeded",
+        payload=stored(
+            GatewayEvent(
+                provider=PaymentProvider.SANDBOX,
+                event_id="evt_by_order",
+                event_type="payment.succeeded",
+                kind=EventKind.PAYMENT_SUCCEEDED,
+                payload={},
+                provider_order_id="sbx_order_1",
+            )
+        ),
+        received_at=at("2026-03-01T10:00:00"),
+    )
+    nothing = await event_row(
+        "evt_nothing", agency_id=None, outcome=None, received_at=at("2026-03-01T10:00:00")
+    )
+
+    # when the migration's data step runs
+    class Editor:
+        client = Tortoise.get_connection("default")
+
+    migration = importlib.import_module("settle.migrations.0016_reports")
+    await migration.attribute_webhook_events(None, Editor())
+
+    # then the events naming the payment belong to its agency, and the other to none
+    agencies = {
+        row.event_id: row.agency_id
+        for row in await WebhookEvent.filter(id__in=[by_id.id, by_order.id, nothing.id])
+    }
+    assert agencies == {
+        "evt_by_id": owner.agency_id,
+        "evt_by_order": owner.agency_id,
+        "evt_nothing": None,
+    }
