@@ -145,9 +145,7 @@ class PaymentAnalytics:
             ],
             totals=figures(value.totals),
             by_provider=[
-                ProviderFigures(
-                    provider=report_service.PaymentProvider(key), figures=figures(found)
-                )
+                ProviderFigures(provider=PaymentProvider(key), figures=figures(found))
                 for key, found in value.by_provider.items()
             ],
             by_method=[

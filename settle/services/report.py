@@ -38,6 +38,7 @@ from settle.models.agency import Agency
 from settle.models.deliverable import Deliverable, DeliverableStatus
 from settle.models.payment import PaymentProvider, WebhookEvent
 from settle.services import deliverable as deliverable_service
+from settle.services import project as project_service
 from settle.services.settlement import OPEN_STATUSES
 
 # --- the agency's calendar ------------------------------------------------------------
@@ -599,8 +600,6 @@ async def deliverable_access(actor: Actor, project_id: uuid.UUID) -> list[Delive
 
     NotFoundError for a project the actor may not see.
     """
-    from settle.services import project as project_service
-
     actor.require(*MANAGERS)
     project = await project_service.get_project(actor, project_id)
     rows = await Deliverable.filter(
