@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -39,6 +40,7 @@ from settle.schema.context import Context
 from settle.schema.schema import schema
 from settle.schema.transport import SafeInputView
 from settle.services import auth as auth_service
+from settle.services import report as report_service
 from settle.subscriptions.bus import EventBus, create_bus, set_bus
 from settle.subscriptions.sessions import SocketSessions
 from settle.tasks.broker import configure_broker
@@ -247,6 +249,22 @@ async def readyz(request: Request) -> Response:
     )
 
 
+async def metrics(request: Request) -> Response:
+    """Operations metrics in the Prometheus text format (see settle.services.report)."""
+    settings: Settings = request.app.state.settings
+    if settings.metrics_token is not None:
+        expected = f"Bearer {settings.metrics_token.get_secret_value()}"
+        if not hmac.compare_digest(
+            request.headers.get("authorization", "").encode(), expected.encode()
+        ):
+            return JSONResponse(
+                {"code": "UNAUTHENTICATED", "message": "Bearer token required"}, 401
+            )
+    return PlainTextResponse(
+        await report_service.metrics_text(), media_type="text/plain; version=0.0.4"
+    )
+
+
 async def _ping_redis(url: str) -> None:
     # A fresh connection to this app's configured Redis, not the process's bus: the
     # probe must answer for this app's settings, and a new connection is what a
@@ -281,6 +299,7 @@ def create_app(settings: Settings, *, manage_runtime: bool = True) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics, methods=["GET"]),
             *file_routes(),
             *telegram_routes(),
             *webhook_routes(),

@@ -110,17 +110,26 @@ def test_migrate_and_demo_build_the_embedded_database_once(tmp_path: Path) -> No
     assert clients == (3,)
     assert contacts == (3,)
     assert notes == (5,)
-    # and two projects with tasks, time, milestones (one with a 40% advance) and deliverables
-    assert projects == [("Ordering app in Hindi", 50), ("Warehouse robot dashboard", 40)]
+    # and projects with tasks, time, milestones (one with a 40% advance) and deliverables;
+    # for the reports, one whose advance is unpaid and one paid in full over a year ago
+    assert projects == [
+        ("Brand refresh", 30),
+        ("Ordering app in Hindi", 50),
+        ("Showreel 2025", 0),
+        ("Warehouse robot dashboard", 40),
+    ]
     assert sorted(milestones) == [
+        ("Advance (30%)", "pending", 150000),
         ("Advance (40%)", "paid", 800000),
+        ("Balance", "paid", 150000),
+        ("Balance", "pending", 350000),
         ("Balance", "pending", 1200000),
         ("Build", "pending", 35000000),
         ("Design", "submitted", 15000000),
     ]
     assert tasks == (5,)
     assert entries == (4,)
-    assert files == [("beta", "ready"), ("final", "ready")]
+    assert files == [("beta", "ready")] * 2 + [("final", "ready")] * 2
     # and invoices in every status, the issued ones numbered without gaps
     statuses = {status for status, _ in invoices}
     assert statuses == {"draft", "sent", "viewed", "partially_paid", "paid", "overdue", "void"}
@@ -129,7 +138,8 @@ def test_migrate_and_demo_build_the_embedded_database_once(tmp_path: Path) -> No
         if number:
             scope, sequence = number.rsplit("-", 1)
             sequences.setdefault(scope, []).append(int(sequence))
-    assert sum(len(found) for found in sequences.values()) == 6
+    # (six, and thirteen of the half year of history the reports show)
+    assert sum(len(found) for found in sequences.values()) == 19
     assert all(sorted(found) == list(range(1, len(found) + 1)) for found in sequences.values())
     # and a credit note, first of its own sequence, on the partly paid invoice
     assert [(number[:3], number[-5:], *rest) for number, *rest in credit_notes] == [

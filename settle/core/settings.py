@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # transaction), so one response never mixes moments. Off only to measure what it costs.
     snapshot_reads: bool = True
     secret_key: SecretStr | None = None
+    # When set, GET /metrics answers only requests with ``Authorization: Bearer <token>``.
+    metrics_token: SecretStr | None = None
     # The base of every link Settle makes. Unset, ``settle serve`` uses the address it
     # listens on (``for_server``), so ``make run PORT=8123`` links to port 8123.
     public_base_url: str = "http://127.0.0.1:8000"

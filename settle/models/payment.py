@@ -102,7 +102,12 @@ class Payment(TenantModel):
     class Meta:
         table = "payment"
         unique_together = (("provider", "provider_payment_id"),)
-        indexes = (("agency_id", "status"), ("agency_id", "created_at"))
+        indexes = (
+            ("agency_id", "status"),
+            ("agency_id", "created_at"),
+            # The payment analytics report reads by currency and the moment money arrived.
+            ("agency_id", "currency", "succeeded_at"),
+        )
 
 
 class PaymentAllocation(TenantModel):
@@ -146,6 +151,7 @@ class Refund(TenantModel):
 
     class Meta:
         table = "refund"
+        indexes = (("agency_id", "currency", "settled_at"),)
 
 
 class WebhookEvent(Model):
@@ -169,6 +175,7 @@ class WebhookEvent(Model):
     class Meta:
         table = "webhook_event"
         unique_together = (("provider", "event_id"),)
+        indexes = (("agency_id", "received_at"),)
 
 
 class PaymentAuditEntry(Model):

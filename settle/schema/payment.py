@@ -20,6 +20,7 @@ from settle.schema.common import Money, SortDirection
 from settle.schema.context import Info
 from settle.schema.milestone import MilestonePaymentStatus
 from settle.services import payment as payment_service
+from settle.services import report as report_service
 
 if TYPE_CHECKING:
     from settle.schema.invoice import Invoice
@@ -39,6 +40,15 @@ PaymentProvider = strawberry.enum(
 OfflinePaymentMethod = strawberry.enum(models.OfflineMethod, name="OfflinePaymentMethod")
 RefundStatus = strawberry.enum(
     models.RefundStatus, description="pending until the gateway settles or refuses it."
+)
+
+
+WebhookEventStatus = strawberry.enum(
+    report_service.WebhookEventStatus,
+    name="WebhookEventStatus",
+    description="UNPROCESSED: stored, not yet applied; FAILED: its last processing attempt "
+    "raised (lastError), retried while attempts remain; then what processing made of it: "
+    "APPLIED (a duplicate capture refunded too), IGNORED (nothing to change), FLAGGED.",
 )
 
 
@@ -201,6 +211,10 @@ class WebhookEvent:
         description="applied, ignored (nothing to change), flagged, or duplicate (money "
         "captured for something already paid, refunded automatically); null until processed."
     )
+    status: WebhookEventStatus  # type: ignore[valid-type]
+    payment_id: strawberry.ID | None = strawberry.field(
+        description="The payment it was applied to; null until matched."
+    )
     attempts: int
     last_error: str | None
     received_at: datetime
@@ -214,6 +228,8 @@ class WebhookEvent:
             event_id=event.event_id,
             event_type=event.event_type,
             outcome=event.outcome,
+            status=report_service.webhook_event_status(event),
+            payment_id=strawberry.ID(str(event.payment_id)) if event.payment_id else None,
             attempts=event.attempts,
             last_error=event.last_error,
             received_at=event.received_at,
@@ -515,6 +531,18 @@ class PaymentFilter:
     )
     max_amount: str | None = strawberry.field(
         default=None, description="At most this decimal amount in `currency`."
+    )
+
+
+@strawberry.input
+class WebhookEventFilter:
+    provider: PaymentProvider | None = None  # type: ignore[valid-type]
+    status: WebhookEventStatus | None = None  # type: ignore[valid-type]
+    from_: datetime | None = strawberry.field(
+        default=None, name="from", description="Received at or after this time."
+    )
+    to: datetime | None = strawberry.field(
+        default=None, description="Received at or before this time."
     )
 
 

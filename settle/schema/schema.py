@@ -28,6 +28,7 @@ from settle.resolvers.milestone import MilestoneMutation, MilestoneQuery
 from settle.resolvers.notification import NotificationMutation, NotificationQuery
 from settle.resolvers.payment import PaymentMutation, PaymentQuery
 from settle.resolvers.project import ProjectMutation, ProjectQuery
+from settle.resolvers.report import ReportQuery
 from settle.resolvers.task import TaskMutation, TaskQuery
 from settle.resolvers.telegram import TelegramMutation, TelegramQuery
 from settle.resolvers.time_entry import TimeEntryMutation, TimeEntryQuery
@@ -130,6 +131,7 @@ QUERY_TYPES: tuple[type, ...] = (
     NotificationQuery,
     PaymentQuery,
     ProjectQuery,
+    ReportQuery,
     TaskQuery,
     TelegramQuery,
     TimeEntryQuery,

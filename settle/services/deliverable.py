@@ -93,12 +93,20 @@ def access_for(actor: Actor, deliverable: Deliverable, state: ProjectPaymentStat
     ``expires_at`` is that moment plus the period, whoever asks: null until the
     final files have unlocked.
     """
-    expires_at = None
-    if state.all_paid_at is not None:
-        days = get_settings().deliverable_access_days
-        expires_at = state.all_paid_at + timedelta(days=days)
     if not actor.is_client_user:
-        return Access(True, None, expires_at)
+        return Access(True, None, _expires_at(state))
+    return client_access(deliverable, state)
+
+
+def _expires_at(state: ProjectPaymentState) -> datetime | None:
+    if state.all_paid_at is None:
+        return None
+    return state.all_paid_at + timedelta(days=get_settings().deliverable_access_days)
+
+
+def client_access(deliverable: Deliverable, state: ProjectPaymentState) -> Access:
+    """Whether the project's client users may open the deliverable now (``access_for``'s rule)."""
+    expires_at = _expires_at(state)
     reason: LockReason | None = None
     if expires_at is not None and clock.now() >= expires_at:
         reason = LockReason.ACCESS_EXPIRED

@@ -8,16 +8,18 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from settle.core import clock
 from settle.core.outbox import transaction
 from settle.core.settings import Settings
 from settle.core.tenancy import Actor
+from settle.gateways.base import EventKind, GatewayEvent
 from settle.models.agency import User
 from settle.models.client import Client
 from settle.models.invoice import DiscountKind
 from settle.models.milestone import MilestoneKind
-from settle.models.payment import OfflineMethod
+from settle.models.payment import OfflineMethod, Payment, PaymentProvider, WebhookEvent
 from settle.models.project import TaskStatus
 from settle.services import agency as agency_service
 from settle.services import auth as auth_service
@@ -30,6 +32,7 @@ from settle.services import payment as payment_service
 from settle.services import project as project_service
 from settle.services import task as task_service
 from settle.services import time_entry as time_entry_service
+from settle.services import webhook as webhook_service
 
 DEMO_EMAIL = "demo@settle.test"
 DEMO_PASSWORD = "settle-demo"
@@ -128,6 +131,8 @@ async def load_demo(settings: Settings) -> bool:
                 await client_service.add_note(actor, client.id, body, pinned=pinned)
         await _load_dashboard_project(actor, clients["Acme Robotics"].id)
         ordering_app = await _load_ordering_app_project(actor, clients["Chai Point Foods"].id)
+        # History first: the invoices of _load_invoices stay the newest of their statuses.
+        await _load_history(actor, clients)
         await _load_invoices(actor, clients, ordering_app)
     return True
 
@@ -334,6 +339,163 @@ async def _load_invoices(
         },
         [_line("Support retainer, December", "1", "2500.00")],
     )
+
+
+async def _upload(actor: Actor, project_id: uuid.UUID, title: str, kind: str, body: str) -> None:
+    data = body.encode()
+    upload = await deliverable_service.create_upload(
+        actor,
+        project_id,
+        {
+            "title": title,
+            "kind": kind,
+            "filename": f"{kind}-notes.txt",
+            "content_type": "text/plain",
+            "size_bytes": len(data),
+        },
+    )
+    pending = deliverable_service.PendingUpload(upload.deliverable, actor)
+    stored = await deliverable_service.store_upload(pending, _chunks(data))
+    await deliverable_service.complete_upload(pending, stored)
+
+
+async def _sandbox_event(payment: Payment, event_type: str, kind: EventKind, **values: Any) -> None:
+    """A sandbox webhook about ``payment``, stored and processed as the worker would."""
+    event = GatewayEvent(
+        provider=PaymentProvider.SANDBOX,
+        event_id=f"sbx_evt_demo_{payment.id}_{event_type}",
+        event_type=event_type,
+        kind=kind,
+        payload={"type": event_type, "payment_id": str(payment.id)},
+        provider_order_id=payment.provider_order_id,
+        payment_id=str(payment.id),
+        currency=payment.currency,
+        **values,
+    )
+    received = await webhook_service.store(event)
+    await webhook_service.process(received.event.id)
+
+
+async def _load_history(actor: Actor, clients: dict[str, Client]) -> None:
+    """Half a year of money, so every report shows something.
+
+    Payments in each of the last six months (offline and through the sandbox), a refund,
+    a failed and a flagged gateway payment, a gateway event whose processing gave up,
+    overdue invoices in every aging bucket, and files in every access state: a project
+    whose advance is unpaid, and one paid in full more than a year ago.
+    """
+    acme, fjord = clients["Acme Robotics"], clients["Blue Fjord Media"]
+
+    async def issue(client: Client, description: str, amount: str) -> uuid.UUID:
+        invoice = await invoice_service.create_invoice(
+            actor, client.id, None, {}, [_line(description, "1", amount)]
+        )
+        await invoice_service.finalize_invoice(actor, invoice.id)
+        return invoice.id
+
+    async def sandbox_payment(invoice_id: uuid.UUID) -> Payment:
+        payment, _ = await payment_service.prepare_invoice_payment(
+            actor, invoice_id, PaymentProvider.SANDBOX
+        )
+        return await payment_service.ensure_checkout(payment.id, description="Demo")
+
+    methods = [OfflineMethod.BANK_TRANSFER, OfflineMethod.CASH, OfflineMethod.BANK_TRANSFER]
+    for month in range(6, 0, -1):
+        with _days_ago(month * 30 + 5):
+            invoice = await issue(acme, f"Support retainer, {month} months ago", "2500.00")
+        with _days_ago(month * 30 - 4):
+            if month % 2:
+                payment = await sandbox_payment(invoice)
+                await _sandbox_event(
+                    payment,
+                    "payment.succeeded",
+                    EventKind.PAYMENT_SUCCEEDED,
+                    provider_payment_id=f"sbx_pay_{payment.id}",
+                    amount_minor=payment.amount_minor,
+                )
+            else:
+                payment = await payment_service.record_offline_payment(
+                    actor,
+                    invoice,
+                    amount="2500.00",
+                    method=methods[month % 3],
+                    reference=f"Demo transfer {month}",
+                    explorer_url=None,
+                )
+        if month == 4:
+            with _days_ago(month * 30 - 10):
+                await payment_service.request_refund(
+                    actor, payment.id, "300.00", "Two support days were not used"
+                )
+    # A card declined, then an amount that did not match (flagged), both through webhooks.
+    with _days_ago(50):
+        declined = await sandbox_payment(await issue(acme, "Robot fleet trailer", "900.00"))
+        await _sandbox_event(
+            declined,
+            "payment.failed",
+            EventKind.PAYMENT_FAILED,
+            failure_reason="Card declined in the sandbox",
+        )
+    with _days_ago(12):
+        flagged = await sandbox_payment(await issue(acme, "Control room artwork", "640.00"))
+        await _sandbox_event(
+            flagged,
+            "payment.succeeded",
+            EventKind.PAYMENT_SUCCEEDED,
+            provider_payment_id=f"sbx_pay_{flagged.id}",
+            amount_minor=flagged.amount_minor - 100,
+        )
+    # An event whose processing kept failing until Settle gave up: left for a person.
+    with _days_ago(3):
+        stuck = await sandbox_payment(await issue(acme, "Hardware courier", "180.00"))
+        gave_up = await WebhookEvent.create(
+            provider=PaymentProvider.SANDBOX,
+            event_id=f"sbx_evt_demo_{stuck.id}_stuck",
+            event_type="payment.succeeded",
+            payload={
+                "raw": {"type": "payment.succeeded", "payment_id": str(stuck.id)},
+                "event": payment_service.as_dict(
+                    GatewayEvent(
+                        provider=PaymentProvider.SANDBOX,
+                        event_id=f"sbx_evt_demo_{stuck.id}_stuck",
+                        event_type="payment.succeeded",
+                        kind=EventKind.PAYMENT_SUCCEEDED,
+                        payload={},
+                        payment_id=str(stuck.id),
+                    )
+                ),
+            },
+            received_at=clock.now(),
+            attempts=webhook_service.MAX_ATTEMPTS - 1,
+        )
+        await webhook_service.record_failure(gave_up.id, "GatewayError: the sandbox timed out")
+    # Overdue invoices, one in each bucket past due (due 30 days after issue).
+    for days, what in [
+        (50, "Sensor calibration"),
+        (75, "Render farm hours"),
+        (100, "Field test travel"),
+        (140, "Prototype enclosure"),
+    ]:
+        with _days_ago(days):
+            await issue(acme, what, "750.00")
+    await invoice_service.mark_overdue()
+    # Files in every access state.
+    brand = await project_service.create_project(
+        actor, fjord.id, {"name": "Brand refresh", "advance_percent": 30}
+    )
+    await milestone_service.apply_payment_terms(actor, brand.id, "5000.00")
+    await _upload(actor, brand.id, "Logo concepts", "beta", "Three logo directions.\n")
+    with _days_ago(420):
+        archive = await project_service.create_project(
+            actor, fjord.id, {"name": "Showreel 2025", "advance_percent": 0}
+        )
+        terms = await milestone_service.apply_payment_terms(actor, archive.id, "1500.00")
+        for milestone in terms.milestones:
+            await milestone_service.start_milestone(actor, milestone.id)
+            await milestone_service.submit_milestone(actor, milestone.id)
+            await milestone_service.approve_milestone(actor, milestone.id)
+            await milestone_service.mark_milestone_paid(actor, milestone.id, "Wire FJORD-0107")
+        await _upload(actor, archive.id, "Showreel master", "final", "The 2025 showreel.\n")
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:

@@ -86,6 +86,10 @@ async def process(webhook_event_id: uuid.UUID) -> str | None:
         if applied.payment is not None:
             row.payment_id = applied.payment.id
             row.agency_id = applied.payment.agency_id
+        else:
+            # An event applied to nothing (a kind Settle ignores) still belongs to the
+            # agency of the payment it names, whose webhookEvents list shows it.
+            row.agency_id = await _agency_named(row)
         await row.save(
             update_fields=[
                 "processed_at",
@@ -107,7 +111,19 @@ async def record_failure(webhook_event_id: uuid.UUID, error: str) -> None:
             return
         row.attempts += 1
         row.last_error = error[:2000]
-        await row.save(update_fields=["attempts", "last_error"])
+        if row.agency_id is None:
+            # A failure with the payment found (an error while applying it) is the
+            # agency's to see; with no payment, it is unmatched and only counted in
+            # the operations metrics.
+            row.agency_id = await _agency_named(row)
+        await row.save(update_fields=["attempts", "last_error", "agency_id"])
+
+
+async def _agency_named(row: WebhookEvent) -> uuid.UUID | None:
+    """The agency of the payment a stored event names, found as processing finds it."""
+    event = payment_service.from_dict(row.payload["event"], row.payload["raw"])
+    payment = await payment_service.find_payment_for(event)
+    return payment.agency_id if payment is not None else None
 
 
 async def events_for_payment(payment_id: uuid.UUID) -> list[WebhookEvent]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -41,7 +41,13 @@ from settle.models.deliverable import Deliverable, DeliverableKind, DeliverableS
 from settle.models.export import Export, ExportEntity
 from settle.models.invoice import CreditNote, Invoice, InvoiceLine, InvoiceStatus
 from settle.models.milestone import Milestone
-from settle.models.payment import Payment, PaymentAllocation, PaymentProvider, PaymentStatus
+from settle.models.payment import (
+    Payment,
+    PaymentAllocation,
+    PaymentProvider,
+    PaymentStatus,
+    WebhookEvent,
+)
 from settle.models.project import Project, Task, TimeEntry
 from settle.schema.schema import schema
 from settle.subscriptions import channels
@@ -565,6 +571,12 @@ query Payments($filter: PaymentFilter) {
 PROJECT_PAYMENT_STATUS_QUERY = """
 query ProjectPaymentStatus($projectId: ID!) {
   projectPaymentStatus(projectId: $projectId) { __typename total { amount } }
+}
+"""
+
+DELIVERABLE_ACCESS_QUERY = """
+query DeliverableAccess($projectId: ID!) {
+  deliverableAccess(projectId: $projectId) { __typename deliverableId clientCanOpen reason }
 }
 """
 
@@ -1236,6 +1248,14 @@ REGISTRY: dict[str, Probe] = {
         lambda t: {"projectId": t.project_id},
         Answer.NULL,
         "ProjectPaymentStatus",
+    ),
+    "deliverableAccess": Probe(
+        DELIVERABLE_ACCESS_QUERY,
+        lambda t: {"projectId": t.project_id},
+        Answer.ERROR,
+        "DeliverableAccess",
+        entity="Project",
+        viewer_denied=True,
     ),
     # The target milestone is pending: the owner is told it is not payable yet.
     "payMilestones": Probe(
@@ -2036,3 +2056,84 @@ async def test_a_subscription_mixing_own_and_other_ids_is_refused(
         not_found("Invoice"),
         not_found("Invoice"),
     ]
+
+
+# --- reports ------------------------------------------------------------------
+
+REPORTS_QUERY = """
+query Reports {
+  paymentAnalytics(from: "2026-01-01", to: "2026-12-31", currency: "USD", groupBy: MONTH) {
+    totals { collected { amount } payments }
+  }
+  receivablesAging(currency: "USD", asOf: "2026-06-01") {
+    clients { clientId } totals { total { amount } }
+  }
+  webhookEvents(first: 100) { totalCount edges { node { id } } }
+}
+"""
+
+
+async def _paid_with_event(account: Account, rows: Rows) -> str:
+    """The rows' payment succeeded, and the webhook event that said so, tied to the agency."""
+    await Payment.filter(id=rows.payment.id).update(
+        status=PaymentStatus.SUCCEEDED, succeeded_at=datetime(2026, 3, 5, 12, tzinfo=UTC)
+    )
+    event = await WebhookEvent.create(
+        provider=PaymentProvider.SANDBOX,
+        event_id=f"evt_{rows.payment.id}",
+        event_type="payment.succeeded",
+        payload={},
+        agency_id=account.agency_id,
+        payment_id=rows.payment.id,
+        received_at=datetime(2026, 3, 5, 12, tzinfo=UTC),
+        processed_at=datetime(2026, 3, 5, 12, tzinfo=UTC),
+        outcome="applied",
+    )
+    return str(event.id)
+
+
+async def test_reports_hold_only_the_callers_agency(
+    db: Backend, gql: GraphQLClient, owner: Account, rival: Account
+) -> None:
+    # given two agencies, each with a client owing 40.00, a payment of 40.00 received and
+    # the webhook event that reported it
+    acme = await client_rows(owner, "Acme")
+    rivalco = await client_rows(rival, "Rivalco")
+    events = {
+        owner.agency_id: await _paid_with_event(owner, acme),
+        rival.agency_id: await _paid_with_event(rival, rivalco),
+    }
+    viewer = await create_user(owner, role=Role.CLIENT_VIEWER, client=acme.client)
+    await db.drain()
+
+    for account, rows in ((owner, acme), (rival, rivalco)):
+        # when each agency's owner asks for the reports
+        data = await gql.execute(REPORTS_QUERY, token=account.token)
+        # then each holds the agency's own figures and rows only
+        assert data == {
+            "paymentAnalytics": {"totals": {"collected": {"amount": "40.00"}, "payments": 1}},
+            "receivablesAging": {
+                "clients": [{"clientId": str(rows.client.id)}],
+                "totals": {"total": {"amount": "40.00"}},
+            },
+            "webhookEvents": {
+                "totalCount": 1,
+                "edges": [{"node": {"id": events[account.agency_id]}}],
+            },
+        }
+
+    # and a client user gets none of them
+    for field, arguments in (
+        ("paymentAnalytics", 'from: "2026-01-01", to: "2026-12-31", currency: "USD"'),
+        ("receivablesAging", 'currency: "USD"'),
+        ("webhookEvents", "first: 10"),
+    ):
+        body = await gql.execute(
+            f"query {{ {field}({arguments}) {{ __typename }} }}",
+            token=viewer.token,
+            expect_errors=True,
+        )
+        assert body["data"] is None
+        assert [(e["path"], e["extensions"]["code"]) for e in body["errors"]] == [
+            ([field], "PERMISSION_DENIED")
+        ]

@@ -36,6 +36,7 @@ from settle.schema.schema import schema
 from tests.conftest import Backend
 from tests.fixtures.factories import Account, create_final_deliverable, create_user
 from tests.fixtures.graphql import GraphQLClient, count_queries
+from tests.fixtures.sandbox import sandbox, signed
 
 # How many object levels below a list's nodes the queries reach: a client's
 # timeline (1), each event's client (2), that client's notes (3).
@@ -297,10 +298,16 @@ async def seed_client(gql: GraphQLClient, owner: Account, index: int) -> None:
     invoice_id = await run(gql, owner, CREATE_INVOICE, clientId=client_id, projectId=project_id)
     await run(gql, owner, FINALIZE_INVOICE, id=invoice_id)
     await run(gql, owner, RECORD_OFFLINE_PAYMENT, invoiceId=invoice_id)
-    await run(gql, owner, PAY_INVOICE, invoiceId=invoice_id)
+    payment_id = await run(gql, owner, PAY_INVOICE, invoiceId=invoice_id)
     data = await gql.execute(ISSUE_CREDIT_NOTE, {"invoiceId": invoice_id}, token=owner.token)
     assert "creditNote" in data["result"], data
     await run(gql, owner, CREATE_EXPORT, clientId=client_id)
+    # A gateway event about the payment, of a kind Settle ignores: the agency's webhookEvents.
+    body = sandbox().event_body(
+        "payment.noted", id=f"sbx_evt_noted_{payment_id}", payment_id=payment_id
+    )
+    response = await gql.http.post("/webhooks/sandbox", content=body, headers=signed(body))
+    assert response.status_code == 200, response.text
     await create_final_deliverable(await Project.get(id=project_id))
     await create_user(owner, role=Role.CLIENT_VIEWER, client=await Client.get(id=client_id))
 
