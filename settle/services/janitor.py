@@ -18,6 +18,8 @@ an invoice email              pending: never tried, or its attempt's       invoi
 a refund Settle asked for     pending and never answered by the gateway    payment.refund
 a notification                pending and never tried (and not held back   notification.send
                               by the email limit), or its claim abandoned
+a CSV import                  queued or running, no batch committed for    csv_import.run
+                              a while (its job was lost or died)
 ============================  ===========================================  ========================
 
 Each run takes at most ``janitor_batch_size`` rows of each kind, oldest first,
@@ -40,6 +42,9 @@ Every job re-sent here is safe next to its original still running:
 - ``notification.send`` claims the row with a conditional update, and a
   second run stands back while the claim is younger than
   ``notification.SEND_LEASE``;
+- ``csv_import.run`` commits each batch with the import's checkpoint under the
+  import's row lock, and a run that finds the checkpoint moved skips what the
+  other committed;
 - ``payment.refund`` asks the gateway with the refund's id as the idempotency
   key and records the answer under the refund's row lock. Stripe keeps an
   idempotency key for 24 hours, so a refund older than that is never re-sent:
@@ -59,10 +64,11 @@ from tortoise.queryset import QuerySet
 
 from settle.core import clock
 from settle.core.settings import Settings, get_settings
+from settle.models.csv_import import CsvImport
 from settle.models.invoice import DeliveryStatus, Invoice, InvoiceDelivery, InvoiceStatus
 from settle.models.notification import Notification, NotificationStatus
 from settle.models.payment import Refund, RefundStatus, WebhookEvent
-from settle.services import invoice_delivery, webhook
+from settle.services import csv_import, invoice_delivery, webhook
 from settle.services import notification as notification_service
 from settle.services.invoice import RENDER_PDF_JOB, SEND_EMAIL_JOB
 from settle.services.payment import PROCESS_WEBHOOK_JOB, REFUND_JOB
@@ -200,6 +206,23 @@ async def unsent_notifications(window: Window) -> list[uuid.UUID]:
     )
 
 
+async def unfinished_imports(window: Window) -> list[uuid.UUID]:
+    """Imports queued or running whose last batch (or start) is older than the stale time.
+
+    Every committed batch moves ``updated_at``, so a running import's job is alive
+    while it keeps committing.
+    """
+    return await _oldest(
+        CsvImport.filter(
+            status__in=list(csv_import.UNFINISHED),
+            updated_at__lte=window.stale_before,
+            created_at__gt=window.give_up_before,
+        ),
+        "updated_at",
+        window,
+    )
+
+
 async def find_stuck(settings: Settings | None = None, now: datetime | None = None) -> Stuck:
     """Every kind of unfinished work, at most a batch of each, by the job that finishes it."""
     window = Window.of(settings or get_settings(), now or clock.now())
@@ -210,6 +233,7 @@ async def find_stuck(settings: Settings | None = None, now: datetime | None = No
             SEND_EMAIL_JOB: await unsent_deliveries(window),
             REFUND_JOB: await unsent_refunds(window),
             notification_service.SEND_JOB: await unsent_notifications(window),
+            csv_import.RUN_JOB: await unfinished_imports(window),
         }
     )
 

@@ -30,3 +30,8 @@ def milestones(agency_id: uuid.UUID | str) -> str:
 def invoices(agency_id: uuid.UUID | str) -> str:
     """Invoice status changes of one agency."""
     return f"settle.agency.{agency_id}.invoices"
+
+
+def imports(agency_id: uuid.UUID | str) -> str:
+    """Progress of one agency's CSV imports."""
+    return f"settle.agency.{agency_id}.imports"

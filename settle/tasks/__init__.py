@@ -1,5 +1,23 @@
 """Dramatiq actors, one module per domain; importing this package declares them all."""
 
-from settle.tasks import auth, credit_note, invoice, janitor, notification, outbox, payment
+from settle.tasks import (
+    auth,
+    credit_note,
+    csv_import,
+    invoice,
+    janitor,
+    notification,
+    outbox,
+    payment,
+)
 
-__all__ = ["auth", "credit_note", "invoice", "janitor", "notification", "outbox", "payment"]
+__all__ = [
+    "auth",
+    "credit_note",
+    "csv_import",
+    "invoice",
+    "janitor",
+    "notification",
+    "outbox",
+    "payment",
+]

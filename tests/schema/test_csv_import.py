@@ -1,0 +1,970 @@
+"""CSV import through the API: upload to the signed URL, preview, start, the job, the results.
+
+Every test goes the way a frontend does: ``createImport``, a ``PUT`` of the file to
+its URL, ``previewImport``, ``startImport``; the job runs on the tests' in-process
+worker (joined with ``drain``) and the outcome is read back with the ``import`` query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from settle.core.settings import configure_settings, get_settings
+from settle.models.activity import ActivityEvent
+from settle.models.agency import Role
+from settle.models.client import Client, Contact
+from settle.models.csv_import import CsvImport, CsvImportError, CsvImportFailedRow, ImportStatus
+from settle.services import client as client_service
+from settle.services import csv_import as csv_import_service
+from tests.conftest import Backend
+from tests.fixtures.db import row_counts
+from tests.fixtures.factories import Account, create_client, create_contact, create_user
+from tests.fixtures.files import stored_files
+from tests.fixtures.graphql import GraphQLClient
+
+pytestmark = pytest.mark.usefixtures("files_dir")
+
+CREATE_IMPORT = """
+mutation CreateImport($input: CreateImportInput!) {
+  createImport(input: $input) {
+    __typename
+    ... on ImportUpload { uploadUrl expiresAt import { id status entity filename sizeBytes } }
+    ... on ValidationError { field }
+    ... on Error { code message }
+  }
+}
+"""
+
+PREVIEW_IMPORT = """
+mutation PreviewImport($id: ID!, $mapping: [ImportColumnInput!]) {
+  previewImport(id: $id, mapping: $mapping) {
+    __typename
+    ... on ImportPreview {
+      encoding
+      delimiter
+      header
+      suggestedMapping { column target }
+      mapping { column target }
+      rows { row cells errors { row field code message } }
+      import { status total }
+    }
+    ... on ValidationError { field }
+    ... on Error { code message }
+  }
+}
+"""
+
+START_IMPORT = """
+mutation StartImport(
+  $id: ID!, $mapping: [ImportColumnInput!], $onDuplicate: ImportDuplicateAction
+) {
+  startImport(id: $id, mapping: $mapping, onDuplicate: $onDuplicate) {
+    __typename
+    ... on Import { id status onDuplicate total mapping { column target } }
+    ... on InvalidTransitionError { currentState }
+    ... on ValidationError { field }
+    ... on Error { code message }
+  }
+}
+"""
+
+IMPORT_QUERY = """
+query Import($id: ID!, $first: Int, $after: String) {
+  import(id: $id) {
+    status processed total created updated skipped failed failureCode failureMessage
+    failedRowsUrl { url }
+    errors(first: $first, after: $after) {
+      totalCount
+      edges { node { row field code message } }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}
+"""
+
+IMPORTS_QUERY = """
+query Imports { imports(first: 10) { totalCount edges { node { id filename status } } } }
+"""
+
+CLIENTS_QUERY = """
+query Clients {
+  clients(first: 50) {
+    edges { node { name email phone address taxId currency isActive externalId
+      contacts { name email phone title isPrimary } } }
+  }
+}
+"""
+
+CLIENTS_HEADER = (
+    "name,email,phone,address,tax_id,currency,is_active,external_id,"
+    "contact_name,contact_email,contact_phone,contact_title"
+)
+
+
+@pytest.fixture
+def batches_of_two(db: Backend) -> Iterator[None]:
+    """Two rows a batch, so a few rows make several transactions (and checkpoints)."""
+    current = get_settings()
+    configure_settings(
+        current.model_copy(update={"import_batch_size": 2, "import_progress_interval_seconds": 0})
+    )
+    yield
+    configure_settings(current)
+
+
+def csv_text(rows: list[list[str]], delimiter: str = ",") -> str:
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerows(rows)
+    return out.getvalue()
+
+
+async def create_import(
+    gql: GraphQLClient, account: Account, body: bytes, *, entity: str = "CLIENTS"
+) -> dict[str, Any]:
+    data = await gql.execute(
+        CREATE_IMPORT,
+        {"input": {"entity": entity, "filename": "clients.csv", "sizeBytes": len(body)}},
+        token=account.token,
+    )
+    result: dict[str, Any] = data["createImport"]
+    return result
+
+
+async def uploaded(
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    account: Account,
+    body: bytes,
+    *,
+    entity: str = "CLIENTS",
+) -> str:
+    """An import whose file has been PUT to its signed URL; its id."""
+    created = await create_import(gql, account, body, entity=entity)
+    assert created["__typename"] == "ImportUpload", created
+    response = await http.put(created["uploadUrl"], content=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "UPLOADED"
+    import_id: str = created["import"]["id"]
+    return import_id
+
+
+async def preview(
+    gql: GraphQLClient, account: Account, import_id: str, mapping: Any = None
+) -> dict[str, Any]:
+    data = await gql.execute(
+        PREVIEW_IMPORT, {"id": import_id, "mapping": mapping}, token=account.token
+    )
+    result: dict[str, Any] = data["previewImport"]
+    return result
+
+
+async def start(
+    gql: GraphQLClient,
+    account: Account,
+    import_id: str,
+    *,
+    on_duplicate: str = "SKIP",
+    mapping: Any = None,
+) -> dict[str, Any]:
+    data = await gql.execute(
+        START_IMPORT,
+        {"id": import_id, "onDuplicate": on_duplicate, "mapping": mapping},
+        token=account.token,
+    )
+    result: dict[str, Any] = data["startImport"]
+    return result
+
+
+async def state(
+    gql: GraphQLClient, account: Account, import_id: str, first: int = 50, after: str | None = None
+) -> dict[str, Any]:
+    data = await gql.execute(
+        IMPORT_QUERY, {"id": import_id, "first": first, "after": after}, token=account.token
+    )
+    result: dict[str, Any] = data["import"]
+    return result
+
+
+async def imported(
+    db: Backend,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    account: Account,
+    body: bytes,
+    *,
+    entity: str = "CLIENTS",
+    on_duplicate: str = "SKIP",
+) -> dict[str, Any]:
+    """Upload, start, let the job run; the import as the API reports it."""
+    import_id = await uploaded(gql, http, account, body, entity=entity)
+    started = await start(gql, account, import_id, on_duplicate=on_duplicate)
+    assert started["__typename"] == "Import", started
+    await db.drain()
+    return await state(gql, account, import_id)
+
+
+def counts(result: dict[str, Any]) -> dict[str, Any]:
+    keys = ("status", "processed", "total", "created", "updated", "skipped", "failed")
+    return {key: result[key] for key in keys}
+
+
+async def clients_of(gql: GraphQLClient, account: Account) -> list[dict[str, Any]]:
+    data = await gql.execute(CLIENTS_QUERY, token=account.token)
+    return [edge["node"] for edge in data["clients"]["edges"]]
+
+
+CLIENTS_FILE = csv_text(
+    [
+        CLIENTS_HEADER.split(","),
+        [
+            "Acme Ltd",
+            "billing@acme.test",
+            "+44 20 7946 0000",
+            "12 Harbour Road\nBristol",
+            "GB123",
+            "GBP",
+            "yes",
+            "crm-1",
+            "Ada Lovelace",
+            "ada@acme.test",
+            "",
+            "CFO",
+        ],
+        ["Bolt Inc", "", "", "", "", "usd", "", "crm-2", "", "", "", ""],
+        ["Café Noir", "", "", "", "", "EUR", "0", "", "", "", "", ""],
+    ]
+)
+
+
+# --- the happy path -------------------------------------------------------------------------
+
+
+async def test_clients_with_their_contacts_are_imported_through_the_api(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account
+) -> None:
+    # given a CSV of three clients, one with its primary contact, uploaded to its URL
+    import_id = await uploaded(gql, http, owner, CLIENTS_FILE.encode())
+
+    # when the owner previews it
+    shown = await preview(gql, owner, import_id)
+
+    # then the file is described and every column is recognised by its name
+    targets = CLIENTS_HEADER.split(",")
+    assert shown["__typename"] == "ImportPreview"
+    assert (shown["encoding"], shown["delimiter"]) == ("UTF8", ",")
+    assert shown["header"] == targets
+    assert shown["suggestedMapping"] == [{"column": c, "target": c} for c in targets]
+    assert shown["mapping"] == shown["suggestedMapping"]
+    assert shown["import"] == {"status": "UPLOADED", "total": 3}
+    assert [(row["row"], row["errors"]) for row in shown["rows"]] == [(2, []), (3, []), (4, [])]
+    assert shown["rows"][0]["cells"][3] == "12 Harbour Road\nBristol"
+
+    # when the import is started and its job runs
+    started = await start(gql, owner, import_id)
+    assert started["__typename"] == "Import"
+    assert (started["status"], started["onDuplicate"], started["total"]) == ("QUEUED", "SKIP", 3)
+    await db.drain()
+
+    # then the three clients are there, with the contact as the primary one
+    result = await state(gql, owner, import_id)
+    assert counts(result) == {
+        "status": "COMPLETED",
+        "processed": 3,
+        "total": 3,
+        "created": 3,
+        "updated": 0,
+        "skipped": 0,
+        "failed": 0,
+    }
+    assert result["failedRowsUrl"] is None
+    assert result["errors"] == {
+        "totalCount": 0,
+        "edges": [],
+        "pageInfo": {"hasNextPage": False, "endCursor": None},
+    }
+    assert await clients_of(gql, owner) == [
+        {
+            "name": "Acme Ltd",
+            "email": "billing@acme.test",
+            "phone": "+44 20 7946 0000",
+            "address": "12 Harbour Road\nBristol",
+            "taxId": "GB123",
+            "currency": "GBP",
+            "isActive": True,
+            "externalId": "crm-1",
+            "contacts": [
+                {
+                    "name": "Ada Lovelace",
+                    "email": "ada@acme.test",
+                    "phone": None,
+                    "title": "CFO",
+                    "isPrimary": True,
+                }
+            ],
+        },
+        {
+            "name": "Bolt Inc",
+            "email": None,
+            "phone": None,
+            "address": None,
+            "taxId": None,
+            "currency": "USD",
+            "isActive": True,
+            "externalId": "crm-2",
+            "contacts": [],
+        },
+        {
+            "name": "Café Noir",
+            "email": None,
+            "phone": None,
+            "address": None,
+            "taxId": None,
+            "currency": "EUR",
+            "isActive": False,
+            "externalId": None,
+            "contacts": [],
+        },
+    ]
+    # and the timeline says who created them, and that the import ran
+    created = await ActivityEvent.filter(entity_type="client", verb="created").count()
+    assert created == 3
+    import_events = await ActivityEvent.filter(entity_type="import").order_by("created_at")
+    assert [(event.verb, event.actor_id) for event in import_events] == [
+        ("started", owner.user.id),
+        ("completed", owner.user.id),
+    ]
+    assert import_events[1].summary == (
+        "Import of clients.csv: 3 created, 0 updated, 0 skipped, 0 failed"
+    )
+    # and the imports list shows it
+    listed = await gql.execute(IMPORTS_QUERY, token=owner.token)
+    assert listed["imports"]["totalCount"] == 1
+    assert listed["imports"]["edges"][0]["node"]["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "bom", "delimiter", "shown_encoding", "shown_delimiter"),
+    [
+        ("utf-8", False, ",", "UTF8", ","),
+        ("utf-8", True, ";", "UTF8_BOM", ";"),
+        ("cp1252", False, "\t", "WINDOWS_1252", "\t"),
+        ("cp1252", False, ";", "WINDOWS_1252", ";"),
+    ],
+    ids=["utf8-comma", "utf8-bom-semicolon", "windows1252-tab", "windows1252-semicolon"],
+)
+async def test_encodings_and_delimiters_spreadsheets_write(
+    db: Backend,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    owner: Account,
+    encoding: str,
+    bom: bool,
+    delimiter: str,
+    shown_encoding: str,
+    shown_delimiter: str,
+) -> None:
+    # given a file as a spreadsheet writes it: accents, a quoted cell with the delimiter,
+    # a quote and a line break in it, and headers in other words ("Company", "E-mail")
+    text = csv_text(
+        [
+            ["Company", "E-mail", "Address", "id", "created_at"],
+            [
+                "Café Crème",
+                "hello@creme.test",
+                f'1 Rue "Haute"{delimiter} Étage 2\r\nParis',
+                "9",
+                "",
+            ],
+            ["Zoë & Søn", "", "", "10", "2026-01-01"],
+        ],
+        delimiter,
+    )
+    body = ("\ufeff" if bom else "").encode() + text.encode(encoding)
+
+    # when it is uploaded and previewed
+    import_id = await uploaded(gql, http, owner, body)
+    shown = await preview(gql, owner, import_id)
+
+    # then the encoding, the delimiter and the columns are recognised (id and created_at
+    # are not imported)
+    assert (shown["encoding"], shown["delimiter"]) == (shown_encoding, shown_delimiter)
+    assert shown["header"] == ["Company", "E-mail", "Address", "id", "created_at"]
+    assert shown["suggestedMapping"] == [
+        {"column": "Company", "target": "name"},
+        {"column": "E-mail", "target": "email"},
+        {"column": "Address", "target": "address"},
+        {"column": "id", "target": None},
+        {"column": "created_at", "target": None},
+    ]
+    assert shown["rows"][0]["cells"][:3] == [
+        "Café Crème",
+        "hello@creme.test",
+        f'1 Rue "Haute"{delimiter} Étage 2\r\nParis',
+    ]
+
+    # and the import writes the text exactly
+    await start(gql, owner, import_id)
+    await db.drain()
+    clients = {client.name: client for client in await Client.filter(agency_id=owner.agency_id)}
+    assert set(clients) == {"Café Crème", "Zoë & Søn"}
+    assert clients["Café Crème"].address == f'1 Rue "Haute"{delimiter} Étage 2\r\nParis'
+    assert clients["Café Crème"].email == "hello@creme.test"
+
+
+async def test_a_mapping_given_by_the_user_is_used(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account
+) -> None:
+    # given a file whose columns have names nothing recognises
+    body = csv_text([["Firm", "Reach me", "Ref"], ["Acme", "a@acme.test", "x-1"]]).encode()
+    import_id = await uploaded(gql, http, owner, body)
+    mapping = [
+        {"column": "Firm", "target": "name"},
+        {"column": "Reach me", "target": "email"},
+        {"column": "Ref", "target": "external_id"},
+    ]
+
+    # when previewed without a mapping, then with one
+    unmapped = await preview(gql, owner, import_id)
+    mapped = await preview(gql, owner, import_id, mapping)
+
+    # then the suggestion maps nothing and refuses to go on without a name column
+    assert unmapped == {
+        "__typename": "ValidationError",
+        "code": "MISSING_REQUIRED_COLUMN",
+        "field": "mapping",
+        "message": "No column is mapped to name",
+    }
+    # and the given mapping is the one applied
+    assert mapped["mapping"] == mapping
+    assert mapped["suggestedMapping"] == [
+        {"column": "Firm", "target": None},
+        {"column": "Reach me", "target": None},
+        {"column": "Ref", "target": None},
+    ]
+    started = await start(gql, owner, import_id, mapping=mapping)
+    assert started["mapping"] == mapping
+    await db.drain()
+    client = await Client.get(agency_id=owner.agency_id)
+    assert (client.name, client.email, client.external_id) == ("Acme", "a@acme.test", "x-1")
+
+
+# --- importing twice --------------------------------------------------------------------------
+
+
+async def world() -> dict[str, list[dict[str, Any]]]:
+    """Every client, contact and timeline event: what a second import must not change."""
+    return {
+        "clients": await Client.all().order_by("id").values(),
+        "contacts": await Contact.all().order_by("id").values(),
+        "events": await ActivityEvent.exclude(entity_type="import").order_by("id").values(),
+    }
+
+
+@pytest.mark.parametrize("on_duplicate", ["SKIP", "UPDATE"])
+async def test_the_same_file_imported_twice_changes_nothing_the_second_time(
+    db: Backend,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    owner: Account,
+    on_duplicate: str,
+    batches_of_two: None,
+) -> None:
+    # given the clients file imported once (in batches of two)
+    body = CLIENTS_FILE.encode()
+    first = await imported(db, gql, http, owner, body, on_duplicate=on_duplicate)
+    assert (first["created"], first["status"]) == (3, "COMPLETED")
+    before = await world()
+
+    # when the same file is imported again
+    second = await imported(db, gql, http, owner, body, on_duplicate=on_duplicate)
+
+    # then every row is found and skipped, and nothing changed
+    assert counts(second) == {
+        "status": "COMPLETED",
+        "processed": 3,
+        "total": 3,
+        "created": 0,
+        "updated": 0,
+        "skipped": 3,
+        "failed": 0,
+    }
+    assert await world() == before
+
+
+async def test_update_changes_the_matched_clients_and_skip_leaves_them(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account
+) -> None:
+    # given Acme (external id crm-1, a contact) and Bolt made by hand (matched by name)
+    acme = await create_client(owner, name="Acme Ltd", external_id="crm-1", email="old@acme.test")
+    await create_contact(owner, acme, name="Old Contact", email="old@acme.test")
+    bolt = await create_client(owner, name="BOLT INC", currency="USD")
+    body = CLIENTS_FILE.replace("Acme Ltd", "Acme Limited").encode()
+
+    # when the file is imported with SKIP
+    skipped = await imported(db, gql, http, owner, body, on_duplicate="SKIP")
+
+    # then the matched clients are left as they were; only the new one is created
+    assert (skipped["created"], skipped["updated"], skipped["skipped"]) == (1, 0, 2)
+    assert (await Client.get(id=acme.id)).name == "Acme Ltd"
+
+    # when the file is imported with UPDATE
+    updated = await imported(db, gql, http, owner, body, on_duplicate="UPDATE")
+
+    # then Acme (by external id) and Bolt (by name) take the row's cells, Acme's new
+    # contact becomes its primary one, and the third row (now existing) is unchanged
+    assert (updated["created"], updated["updated"], updated["skipped"]) == (0, 2, 1)
+    acme = await Client.get(id=acme.id)
+    assert (acme.name, acme.email, acme.currency, acme.tax_id) == (
+        "Acme Limited",
+        "billing@acme.test",
+        "GBP",
+        "GB123",
+    )
+    contacts = await Contact.filter(client_id=acme.id).order_by("created_at")
+    assert [(c.name, c.is_primary) for c in contacts] == [
+        ("Old Contact", False),
+        ("Ada Lovelace", True),
+    ]
+    bolt = await Client.get(id=bolt.id)
+    assert (bolt.name, bolt.external_id) == ("Bolt Inc", "crm-2")
+    assert await Client.filter(agency_id=owner.agency_id).count() == 3
+    updates = await ActivityEvent.filter(entity_type="client", verb="updated").count()
+    assert updates == 2
+
+
+async def test_contacts_are_imported_to_clients_found_by_external_id_or_name(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account
+) -> None:
+    # given two clients, one with an external id, and a contact already there
+    acme = await create_client(owner, name="Acme Ltd", external_id="crm-1")
+    bolt = await create_client(owner, name="Bolt Inc")
+    await create_contact(owner, bolt, name="Bea", email="bea@bolt.test")
+    body = csv_text(
+        [
+            ["client_external_id", "client_name", "name", "email", "phone", "title", "is_primary"],
+            ["crm-1", "", "Ada", "ada@acme.test", "", "CFO", "false"],
+            ["crm-1", "", "Alan", "alan@acme.test", "", "", "true"],
+            ["", "bolt inc", "Beatrice", "BEA@bolt.test", "", "CEO", ""],
+            ["", "Nobody Ltd", "Nora", "nora@nobody.test", "", "", ""],
+            ["crm-404", "Acme Ltd", "Ned", "", "", "", ""],
+        ]
+    ).encode()
+
+    # when the contacts are imported with UPDATE
+    result = await imported(db, gql, http, owner, body, entity="CONTACTS", on_duplicate="UPDATE")
+
+    # then Acme gets two contacts (the one marked primary is its primary), Bea is matched
+    # by email and updated, and rows naming no client of the agency fail
+    assert counts(result) == {
+        "status": "COMPLETED",
+        "processed": 5,
+        "total": 5,
+        "created": 2,
+        "updated": 1,
+        "skipped": 0,
+        "failed": 2,
+    }
+    acme_contacts = await Contact.filter(client_id=acme.id).order_by("name")
+    assert [(c.name, c.title, c.is_primary) for c in acme_contacts] == [
+        ("Ada", "CFO", False),
+        ("Alan", None, True),
+    ]
+    bolt_contacts = await Contact.filter(client_id=bolt.id)
+    assert [(c.name, c.email, c.title) for c in bolt_contacts] == [
+        ("Beatrice", "bea@bolt.test", "CEO")
+    ]
+    assert [edge["node"] for edge in result["errors"]["edges"]] == [
+        {
+            "row": 5,
+            "field": "client_name",
+            "code": "CLIENT_NOT_FOUND",
+            "message": "No client of the agency matches",
+        },
+        {
+            "row": 6,
+            "field": "client_external_id",
+            "code": "CLIENT_NOT_FOUND",
+            "message": "No client of the agency matches",
+        },
+    ]
+
+
+# --- rows that fail ----------------------------------------------------------------------------
+
+
+async def test_rows_that_fail_are_reported_and_downloadable_with_neutralised_cells(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account
+) -> None:
+    # given a file with good rows and bad ones: a bad email and currency, a formula as a
+    # name with a bad boolean, a missing name, an external id too long
+    await create_client(owner, name="Existing", external_id="taken")
+    body = csv_text(
+        [
+            ["name", "email", "currency", "is_active", "external_id"],
+            ["Good One", "one@good.test", "USD", "true", ""],
+            ["Bad Mail", "not-an-email", "XXX", "", ""],
+            ['=HYPERLINK("http://evil.test")', "", "", "maybe", ""],
+            ["", "-2+3", "", "", ""],
+            ["Long Ref", "", "", "", "x" * 101],
+            ["Good Two", "", "", "no", ""],
+        ]
+    ).encode()
+
+    # when it is previewed
+    import_id = await uploaded(gql, http, owner, body)
+    shown = await preview(gql, owner, import_id)
+
+    # then each row shows its field errors, with the service's own codes
+    assert [[(e["field"], e["code"]) for e in row["errors"]] for row in shown["rows"]] == [
+        [],
+        [("email", "INVALID_EMAIL"), ("currency", "INVALID_CURRENCY")],
+        [("is_active", "INVALID_BOOLEAN")],
+        [("email", "INVALID_EMAIL"), ("name", "REQUIRED")],
+        [("external_id", "TOO_LONG")],
+        [],
+    ]
+
+    # when it is imported
+    await start(gql, owner, import_id)
+    await db.drain()
+    result = await state(gql, owner, import_id, first=2)
+
+    # then the good rows are in, the bad ones counted and listed, two errors a page
+    assert counts(result) == {
+        "status": "COMPLETED",
+        "processed": 6,
+        "total": 6,
+        "created": 2,
+        "updated": 0,
+        "skipped": 0,
+        "failed": 4,
+    }
+    names = set(await Client.filter(agency_id=owner.agency_id).values_list("name", flat=True))
+    assert names == {"Existing", "Good One", "Good Two"}
+    errors = [edge["node"] for edge in result["errors"]["edges"]]
+    assert result["errors"]["totalCount"] == 6
+    assert result["errors"]["pageInfo"]["hasNextPage"] is True
+    after = result["errors"]["pageInfo"]["endCursor"]
+    while after is not None:
+        page = await state(gql, owner, import_id, first=2, after=after)
+        errors += [edge["node"] for edge in page["errors"]["edges"]]
+        after = (
+            page["errors"]["pageInfo"]["endCursor"]
+            if page["errors"]["pageInfo"]["hasNextPage"]
+            else None
+        )
+    assert sorted((e["row"], e["field"], e["code"]) for e in errors) == [
+        (3, "currency", "INVALID_CURRENCY"),
+        (3, "email", "INVALID_EMAIL"),
+        (4, "is_active", "INVALID_BOOLEAN"),
+        (5, "email", "INVALID_EMAIL"),
+        (5, "name", "REQUIRED"),
+        (6, "external_id", "TOO_LONG"),
+    ]
+
+    # and the failed rows download as CSV with an error column, formulas neutralised
+    url = result["failedRowsUrl"]["url"]
+    response = await http.get(url)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert "clients-failed-rows.csv" in response.headers["content-disposition"]
+    text = response.content.decode("utf-8")
+    assert text.startswith("\ufeff")
+    rows = list(csv.reader(io.StringIO(text[1:])))
+    assert rows[0] == ["name", "email", "currency", "is_active", "external_id", "error"]
+    assert [row[:5] for row in rows[1:]] == [
+        ["Bad Mail", "not-an-email", "XXX", "", ""],
+        ['\'=HYPERLINK("http://evil.test")', "", "", "maybe", ""],
+        ["", "'-2+3", "", "", ""],
+        ["Long Ref", "", "", "", "x" * 101],
+    ]
+    assert rows[2][5] == "is_active: is_active must be true, false, yes, no, 1 or 0"
+    assert rows[4][5] == "external_id: externalId must be at most 100 characters"
+    assert len(rows) == 5
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+async def test_a_file_over_the_size_limit_is_refused(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account
+) -> None:
+    # given a limit of 1 KB
+    configure_settings(get_settings().model_copy(update={"import_max_bytes": 1024}))
+
+    # when a larger file is declared
+    refused = await create_import(gql, owner, b"x" * 1025)
+
+    # then it is refused and nothing is written
+    assert refused == {
+        "__typename": "ValidationError",
+        "field": "sizeBytes",
+        "code": "TOO_LARGE",
+        "message": "A CSV import is at most 1024 bytes",
+    }
+    assert await CsvImport.all().count() == 0
+
+    # when a file declared small is sent larger
+    created = await create_import(gql, owner, b"name\nA\n")
+    response = await http.put(created["uploadUrl"], content=b"name\n" + b"A" * 2000)
+
+    # then the body is refused as it streams, and nothing is kept
+    assert response.status_code == 413
+    assert response.json()["code"] == "TOO_LARGE"
+    row = await CsvImport.get(id=created["import"]["id"])
+    assert row.status is ImportStatus.AWAITING_UPLOAD
+    assert stored_files(get_settings().resolved_storage_dir) == {}
+
+
+async def test_a_wrong_size_or_a_second_upload_is_refused(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account
+) -> None:
+    # given an import declared as 12 bytes
+    body = b"name\nAcme\nB\n"
+    created = await create_import(gql, owner, body)
+
+    # when 11 bytes are sent, then the right 12, then 12 again
+    short = await http.put(created["uploadUrl"], content=body[:-1])
+    right = await http.put(created["uploadUrl"], content=body)
+    again = await http.put(created["uploadUrl"], content=body)
+
+    # then only the right body is kept, once
+    assert (short.status_code, short.json()["code"]) == (400, "SIZE_MISMATCH")
+    assert right.status_code == 200
+    assert (again.status_code, again.json()["code"]) == (409, "CONFLICT")
+    assert list(stored_files(get_settings().resolved_storage_dir).values()) == [body]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        (b"name,email\x00\nA,b\n", "UNPARSEABLE_FILE", "The file is not text (it holds NUL bytes)"),
+        (b"\xef\xbb\xbfname\n\xe9\n", "UNPARSEABLE_FILE", None),
+        (b"\n\n  \n", "UNPARSEABLE_FILE", "The file has no header row"),
+        (b"name\nA\nB\nC\n", "TOO_MANY_ROWS", "An import has at most 2 rows after the header"),
+    ],
+    ids=["binary", "broken-utf8-bom", "empty", "too-many-rows"],
+)
+async def test_files_that_cannot_be_imported_are_refused_with_their_reason(
+    db: Backend,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    owner: Account,
+    body: bytes,
+    code: str,
+    message: str | None,
+) -> None:
+    # given a row limit of 2 and an uploaded file that cannot be imported
+    configure_settings(get_settings().model_copy(update={"import_max_rows": 2}))
+    import_id = await uploaded(gql, http, owner, body)
+
+    # when it is previewed, and started
+    shown = await preview(gql, owner, import_id)
+    started = await start(gql, owner, import_id)
+
+    # then both say why, and nothing is queued or written
+    for answer in (shown, started):
+        assert (answer["__typename"], answer["field"], answer["code"]) == (
+            "ValidationError",
+            "file",
+            code,
+        )
+        if message is not None:
+            assert answer["message"] == message
+    assert (await CsvImport.get(id=import_id)).status is ImportStatus.UPLOADED
+    assert await Client.all().count() == 0
+
+
+async def test_mappings_that_cannot_work_are_refused(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account
+) -> None:
+    # given an uploaded contacts file
+    body = csv_text([["client_name", "name", "email"], ["Acme", "Ada", ""]]).encode()
+    import_id = await uploaded(gql, http, owner, body, entity="CONTACTS")
+
+    # when mappings name an unknown field, an unknown column, a field twice, or leave
+    # out a required one
+    cases = [
+        [{"column": "name", "target": "nickname"}],
+        [{"column": "Name ", "target": "name"}],
+        [{"column": "name", "target": "name"}, {"column": "email", "target": "name"}],
+        [{"column": "client_name", "target": "client_name"}],
+        [{"column": "name", "target": "name"}],
+    ]
+    answers = [await start(gql, owner, import_id, mapping=mapping) for mapping in cases]
+
+    # then each is refused with its code, naming the place, and nothing starts
+    assert [(a["code"], a["field"]) for a in answers] == [
+        ("UNKNOWN_TARGET", "mapping[0].target"),
+        ("UNKNOWN_COLUMN", "mapping[0].column"),
+        ("DUPLICATE", "mapping[1].target"),
+        ("MISSING_REQUIRED_COLUMN", "mapping"),
+        ("MISSING_REQUIRED_COLUMN", "mapping"),
+    ]
+    assert answers[4]["message"] == "No column is mapped to client_external_id or client_name"
+    assert (await CsvImport.get(id=import_id)).status is ImportStatus.UPLOADED
+
+
+async def test_an_import_starts_once_and_only_with_its_file(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account
+) -> None:
+    # given an import whose file has not arrived, and one started already
+    waiting = await create_import(gql, owner, b"name\nA\n")
+    import_id = await uploaded(gql, http, owner, b"name\nA\n")
+    await start(gql, owner, import_id)
+    await db.drain()
+    before = await row_counts(Client, CsvImport)
+
+    # when each is started (again)
+    early = await start(gql, owner, waiting["import"]["id"])
+    twice = await start(gql, owner, import_id)
+
+    # then the first waits for its file and the second cannot start twice
+    assert (early["__typename"], early["code"]) == ("ConflictError", "NOT_UPLOADED")
+    assert twice == {
+        "__typename": "InvalidTransitionError",
+        "code": "INVALID_TRANSITION",
+        "message": "Import cannot move from completed to queued",
+        "currentState": "completed",
+    }
+    assert await row_counts(Client, CsvImport) == before
+
+
+@pytest.mark.parametrize("role", [Role.MEMBER, Role.CLIENT_LEAD])
+async def test_members_and_client_users_cannot_import(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account, role: Role
+) -> None:
+    # given an uploaded import of the owner, a member and a client lead
+    client = await create_client(owner, name="Acme")
+    user = await create_user(owner, role=role, client=client if role.is_client else None)
+    import_id = await uploaded(gql, http, owner, b"name\nA\n")
+
+    # when the user creates, previews and starts imports
+    created = await create_import(gql, user, b"name\nA\n")
+    shown = await preview(gql, user, import_id)
+    started = await start(gql, user, import_id)
+
+    # then a member is refused, and a client user does not even see the import
+    if role is Role.MEMBER:
+        assert [a["code"] for a in (created, shown, started)] == ["PERMISSION_DENIED"] * 3
+    else:
+        assert [a["code"] for a in (created, shown, started)] == [
+            "PERMISSION_DENIED",
+            "NOT_FOUND",
+            "NOT_FOUND",
+        ]
+        data = await gql.execute(IMPORTS_QUERY, token=user.token)
+        assert data["imports"] == {"totalCount": 0, "edges": []}
+    assert (await CsvImport.get(id=import_id)).status is ImportStatus.UPLOADED
+    assert await CsvImport.all().count() == 1
+
+
+async def test_an_admin_imports(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account
+) -> None:
+    # given an admin
+    admin = await create_user(owner, role=Role.ADMIN)
+    # when the admin imports a file
+    result = await imported(db, gql, http, admin, b"name\nAcme\n")
+    # then it is imported
+    assert (result["status"], result["created"]) == ("COMPLETED", 1)
+
+
+# --- crashes and retries -----------------------------------------------------------------------
+
+
+async def test_a_job_that_dies_midway_resumes_after_its_last_batch_without_doubling(
+    db: Backend,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    owner: Account,
+    batches_of_two: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a file of seven clients, imported in batches of two, whose job dies on the
+    # sixth row the first time (after two batches committed, in the middle of the third)
+    names = [f"Client {n}" for n in range(1, 8)]
+    body = csv_text([["name"], *[[name] for name in names]]).encode()
+    import_id = await uploaded(gql, http, owner, body)
+    real_create = client_service.create_client
+    seen: list[tuple[str, int]] = []
+
+    async def dying_create(actor: Any, values: dict[str, Any]) -> Client:
+        row = await CsvImport.get(id=import_id)
+        seen.append((values["name"], row.rows_done))
+        if values["name"] == "Client 6" and len(seen) == 6:
+            raise RuntimeError("worker killed")
+        return await real_create(actor, values)
+
+    monkeypatch.setattr(client_service, "create_client", dying_create)
+
+    # when the import runs: the job fails once and is retried by the broker
+    await start(gql, owner, import_id)
+    await db.drain()
+
+    # then the first run stopped in its third batch with two batches committed, and the
+    # retry started after them: row 5 was tried twice (its batch rolled back), no row
+    # before it again
+    assert seen == [
+        ("Client 1", 0),
+        ("Client 2", 0),
+        ("Client 3", 2),
+        ("Client 4", 2),
+        ("Client 5", 4),
+        ("Client 6", 4),
+        ("Client 5", 4),
+        ("Client 6", 4),
+        ("Client 7", 6),
+    ]
+    # and every client exists exactly once
+    result = await state(gql, owner, import_id)
+    assert counts(result) == {
+        "status": "COMPLETED",
+        "processed": 7,
+        "total": 7,
+        "created": 7,
+        "updated": 0,
+        "skipped": 0,
+        "failed": 0,
+    }
+    assert (
+        sorted(await Client.filter(agency_id=owner.agency_id).values_list("name", flat=True))
+        == names
+    )
+    assert await ActivityEvent.filter(entity_type="client", verb="created").count() == 7
+
+
+async def test_two_runs_of_the_job_at_once_write_each_row_once(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account, batches_of_two: None
+) -> None:
+    # given a started import of nine clients (one failing), its job not yet run
+    rows = [[f"Client {n}", "bad" if n == 4 else ""] for n in range(1, 10)]
+    body = csv_text([["name", "email"], *rows]).encode()
+    import_id = await uploaded(gql, http, owner, body)
+    await CsvImport.filter(id=import_id).update(
+        status=ImportStatus.QUEUED, mapping={"name": "name", "email": "email"}
+    )
+    row = await CsvImport.get(id=import_id)
+    await csv_import_service.inspect(row)
+
+    # when two runs of the job go at once (the janitor's re-send beside the original)
+    await asyncio.gather(csv_import_service.run(row.id), csv_import_service.run(row.id))
+
+    # then every row was handled once: eight clients, one failed row with its error
+    row = await CsvImport.get(id=import_id)
+    assert (row.status, row.rows_done, row.created_count, row.failed_count) == (
+        ImportStatus.COMPLETED,
+        9,
+        8,
+        1,
+    )
+    assert await Client.filter(agency_id=owner.agency_id).count() == 8
+    assert await CsvImportFailedRow.filter(csv_import_id=row.id).count() == 1
+    assert await CsvImportError.filter(csv_import_id=row.id).count() == 1
