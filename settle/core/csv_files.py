@@ -172,9 +172,23 @@ async def records(key: str, dialect: Dialect) -> AsyncIterator[list[str]]:
         if len(pending) > MAX_CELL_CHARACTERS * 8:
             # An unbalanced quote keeps a record open: csv reads the rest as one cell.
             raise UnreadableFileError("The file is not valid CSV (a quoted cell never ends)")
+    _check_closed(pending, dialect.delimiter)
     for row in _parse(pending, dialect.delimiter):
         if _has_content(row):
             yield row
+
+
+def _check_closed(text: str, delimiter: str) -> None:
+    """UnreadableFileError when the file ends inside a quoted cell (its closing quote lost).
+
+    Read leniently, the rest of the file would become one cell of one row.
+    """
+    try:
+        for _ in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise UnreadableFileError("The file ends inside a quoted cell") from None
 
 
 def _has_content(row: list[str]) -> bool:
