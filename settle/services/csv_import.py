@@ -826,7 +826,7 @@ class _Run:
     import_id: uuid.UUID
     actor: Actor
     done: int
-    announced_at: float = 0.0
+    announced_at: float = float("-inf")
 
 
 class Committed(StrEnum):

@@ -24,70 +24,22 @@ from settle.models.csv_import import CsvImport, CsvImportError, CsvImportFailedR
 from settle.services import client as client_service
 from settle.services import csv_import as csv_import_service
 from tests.conftest import Backend
+from tests.fixtures.csv_import import (
+    counts,
+    create_import,
+    csv_text,
+    imported,
+    preview,
+    start,
+    state,
+    uploaded,
+)
 from tests.fixtures.db import row_counts
 from tests.fixtures.factories import Account, create_client, create_contact, create_user
 from tests.fixtures.files import stored_files
 from tests.fixtures.graphql import GraphQLClient
 
 pytestmark = pytest.mark.usefixtures("files_dir")
-
-CREATE_IMPORT = """
-mutation CreateImport($input: CreateImportInput!) {
-  createImport(input: $input) {
-    __typename
-    ... on ImportUpload { uploadUrl expiresAt import { id status entity filename sizeBytes } }
-    ... on ValidationError { field }
-    ... on Error { code message }
-  }
-}
-"""
-
-PREVIEW_IMPORT = """
-mutation PreviewImport($id: ID!, $mapping: [ImportColumnInput!]) {
-  previewImport(id: $id, mapping: $mapping) {
-    __typename
-    ... on ImportPreview {
-      encoding
-      delimiter
-      header
-      suggestedMapping { column target }
-      mapping { column target }
-      rows { row cells errors { row field code message } }
-      import { status total }
-    }
-    ... on ValidationError { field }
-    ... on Error { code message }
-  }
-}
-"""
-
-START_IMPORT = """
-mutation StartImport(
-  $id: ID!, $mapping: [ImportColumnInput!], $onDuplicate: ImportDuplicateAction
-) {
-  startImport(id: $id, mapping: $mapping, onDuplicate: $onDuplicate) {
-    __typename
-    ... on Import { id status onDuplicate total mapping { column target } }
-    ... on InvalidTransitionError { currentState }
-    ... on ValidationError { field }
-    ... on Error { code message }
-  }
-}
-"""
-
-IMPORT_QUERY = """
-query Import($id: ID!, $first: Int, $after: String) {
-  import(id: $id) {
-    status processed total created updated skipped failed failureCode failureMessage
-    failedRowsUrl { url }
-    errors(first: $first, after: $after) {
-      totalCount
-      edges { node { row field code message } }
-      pageInfo { hasNextPage endCursor }
-    }
-  }
-}
-"""
 
 IMPORTS_QUERY = """
 query Imports { imports(first: 10) { totalCount edges { node { id filename status } } } }
@@ -117,102 +69,6 @@ def batches_of_two(db: Backend) -> Iterator[None]:
     )
     yield
     configure_settings(current)
-
-
-def csv_text(rows: list[list[str]], delimiter: str = ",") -> str:
-    out = io.StringIO()
-    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerows(rows)
-    return out.getvalue()
-
-
-async def create_import(
-    gql: GraphQLClient, account: Account, body: bytes, *, entity: str = "CLIENTS"
-) -> dict[str, Any]:
-    data = await gql.execute(
-        CREATE_IMPORT,
-        {"input": {"entity": entity, "filename": "clients.csv", "sizeBytes": len(body)}},
-        token=account.token,
-    )
-    result: dict[str, Any] = data["createImport"]
-    return result
-
-
-async def uploaded(
-    gql: GraphQLClient,
-    http: httpx.AsyncClient,
-    account: Account,
-    body: bytes,
-    *,
-    entity: str = "CLIENTS",
-) -> str:
-    """An import whose file has been PUT to its signed URL; its id."""
-    created = await create_import(gql, account, body, entity=entity)
-    assert created["__typename"] == "ImportUpload", created
-    response = await http.put(created["uploadUrl"], content=body)
-    assert response.status_code == 200, response.text
-    assert response.json()["status"] == "UPLOADED"
-    import_id: str = created["import"]["id"]
-    return import_id
-
-
-async def preview(
-    gql: GraphQLClient, account: Account, import_id: str, mapping: Any = None
-) -> dict[str, Any]:
-    data = await gql.execute(
-        PREVIEW_IMPORT, {"id": import_id, "mapping": mapping}, token=account.token
-    )
-    result: dict[str, Any] = data["previewImport"]
-    return result
-
-
-async def start(
-    gql: GraphQLClient,
-    account: Account,
-    import_id: str,
-    *,
-    on_duplicate: str = "SKIP",
-    mapping: Any = None,
-) -> dict[str, Any]:
-    data = await gql.execute(
-        START_IMPORT,
-        {"id": import_id, "onDuplicate": on_duplicate, "mapping": mapping},
-        token=account.token,
-    )
-    result: dict[str, Any] = data["startImport"]
-    return result
-
-
-async def state(
-    gql: GraphQLClient, account: Account, import_id: str, first: int = 50, after: str | None = None
-) -> dict[str, Any]:
-    data = await gql.execute(
-        IMPORT_QUERY, {"id": import_id, "first": first, "after": after}, token=account.token
-    )
-    result: dict[str, Any] = data["import"]
-    return result
-
-
-async def imported(
-    db: Backend,
-    gql: GraphQLClient,
-    http: httpx.AsyncClient,
-    account: Account,
-    body: bytes,
-    *,
-    entity: str = "CLIENTS",
-    on_duplicate: str = "SKIP",
-) -> dict[str, Any]:
-    """Upload, start, let the job run; the import as the API reports it."""
-    import_id = await uploaded(gql, http, account, body, entity=entity)
-    started = await start(gql, account, import_id, on_duplicate=on_duplicate)
-    assert started["__typename"] == "Import", started
-    await db.drain()
-    return await state(gql, account, import_id)
-
-
-def counts(result: dict[str, Any]) -> dict[str, Any]:
-    keys = ("status", "processed", "total", "created", "updated", "skipped", "failed")
-    return {key: result[key] for key in keys}
 
 
 async def clients_of(gql: GraphQLClient, account: Account) -> list[dict[str, Any]]:
