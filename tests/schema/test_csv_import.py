@@ -11,11 +11,13 @@ import asyncio
 import csv
 import io
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from settle.core import clock
 from settle.core.settings import configure_settings, get_settings
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Role
@@ -23,6 +25,8 @@ from settle.models.client import Client, Contact
 from settle.models.csv_import import CsvImport, CsvImportError, CsvImportFailedRow, ImportStatus
 from settle.services import client as client_service
 from settle.services import csv_import as csv_import_service
+from settle.services import janitor as janitor_service
+from settle.tasks import janitor as janitor_tasks
 from tests.conftest import Backend
 from tests.fixtures.csv_import import (
     counts,
@@ -824,3 +828,59 @@ async def test_two_runs_of_the_job_at_once_write_each_row_once(
     assert await Client.filter(agency_id=owner.agency_id).count() == 8
     assert await CsvImportFailedRow.filter(csv_import_id=row.id).count() == 1
     assert await CsvImportError.filter(csv_import_id=row.id).count() == 1
+
+
+async def test_an_import_whose_worker_died_is_finished_by_the_janitor(
+    db: Backend,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    owner: Account,
+    batches_of_two: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a started import of seven clients whose worker died in its third batch, its
+    # message lost with it (the job is run here by hand, as the worker would)
+    body = csv_text([["name"], *[[f"Client {n}"] for n in range(1, 8)]]).encode()
+    import_id = await uploaded(gql, http, owner, body)
+    row = await CsvImport.get(id=import_id)
+    await csv_import_service.inspect(row)
+    await CsvImport.filter(id=import_id).update(
+        status=ImportStatus.QUEUED, mapping={"name": "name"}
+    )
+    real_create = client_service.create_client
+
+    async def dying_create(actor: Any, values: dict[str, Any]) -> Client:
+        if values["name"] == "Client 5":
+            raise RuntimeError("worker killed")
+        return await real_create(actor, values)
+
+    monkeypatch.setattr(client_service, "create_client", dying_create)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        await csv_import_service.run(row.id)
+    monkeypatch.setattr(client_service, "create_client", real_create)
+    stalled = await CsvImport.get(id=import_id)
+    assert (stalled.status, stalled.rows_done, stalled.created_count) == (
+        ImportStatus.RUNNING,
+        4,
+        4,
+    )
+
+    # when the janitor finds it stalled (its last batch committed long ago) and re-sends it
+    await CsvImport.filter(id=import_id).update(updated_at=clock.now() - timedelta(minutes=10))
+    sent = await janitor_service.resend_stuck(janitor_tasks.send_once)
+    await db.drain()
+
+    # then the import goes on after its last batch and every client exists once
+    assert sent.jobs[csv_import_service.RUN_JOB] == [row.id]
+    result = await state(gql, owner, import_id)
+    assert counts(result) == {
+        "status": "COMPLETED",
+        "processed": 7,
+        "total": 7,
+        "created": 7,
+        "updated": 0,
+        "skipped": 0,
+        "failed": 0,
+    }
+    names = await Client.filter(agency_id=owner.agency_id).values_list("name", flat=True)
+    assert sorted(names) == [f"Client {n}" for n in range(1, 8)]
