@@ -29,10 +29,10 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from tortoise.exceptions import IntegrityError
 
@@ -69,6 +69,8 @@ from settle.services import client as client_service
 from settle.subscriptions import channels
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RUN_JOB = "csv_import.run"
 UPLOAD_PURPOSE = "import.upload"
@@ -719,7 +721,21 @@ def _changed(model: Any, values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if getattr(model, key) != value}
 
 
-async def _apply_client(actor: Actor, row: ParsedRow, on_duplicate: DuplicateAction) -> Outcome:
+async def _contact_step(mapping: dict[str, str], step: Awaitable[T]) -> T:
+    """Run a contact service call of a clients row; its errors name the contact_* column."""
+    try:
+        return await step
+    except ValidationError as exc:
+        column = None
+        if exc.field is not None:
+            target = f"contact_{_SERVICE_FIELDS.get(exc.field, exc.field)}"
+            column = mapping.get(target, target)
+        raise RowRefusedError(column, exc.code, exc.message) from None
+
+
+async def _apply_client(
+    actor: Actor, row: ParsedRow, mapping: dict[str, str], on_duplicate: DuplicateAction
+) -> Outcome:
     client_values: dict[str, Any] = row.values["client"]
     contact_values: dict[str, Any] = row.values["contact"]
     existing = await client_service.find_client_for_import(
@@ -730,7 +746,10 @@ async def _apply_client(actor: Actor, row: ParsedRow, on_duplicate: DuplicateAct
     if existing is None:
         client = await client_service.create_client(actor, client_values)
         if contact_values:
-            await client_service.create_contact(actor, client.id, contact_values, primary=True)
+            await _contact_step(
+                mapping,
+                client_service.create_contact(actor, client.id, contact_values, primary=True),
+            )
         return Outcome.CREATED
     if on_duplicate is DuplicateAction.SKIP:
         return Outcome.SKIPPED
@@ -740,11 +759,16 @@ async def _apply_client(actor: Actor, row: ParsedRow, on_duplicate: DuplicateAct
     if contact_values:
         contact = await _find_contact(existing.id, contact_values)
         if contact is None:
-            await client_service.create_contact(actor, existing.id, contact_values, primary=True)
+            await _contact_step(
+                mapping,
+                client_service.create_contact(actor, existing.id, contact_values, primary=True),
+            )
             changed = True
         else:
             if _changed(contact, contact_values):
-                await client_service.update_contact(actor, contact.id, contact_values)
+                await _contact_step(
+                    mapping, client_service.update_contact(actor, contact.id, contact_values)
+                )
                 changed = True
             if not contact.is_primary:
                 await client_service.set_primary_contact(actor, contact.id)
@@ -800,7 +824,7 @@ async def _apply(
     actor: Actor, row_model: CsvImport, row: ParsedRow, mapping: dict[str, str]
 ) -> Outcome:
     if row_model.entity is ImportEntity.CLIENTS:
-        return await _apply_client(actor, row, row_model.on_duplicate)
+        return await _apply_client(actor, row, mapping, row_model.on_duplicate)
     return await _apply_contact(actor, row, mapping, row_model.on_duplicate)
 
 
@@ -931,6 +955,10 @@ def _column_of(service_field: str | None, mapping: dict[str, str]) -> str | None
 
 
 async def _fail(import_id: uuid.UUID, error: AppError) -> None:
+    log.warning(
+        "csv_import.failed",
+        extra={"import_id": str(import_id), "code": error.code, "error": error.message},
+    )
     async with transaction():
         row = await lock_rows(CsvImport.filter(id=import_id)).first()
         if row is None or row.status in TERMINAL:
@@ -1045,7 +1073,7 @@ def failed_rows_url(actor: Actor, row: CsvImport) -> SignedUrl | None:
 async def open_failed_rows(token: str) -> CsvImport:
     """Check a failed-rows URL, and that its user may still see the import."""
     import_id, actor = await document_files.open_token(FAILED_ROWS_PURPOSE, token)
-    return await _manageable(actor, import_id)
+    return await get_import(actor, import_id)
 
 
 def failed_rows_filename(row: CsvImport) -> str:
@@ -1088,7 +1116,8 @@ async def failed_rows_csv(row: CsvImport) -> AsyncIterator[bytes]:
             errors.setdefault(error.row, []).append(error)
         lines = []
         for item in failed:
-            cells = list(item.cells) + [""] * (len(header) - len(item.cells))
+            # Cells past the header were never imported; the error column comes after it.
+            cells = (list(item.cells) + [""] * len(header))[: len(header)]
             lines.append(_csv_line([*cells, _error_text(errors.get(item.row, []))]))
         yield "".join(lines).encode()
         after = failed[-1].row

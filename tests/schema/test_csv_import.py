@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from settle.core import clock
+from settle.core.errors import ValidationError
 from settle.core.settings import configure_settings, get_settings
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Role
@@ -40,7 +41,7 @@ from tests.fixtures.csv_import import (
 )
 from tests.fixtures.db import row_counts
 from tests.fixtures.factories import Account, create_client, create_contact, create_user
-from tests.fixtures.files import stored_files
+from tests.fixtures.files import stored_files, tamper
 from tests.fixtures.graphql import GraphQLClient
 
 pytestmark = pytest.mark.usefixtures("files_dir")
@@ -884,3 +885,80 @@ async def test_an_import_whose_worker_died_is_finished_by_the_janitor(
     }
     names = await Client.filter(agency_id=owner.agency_id).values_list("name", flat=True)
     assert sorted(names) == [f"Client {n}" for n in range(1, 8)]
+
+
+async def test_a_row_refused_midway_leaves_nothing_of_itself(
+    db: Backend,
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    owner: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a file of two clients with contacts, and the contact service refusing Bolt's
+    # contact after Bolt itself was written (as a rule checked inside the service would)
+    body = csv_text(
+        [
+            ["name", "contact_name"],
+            ["Acme", "Ada"],
+            ["Bolt", "Bea"],
+        ]
+    ).encode()
+    real_create_contact = client_service.create_contact
+
+    async def refusing(actor: Any, client_id: Any, values: dict[str, Any], **kw: Any) -> Contact:
+        if values["name"] == "Bea":
+            raise ValidationError("name", "Bea is not welcome", code="NOT_ALLOWED")
+        return await real_create_contact(actor, client_id, values, **kw)
+
+    monkeypatch.setattr(client_service, "create_contact", refusing)
+
+    # when it is imported
+    result = await imported(db, gql, http, owner, body)
+
+    # then Bolt's row failed as a whole: neither Bolt nor its timeline event was kept
+    assert (result["created"], result["failed"]) == (1, 1)
+    assert [edge["node"] for edge in result["errors"]["edges"]] == [
+        {"row": 3, "field": "contact_name", "code": "NOT_ALLOWED", "message": "Bea is not welcome"}
+    ]
+    assert await Client.filter(agency_id=owner.agency_id).values_list("name", flat=True) == ["Acme"]
+    summaries = await ActivityEvent.filter(entity_type__in=["client", "contact"]).values_list(
+        "summary", flat=True
+    )
+    assert sorted(summaries) == ["Client Acme created", "Contact Ada added to Acme"]
+
+
+async def test_the_failed_rows_link_works_for_the_agencys_staff_only(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account, rival: Account
+) -> None:
+    # given an import with a failed row, and its failed-rows link made for a member
+    member = await create_user(owner, role=Role.MEMBER)
+    result = await imported(db, gql, http, owner, b"name,email\nAcme,bad\n")
+    import_id = (await CsvImport.get(agency_id=owner.agency_id)).id
+    data = await gql.execute(
+        "query I($id: ID!) { import(id: $id) { failedRowsUrl { url } } }",
+        {"id": str(import_id)},
+        token=member.token,
+    )
+    member_url = data["import"]["failedRowsUrl"]["url"]
+    assert result["failed"] == 1
+
+    # when the member downloads it, then it is theirs to read
+    assert (await http.get(member_url)).status_code == 200
+
+    # when the link is tampered with, or its user leaves the agency
+    tampered = await http.get(tamper(member_url))
+    await gql.execute(
+        "mutation R($userId: ID!) { removeMember(userId: $userId) { __typename } }",
+        {"userId": str(member.user.id)},
+        token=owner.token,
+    )
+    removed = await http.get(member_url)
+
+    # then both are refused
+    assert (tampered.status_code, tampered.json()["code"]) == (403, "INVALID_SIGNATURE")
+    assert removed.status_code == 403
+    # and the rival never sees the import at all
+    rival_view = await gql.execute(
+        "query I($id: ID!) { import(id: $id) { id } }", {"id": str(import_id)}, token=rival.token
+    )
+    assert rival_view == {"import": None}
