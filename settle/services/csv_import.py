@@ -54,7 +54,7 @@ from settle.core.settings import get_settings
 from settle.core.signing import SignedUrl
 from settle.core.storage import ObjectExistsError, StoredObject, get_storage
 from settle.core.tenancy import MANAGERS, Actor, scoped
-from settle.models.agency import User
+from settle.models.agency import Agency, User
 from settle.models.client import Client, Contact
 from settle.models.csv_import import (
     CsvImport,
@@ -876,6 +876,9 @@ async def _commit_batch(run: _Run, batch: list[tuple[int, list[str]]], *, last: 
         if row_model.rows_done != run.done:
             run.done = row_model.rows_done
             return Committed.MOVED
+        # Matching reads before it writes: two imports of one agency at once would both
+        # miss a client the other is creating. Their batches take turns on the agency row.
+        await lock_rows(Agency.filter(id=row_model.agency_id)).first()
         header = list(row_model.header or [])
         mapping = dict(row_model.mapping or {})
         entity = ImportEntity(row_model.entity)
