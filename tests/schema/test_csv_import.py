@@ -962,3 +962,28 @@ async def test_the_failed_rows_link_works_for_the_agencys_staff_only(
         "query I($id: ID!) { import(id: $id) { id } }", {"id": str(import_id)}, token=rival.token
     )
     assert rival_view == {"import": None}
+
+
+async def test_two_imports_of_one_file_at_once_create_each_client_once(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account, batches_of_two: None
+) -> None:
+    # given the same file of nine clients uploaded twice and both imports queued
+    body = csv_text([["name"], *[[f"Client {n}"] for n in range(1, 10)]]).encode()
+    rows = []
+    for _ in range(2):
+        import_id = await uploaded(gql, http, owner, body)
+        await CsvImport.filter(id=import_id).update(
+            status=ImportStatus.QUEUED, mapping={"name": "name"}
+        )
+        rows.append(await csv_import_service.inspect(await CsvImport.get(id=import_id)))
+
+    # when both jobs run at once
+    await asyncio.gather(*(csv_import_service.run(row.id) for row in rows))
+
+    # then each client exists once: one import created it, the other found it
+    finished = [await CsvImport.get(id=row.id) for row in rows]
+    assert [row.status for row in finished] == [ImportStatus.COMPLETED] * 2
+    assert sum(row.created_count for row in finished) == 9
+    assert sum(row.skipped_count for row in finished) == 9
+    names = await Client.filter(agency_id=owner.agency_id).values_list("name", flat=True)
+    assert sorted(names) == sorted(f"Client {n}" for n in range(1, 10))
