@@ -721,6 +721,26 @@ def _changed(model: Any, values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if getattr(model, key) != value}
 
 
+class RowRefusedError(AppError):
+    """A row the import cannot apply; ``field`` is the file's column it concerns."""
+
+    def __init__(self, field: str | None, code: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.code = code  # type: ignore[misc]
+
+
+_SERVICE_FIELDS = {"taxId": "tax_id", "isActive": "is_active", "externalId": "external_id"}
+
+
+def _column_of(service_field: str | None, mapping: dict[str, str]) -> str | None:
+    """The file's column for a field a service named (``taxId`` -> the tax_id column)."""
+    if service_field is None:
+        return None
+    target = _SERVICE_FIELDS.get(service_field, service_field)
+    return mapping.get(target, service_field)
+
+
 async def _contact_step(mapping: dict[str, str], step: Awaitable[T]) -> T:
     """Run a contact service call of a clients row; its errors name the contact_* column."""
     try:
@@ -782,13 +802,6 @@ async def _find_contact(client_id: uuid.UUID, values: dict[str, Any]) -> Contact
     if values.get("email"):
         return await contacts.filter(email__iexact=values["email"]).order_by("created_at").first()
     return await contacts.filter(name__iexact=values["name"]).order_by("created_at").first()
-
-
-class RowRefusedError(AppError):
-    def __init__(self, field: str | None, code: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.code = code  # type: ignore[misc]
 
 
 async def _apply_contact(
@@ -944,17 +957,6 @@ async def _commit_batch(run: _Run, batch: list[tuple[int, list[str]]], *, last: 
             await _announce(row_model)
         run.done = row_model.rows_done
         return Committed.WRITTEN
-
-
-_SERVICE_FIELDS = {"taxId": "tax_id", "isActive": "is_active", "externalId": "external_id"}
-
-
-def _column_of(service_field: str | None, mapping: dict[str, str]) -> str | None:
-    """The file's column for a field a service named (``taxId`` -> the tax_id column)."""
-    if service_field is None:
-        return None
-    target = _SERVICE_FIELDS.get(service_field, service_field)
-    return mapping.get(target, service_field)
 
 
 async def _fail(import_id: uuid.UUID, error: AppError) -> None:
