@@ -194,6 +194,10 @@ class ImportNotUploadedError(ConflictError):
     code = "NOT_UPLOADED"
 
 
+class ImportFinishedError(ConflictError):
+    code = "IMPORT_FINISHED"
+
+
 @dataclass(frozen=True, slots=True)
 class ColumnChoice:
     """One column of the file and the field it fills (None: not imported)."""
@@ -620,8 +624,13 @@ class Preview:
 async def preview(
     actor: Actor, import_id: uuid.UUID, choices: Sequence[ColumnChoice] | None
 ) -> Preview:
-    """What the file is, the suggested mapping, and its first rows validated (owners, admins)."""
+    """What the file is, the suggested mapping, and its first rows validated (owners, admins).
+
+    ImportFinishedError once the import has finished: its file is no longer kept.
+    """
     row = await _manageable(actor, import_id)
+    if row.status in TERMINAL:
+        raise ImportFinishedError("This import has finished; its file is no longer kept")
     row = await inspect(row)
     header = list(row.header or [])
     entity = ImportEntity(row.entity)
@@ -1013,23 +1022,32 @@ async def run(import_id: uuid.UUID) -> None:
             )
     if not claimed:
         return
-    state = _Run(import_id, actor, row.rows_done)
-    batch_size = get_settings().import_batch_size
-    batch: list[tuple[int, list[str]]] = []
     try:
-        async for number, cells in data_rows(row):
-            if _index(number) <= state.done:
-                continue
-            batch.append((number, cells))
-            if len(batch) < batch_size:
-                continue
-            last = _index(number) == row.total_rows
-            batch, stopped = await _commit(state, batch, last=last)
-            if stopped or last:
-                return
-        await _commit(state, batch, last=True)
+        await _import_rows(row, actor)
     except ImportFileError as exc:
         await _fail(import_id, exc)
+    finished = await CsvImport.filter(id=import_id, status__in=list(TERMINAL)).exists()
+    if finished:
+        # Every row is in (or the file was refused): nothing reads the file again.
+        await discard_file(row)
+
+
+async def _import_rows(row: CsvImport, actor: Actor) -> None:
+    """Stream the file and commit its rows after the checkpoint, a batch at a time."""
+    state = _Run(row.id, actor, row.rows_done)
+    batch_size = get_settings().import_batch_size
+    batch: list[tuple[int, list[str]]] = []
+    async for number, cells in data_rows(row):
+        if _index(number) <= state.done:
+            continue
+        batch.append((number, cells))
+        if len(batch) < batch_size:
+            continue
+        last = _index(number) == row.total_rows
+        batch, stopped = await _commit(state, batch, last=last)
+        if stopped or last:
+            return
+    await _commit(state, batch, last=True)
 
 
 def _index(number: int) -> int:

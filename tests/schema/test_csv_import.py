@@ -208,6 +208,10 @@ async def test_clients_with_their_contacts_are_imported_through_the_api(
     listed = await gql.execute(IMPORTS_QUERY, token=owner.token)
     assert listed["imports"]["totalCount"] == 1
     assert listed["imports"]["edges"][0]["node"]["status"] == "COMPLETED"
+    # and the file is not kept once its rows are in: a preview now says so
+    assert stored_files(get_settings().resolved_storage_dir) == {}
+    late = await preview(gql, owner, import_id)
+    assert (late["__typename"], late["code"]) == ("ConflictError", "IMPORT_FINISHED")
 
 
 @pytest.mark.parametrize(
