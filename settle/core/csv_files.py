@@ -18,7 +18,8 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -83,7 +84,7 @@ async def detect_encoding(key: str) -> Encoding:
     return Encoding.WINDOWS_1252
 
 
-async def _text(key: str, encoding: Encoding) -> AsyncIterator[str]:
+async def _text(key: str, encoding: Encoding) -> AsyncGenerator[str, None]:
     """The file's decoded text, chunk by chunk; UnreadableFileError for undecodable bytes."""
     decoder = codecs.getincrementaldecoder(encoding.value)()
     reader = await get_storage().open(key)
@@ -108,10 +109,12 @@ async def _text(key: str, encoding: Encoding) -> AsyncIterator[str]:
 async def detect_delimiter(key: str, encoding: Encoding) -> str:
     """The delimiter that splits the first lines into the most columns, consistently."""
     sample = ""
-    async for text in _text(key, encoding):
-        sample += text
-        if len(sample) >= SAMPLE_BYTES:
-            break
+    # aclosing: leaving the loop early closes the stored file now, not when collected.
+    async with aclosing(_text(key, encoding)) as texts:
+        async for text in texts:
+            sample += text
+            if len(sample) >= SAMPLE_BYTES:
+                break
     cut = _record_boundary(sample)
     lines = sample[:cut] if cut else sample
     best, best_score = ",", (0, 0)
@@ -158,7 +161,7 @@ def _parse(text: str, delimiter: str) -> Iterator[list[str]]:
         raise UnreadableFileError(f"The file is not valid CSV ({exc})") from None
 
 
-async def records(key: str, dialect: Dialect) -> AsyncIterator[list[str]]:
+async def records(key: str, dialect: Dialect) -> AsyncGenerator[list[str], None]:
     """Every non-blank record of the file, the header first; UnreadableFileError on bad bytes."""
     pending = ""
     async for text in _text(key, dialect.encoding):

@@ -29,7 +29,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -451,15 +452,16 @@ async def inspect(row: CsvImport) -> CsvImport:
     count = 0
     try:
         found = await dialect_of(row.storage_key)
-        async for record in records(row.storage_key, found):
-            if header is None:
-                header = [cell.strip() for cell in record]
-                continue
-            count += 1
-            if count > limit:
-                raise ImportFileError(
-                    "TOO_MANY_ROWS", f"An import has at most {limit} rows after the header"
-                )
+        async with aclosing(records(row.storage_key, found)) as read:
+            async for record in read:
+                if header is None:
+                    header = [cell.strip() for cell in record]
+                    continue
+                count += 1
+                if count > limit:
+                    raise ImportFileError(
+                        "TOO_MANY_ROWS", f"An import has at most {limit} rows after the header"
+                    )
     except UnreadableFileError as exc:
         raise _file_error(exc) from None
     if header is None:
@@ -478,7 +480,7 @@ async def inspect(row: CsvImport) -> CsvImport:
     return row
 
 
-async def data_rows(row: CsvImport) -> AsyncIterator[tuple[int, list[str]]]:
+async def data_rows(row: CsvImport) -> AsyncGenerator[tuple[int, list[str]], None]:
     """(row number, cells) of every data row: the header is row 1, blank lines do not count."""
     number = 0
     try:
@@ -636,10 +638,11 @@ async def preview(
     entity = ImportEntity(row.entity)
     mapping = clean_mapping(entity, header, choices)
     rows: list[ParsedRow] = []
-    async for number, cells in data_rows(row):
-        rows.append(parse_row(entity, header, mapping, number, cells))
-        if len(rows) >= PREVIEW_ROWS:
-            break
+    async with aclosing(data_rows(row)) as read:
+        async for number, cells in read:
+            rows.append(parse_row(entity, header, mapping, number, cells))
+            if len(rows) >= PREVIEW_ROWS:
+                break
     found = dialect(row)
     return Preview(
         row,
@@ -1037,16 +1040,17 @@ async def _import_rows(row: CsvImport, actor: Actor) -> None:
     state = _Run(row.id, actor, row.rows_done)
     batch_size = get_settings().import_batch_size
     batch: list[tuple[int, list[str]]] = []
-    async for number, cells in data_rows(row):
-        if _index(number) <= state.done:
-            continue
-        batch.append((number, cells))
-        if len(batch) < batch_size:
-            continue
-        last = _index(number) == row.total_rows
-        batch, stopped = await _commit(state, batch, last=last)
-        if stopped or last:
-            return
+    async with aclosing(data_rows(row)) as read:
+        async for number, cells in read:
+            if _index(number) <= state.done:
+                continue
+            batch.append((number, cells))
+            if len(batch) < batch_size:
+                continue
+            last = _index(number) == row.total_rows
+            batch, stopped = await _commit(state, batch, last=last)
+            if stopped or last:
+                return
     await _commit(state, batch, last=True)
 
 
