@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from tortoise.exceptions import IntegrityError
 
-from settle.core import clock, validation
+from settle.core import clock
 from settle.core.csv_cells import UTF8_BOM, text_cell
 from settle.core.csv_files import Dialect, Encoding, UnreadableFileError, dialect_of, records
 from settle.core.db import get_visible, lock_rows
@@ -289,19 +289,9 @@ class ImportUpload:
 
 def clean_upload(filename: str, size_bytes: int) -> tuple[str, int]:
     """A file name (not a path) and a size from 1 byte to ``import_max_bytes``."""
-    name = validation.required_text("filename", filename, max_length=255)
-    if "/" in name or "\\" in name or name in (".", ".."):
-        raise ValidationError(
-            "filename", "filename must be a file name, not a path", code="INVALID_FILENAME"
-        )
-    limit = get_settings().import_max_bytes
-    if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes < 1:
-        raise ValidationError("sizeBytes", "sizeBytes must be at least 1", code="OUT_OF_RANGE")
-    if size_bytes > limit:
-        raise ValidationError(
-            "sizeBytes", f"A CSV import is at most {limit} bytes", code="TOO_LARGE"
-        )
-    return name, size_bytes
+    return document_files.clean_declared_file(
+        filename, size_bytes, limit=get_settings().import_max_bytes
+    )
 
 
 def _storage_key(agency_id: uuid.UUID, import_id: uuid.UUID) -> str:

@@ -572,7 +572,7 @@ async def test_a_file_over_the_size_limit_is_refused(
         "__typename": "ValidationError",
         "field": "sizeBytes",
         "code": "TOO_LARGE",
-        "message": "A CSV import is at most 1024 bytes",
+        "message": "sizeBytes must be at most 1024",
     }
     assert await CsvImport.all().count() == 0
 
