@@ -122,9 +122,11 @@ async def imports(info: Info, first: int = 20, after: str | None = None) -> Conn
 async def import_errors(
     info: Info, row: models.CsvImport, *, first: int, after: str | None
 ) -> Connection[ImportRowError]:
+    """Import.errors: the imports of a list get their pages through one loader."""
     require_actor(info)
+    loader = info.context.loaders.import_errors(first=first, after=after)
     with public_errors():
-        page = await csv_import_service.list_errors(row, first=first, after=after)
+        page = await loader.load(row.id)
     return Connection.from_page(page, ImportRowError.from_model)
 
 

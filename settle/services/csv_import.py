@@ -50,7 +50,7 @@ from settle.core.errors import (
     ValidationError,
 )
 from settle.core.outbox import emit_event, send_job, transaction
-from settle.core.pagination import Ordering, Page, paginate
+from settle.core.pagination import Ordering, Page, paginate, paginate_each
 from settle.core.settings import get_settings
 from settle.core.signing import SignedUrl
 from settle.core.storage import ObjectExistsError, StoredObject, get_storage
@@ -1068,12 +1068,14 @@ async def _commit(
 # --- errors and the failed rows ------------------------------------------------------------
 
 
-async def list_errors(
-    csv_import: CsvImport, *, first: int | None, after: str | None
-) -> Page[CsvImportError]:
-    """An import's row errors, by row (the import was read as its user may see it)."""
-    return await paginate(
-        CsvImportError.filter(csv_import_id=csv_import.id, agency_id=csv_import.agency_id),
+async def errors_of_imports(
+    actor: Actor, import_ids: Sequence[uuid.UUID], *, first: int | None, after: str | None
+) -> dict[uuid.UUID, Page[CsvImportError]]:
+    """A page of row errors per import, by row, in a fixed number of queries."""
+    return await paginate_each(
+        scoped(CsvImportError, actor, client_field=None),
+        "csv_import_id",
+        import_ids,
         first=first,
         after=after,
         ordering=Ordering("row"),

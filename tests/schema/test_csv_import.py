@@ -42,7 +42,7 @@ from tests.fixtures.csv_import import (
 from tests.fixtures.db import row_counts
 from tests.fixtures.factories import Account, create_client, create_contact, create_user
 from tests.fixtures.files import stored_files, tamper
-from tests.fixtures.graphql import GraphQLClient
+from tests.fixtures.graphql import GraphQLClient, count_queries
 
 pytestmark = pytest.mark.usefixtures("files_dir")
 
@@ -991,3 +991,44 @@ async def test_two_imports_of_one_file_at_once_create_each_client_once(
     assert sum(row.skipped_count for row in finished) == 9
     names = await Client.filter(agency_id=owner.agency_id).values_list("name", flat=True)
     assert sorted(names) == sorted(f"Client {n}" for n in range(1, 10))
+
+
+IMPORTS_WITH_ERRORS = """
+query Imports {
+  imports(first: 10) {
+    totalCount
+    edges { node { failed errors(first: 5) { totalCount edges { node { row code } } } } }
+  }
+}
+"""
+
+
+async def test_a_list_of_imports_reads_their_errors_in_a_fixed_number_of_queries(
+    db: Backend, gql: GraphQLClient, http: httpx.AsyncClient, owner: Account
+) -> None:
+    # given one import with two failed rows
+    body = b"name,email\nAcme,bad\nBolt,also-bad\nCo,\n"
+    await imported(db, gql, http, owner, body)
+
+    # when the imports are listed with their errors, with one import and then with three
+    with count_queries() as one:
+        first = await gql.execute(IMPORTS_WITH_ERRORS, token=owner.token)
+    for _ in range(2):
+        await imported(db, gql, http, owner, body)
+    with count_queries() as three:
+        listed = await gql.execute(IMPORTS_WITH_ERRORS, token=owner.token)
+
+    # then each import shows its own errors, and the queries do not grow with the list
+    page = {
+        "totalCount": 2,
+        "edges": [
+            {"node": {"row": 2, "code": "INVALID_EMAIL"}},
+            {"node": {"row": 3, "code": "INVALID_EMAIL"}},
+        ],
+    }
+    assert first["imports"]["edges"] == [{"node": {"failed": 2, "errors": page}}]
+    assert listed["imports"]["totalCount"] == 3
+    assert [edge["node"] for edge in listed["imports"]["edges"]] == [
+        {"failed": 2, "errors": page}
+    ] * 3
+    assert three.count == one.count
