@@ -6,6 +6,8 @@
 - ``PUT /files/invoice-uploads/<token>``: a PDF issued elsewhere, attached to an invoice.
 - ``GET /files/credit-notes/<token>``: a credit note's rendered PDF.
 - ``GET /files/exports/<token>``: a completed CSV export.
+- ``PUT /files/imports/<token>``: a CSV file to import (``createImport``).
+- ``GET /files/import-failed-rows/<token>``: an import's refused rows, as CSV.
 
 The token is the whole permission (no bearer header), so a browser can send
 the file straight from a form or follow a download link. Each request is its
@@ -36,6 +38,7 @@ from settle.core.outbox import transaction
 from settle.core.signing import SignedTokenError
 from settle.core.storage import ObjectNotFoundError, ObjectReader
 from settle.services import credit_note_files as credit_note_files_service
+from settle.services import csv_import as csv_import_service
 from settle.services import deliverable as deliverable_service
 from settle.services import document_files
 from settle.services import export as export_service
@@ -318,6 +321,48 @@ async def export_download(request: Request) -> Response:
     )
 
 
+# --- CSV imports ---------------------------------------------------------------------------
+
+
+async def import_upload(request: Request) -> Response:
+    """Receive the CSV file of an import: exactly the declared bytes, once."""
+    token: str = request.path_params["token"]
+    try:
+        pending = await csv_import_service.open_upload(
+            token, content_length=request.headers.get("content-length")
+        )
+        stored = await csv_import_service.store_upload(pending, request.stream())
+        try:
+            async with transaction():
+                row = await csv_import_service.complete_upload(pending)
+        except BaseException:
+            await csv_import_service.discard_file(pending.csv_import)
+            raise
+    except SignedTokenError as exc:
+        return _forbidden(exc)
+    except AppError as exc:
+        return _app_error(exc)
+    return JSONResponse({"id": str(row.id), "status": row.status.name, "sizeBytes": stored.size})
+
+
+async def import_failed_rows(request: Request) -> Response:
+    """An import's refused rows as CSV, with an error column; cells safe for spreadsheets."""
+    token: str = request.path_params["token"]
+    try:
+        row = await csv_import_service.open_failed_rows(token)
+    except SignedTokenError as exc:
+        return _forbidden(exc)
+    except AppError as exc:
+        return _app_error(exc)
+    headers = {
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": content_disposition(csv_import_service.failed_rows_filename(row)),
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, no-store",
+    }
+    return StreamingResponse(csv_import_service.failed_rows_csv(row), headers=headers)
+
+
 def file_routes() -> list[Route]:
     return [
         Route("/files/upload/{token}", upload, methods=["PUT"]),
@@ -327,4 +372,6 @@ def file_routes() -> list[Route]:
         Route("/files/invoice-uploads/{token}", invoice_upload, methods=["PUT"]),
         Route("/files/credit-notes/{token}", credit_note_download, methods=["GET", "HEAD"]),
         Route("/files/exports/{token}", export_download, methods=["GET", "HEAD"]),
+        Route("/files/imports/{token}", import_upload, methods=["PUT"]),
+        Route("/files/import-failed-rows/{token}", import_failed_rows, methods=["GET"]),
     ]

@@ -190,6 +190,14 @@ class Settings(BaseSettings):
     export_progress_interval_seconds: float = Field(default=0.25, ge=0)
     # A completed export's file is deleted this long after it was written.
     export_retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    # CSV imports of clients and contacts. A file is at most ``import_max_bytes`` and
+    # ``import_max_rows`` data rows; the job writes ``import_batch_size`` rows per
+    # transaction (its checkpoint), and announces progress at most once per
+    # ``import_progress_interval_seconds``.
+    import_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0, le=2**31 - 1)
+    import_max_rows: int = Field(default=50_000, gt=0)
+    import_batch_size: int = Field(default=200, gt=0, le=5_000)
+    import_progress_interval_seconds: float = Field(default=0.25, ge=0)
 
     # Notification emails each agency may send (limits notation); beyond it they wait.
     notification_email_rate_limit: str = "1000/hour"

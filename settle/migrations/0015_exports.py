@@ -9,7 +9,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
-    dependencies = [('settle', '0013_project_notify_member')]
+    dependencies = [('settle', '0014_csv_import')]
 
     initial = False
 

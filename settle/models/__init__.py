@@ -3,6 +3,14 @@
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Agency, Invitation, Role, User, UserSession
 from settle.models.client import Client, Contact, Note
+from settle.models.csv_import import (
+    CsvImport,
+    CsvImportError,
+    CsvImportFailedRow,
+    DuplicateAction,
+    ImportEntity,
+    ImportStatus,
+)
 from settle.models.deliverable import (
     Deliverable,
     DeliverableDownload,
@@ -70,16 +78,22 @@ __all__ = [
     "Client",
     "Contact",
     "CreditNote",
+    "CsvImport",
+    "CsvImportError",
+    "CsvImportFailedRow",
     "Deliverable",
     "DeliverableDownload",
     "DeliverableKind",
     "DeliverableStatus",
     "DeliveryStatus",
     "DiscountKind",
+    "DuplicateAction",
     "Export",
     "ExportEntity",
     "ExportStatus",
     "Frequency",
+    "ImportEntity",
+    "ImportStatus",
     "Invitation",
     "Invoice",
     "InvoiceCounter",

@@ -19,10 +19,13 @@ class Client(TenantModel):
     currency = fields.CharField(max_length=3)
     is_active = fields.BooleanField(default=True)
     deleted_at = fields.DatetimeField(null=True)
+    # The client's id in another system (a CSV import matches on it); unique in the agency.
+    external_id = fields.CharField(max_length=100, null=True)
 
     class Meta:
         table = "client"
         indexes = (("agency_id", "name"),)
+        unique_together = (("agency_id", "external_id"),)
 
 
 class Contact(TenantModel):

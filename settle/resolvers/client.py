@@ -111,6 +111,7 @@ async def create_client(info: Info, input: CreateClientInput) -> ClientResult:
         "address": input.address,
         "tax_id": input.tax_id,
         "currency": input.currency,
+        "external_id": input.external_id,
     }
 
     async def run() -> Client:
@@ -130,6 +131,7 @@ async def update_client(info: Info, id: strawberry.ID, input: UpdateClientInput)
             "tax_id": input.tax_id,
             "currency": input.currency,
             "is_active": input.is_active,
+            "external_id": input.external_id,
         }
     )
 

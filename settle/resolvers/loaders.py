@@ -14,6 +14,7 @@ from settle.core.tenancy import Actor, scoped
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Agency, User
 from settle.models.client import Client, Contact, Note
+from settle.models.csv_import import CsvImportError
 from settle.models.deliverable import Deliverable
 from settle.models.invoice import (
     CreditNote,
@@ -34,6 +35,7 @@ from settle.models.project import Project, Task, TimeEntry
 from settle.services import activity as activity_service
 from settle.services import client as client_service
 from settle.services import credit_note as credit_note_service
+from settle.services import csv_import as csv_import_service
 from settle.services import deliverable as deliverable_service
 from settle.services import invoice as invoice_service
 from settle.services import milestone as milestone_service
@@ -86,6 +88,17 @@ class Loaders:
             ("client_notes", first, after, pinned),
             lambda ids: client_service.notes_of_clients(
                 self._require_actor(), ids, first=first, after=after, pinned=pinned
+            ),
+        )
+
+    def import_errors(
+        self, *, first: int, after: str | None
+    ) -> DataLoader[uuid.UUID, Page[CsvImportError]]:
+        """A page of row errors per CSV import, by row."""
+        return self._paged(
+            ("import_errors", first, after),
+            lambda ids: csv_import_service.errors_of_imports(
+                self._require_actor(), ids, first=first, after=after
             ),
         )
 

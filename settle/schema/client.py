@@ -90,6 +90,10 @@ class Client:
     tax_id: str | None
     currency: str
     is_active: bool
+    external_id: str | None = strawberry.field(
+        description="The client's id in another system; unique in the agency. CSV imports "
+        "match clients on it."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -104,6 +108,7 @@ class Client:
             tax_id=client.tax_id,
             currency=client.currency,
             is_active=client.is_active,
+            external_id=client.external_id,
             created_at=client.created_at,
             updated_at=client.updated_at,
         )
@@ -155,6 +160,11 @@ class CreateClientInput:
     address: str | None = None
     tax_id: str | None = None
     currency: str = strawberry.field(default="USD", description="ISO 4217 code.")
+    external_id: str | None = strawberry.field(
+        default=None,
+        description="The client's id in another system (at most 100 characters; DUPLICATE "
+        "when another client of the agency has it).",
+    )
 
 
 @strawberry.input
@@ -166,6 +176,7 @@ class UpdateClientInput:
     tax_id: str | None = strawberry.UNSET
     currency: str | None = strawberry.UNSET
     is_active: bool | None = strawberry.UNSET
+    external_id: str | None = strawberry.UNSET
 
 
 @strawberry.input

@@ -21,6 +21,7 @@ from settle.resolvers import auth as auth_resolvers
 from settle.resolvers import client as client_resolvers
 from settle.resolvers.agency import AgencyMutation
 from settle.resolvers.credit_note import CreditNoteMutation, CreditNoteQuery
+from settle.resolvers.csv_import import CsvImportMutation, CsvImportQuery
 from settle.resolvers.deliverable import DeliverableMutation, DeliverableQuery
 from settle.resolvers.export import ExportMutation, ExportQuery
 from settle.resolvers.invoice import InvoiceMutation, InvoiceQuery
@@ -42,6 +43,7 @@ from settle.schema.introspection import IntrospectionGate
 from settle.schema.limits import OperationLimits
 from settle.schema.scalars import SCALAR_OVERRIDES
 from settle.subscriptions import activity as activity_subscriptions
+from settle.subscriptions import csv_import as csv_import_subscriptions
 from settle.subscriptions import dashboard as dashboard_subscriptions
 from settle.subscriptions import export as export_subscriptions
 from settle.subscriptions import live_status as live_status_subscriptions
@@ -124,6 +126,7 @@ class CrmMutation:
 QUERY_TYPES: tuple[type, ...] = (
     CrmQuery,
     CreditNoteQuery,
+    CsvImportQuery,
     DeliverableQuery,
     ExportQuery,
     InvoiceQuery,
@@ -140,6 +143,7 @@ MUTATION_TYPES: tuple[type, ...] = (
     AgencyMutation,
     CrmMutation,
     CreditNoteMutation,
+    CsvImportMutation,
     DeliverableMutation,
     ExportMutation,
     InvoiceMutation,
@@ -179,6 +183,12 @@ class Subscription:
         resolver=live_status_subscriptions.project_payment_status_changed,
         description="A project's payment status (as the projectPaymentStatus query) now, then "
         "each time it changes; NOT_FOUND for a project the caller may not see.",
+    )
+    import_progress = strawberry.subscription(
+        resolver=csv_import_subscriptions.import_progress,
+        description="A CSV import's progress now, then as its batches commit (a few times a "
+        "second at most); ends once it has completed or failed. NOT_FOUND for an import the "
+        "caller may not see (client users see none).",
     )
     dashboard = strawberry.subscription(
         resolver=dashboard_subscriptions.dashboard,

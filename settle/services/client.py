@@ -28,7 +28,17 @@ from settle.services import activity
 
 # --- clients ---------------------------------------------------------------
 
-CLIENT_FIELDS = ("name", "email", "phone", "address", "tax_id", "currency", "is_active")
+CLIENT_FIELDS = (
+    "name",
+    "email",
+    "phone",
+    "address",
+    "tax_id",
+    "currency",
+    "is_active",
+    "external_id",
+)
+EXTERNAL_ID_MAX_LENGTH = 100
 
 
 class ClientOrderField(StrEnum):
@@ -63,9 +73,48 @@ def clean_client_fields(values: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise ValidationError("isActive", "isActive must be true or false")
             cleaned[key] = value
+        elif key == "external_id":
+            cleaned[key] = validation.optional_text(
+                "externalId", value, max_length=EXTERNAL_ID_MAX_LENGTH
+            )
         else:
             raise ValidationError(key, f"Unknown field {key}")
     return cleaned
+
+
+async def _check_external_id(
+    agency_id: uuid.UUID, external_id: str | None, *, exclude: uuid.UUID | None = None
+) -> None:
+    """DUPLICATE when another client of the agency already has ``external_id``."""
+    if external_id is None:
+        return
+    taken = Client.filter(agency_id=agency_id, external_id=external_id)
+    if exclude is not None:
+        taken = taken.exclude(id=exclude)
+    if await taken.exists():
+        raise ValidationError(
+            "externalId", "Another client already has this externalId", code="DUPLICATE"
+        )
+
+
+async def find_client_for_import(
+    agency_id: uuid.UUID, *, external_id: str | None, name: str | None
+) -> Client | None:
+    """The live client an imported row means: by external id, else by name.
+
+    A row with an external id that no client has may still mean a client by its
+    name, but only one without an external id of its own (another external id is
+    another client). Names match ignoring case; of several, the oldest.
+    """
+    live = Client.filter(agency_id=agency_id, deleted_at__isnull=True)
+    if external_id:
+        found = await live.filter(external_id=external_id).first()
+        if found is not None:
+            return found
+        live = live.filter(external_id__isnull=True)
+    if name:
+        return await live.filter(name__iexact=name.strip()).order_by("created_at", "id").first()
+    return None
 
 
 def _clients(actor: Actor) -> Any:
@@ -117,6 +166,7 @@ async def create_client(actor: Actor, values: dict[str, Any]) -> Client:
     data = clean_client_fields({"currency": "USD", **values})
     if "name" not in data:
         raise ValidationError("name", "name must not be empty", code="REQUIRED")
+    await _check_external_id(actor.agency_id, data.get("external_id"))
     client = await Client.create(agency_id=actor.agency_id, **data)
     await activity.record(
         actor,
@@ -140,6 +190,8 @@ async def update_client(actor: Actor, client_id: uuid.UUID, values: dict[str, An
     changes = activity.diff(before, data)
     if not changes:
         return client
+    if "external_id" in changes:
+        await _check_external_id(client.agency_id, data["external_id"], exclude=client.id)
     client.update_from_dict(data)
     await client.save(update_fields=[*data.keys(), "updated_at"])
     if set(changes) == {"is_active"}:
@@ -163,10 +215,16 @@ async def delete_client(actor: Actor, client_id: uuid.UUID) -> Client:
     """Soft-delete a client: it disappears from lists and lookups, its history stays."""
     client = await get_client(actor, client_id)
     actor.require(*MANAGERS)
-    before = {"deleted_at": client.deleted_at, "is_active": client.is_active}
+    before = {
+        "deleted_at": client.deleted_at,
+        "is_active": client.is_active,
+        "external_id": client.external_id,
+    }
     client.deleted_at = clock.now()
     client.is_active = False
-    await client.save(update_fields=["deleted_at", "is_active", "updated_at"])
+    # The external id is freed, so a new client may take it (an import of the same file).
+    client.external_id = None
+    await client.save(update_fields=["deleted_at", "is_active", "external_id", "updated_at"])
     await activity.record(
         actor,
         agency_id=client.agency_id,
@@ -176,7 +234,12 @@ async def delete_client(actor: Actor, client_id: uuid.UUID) -> Client:
         verb="deleted",
         summary=f"Client {client.name} deleted",
         changes=activity.diff(
-            before, {"deleted_at": client.deleted_at, "is_active": client.is_active}
+            before,
+            {
+                "deleted_at": client.deleted_at,
+                "is_active": client.is_active,
+                "external_id": client.external_id,
+            },
         ),
     )
     return client

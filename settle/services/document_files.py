@@ -12,7 +12,8 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
-from settle.core import clock
+from settle.core import clock, validation
+from settle.core.errors import ValidationError
 from settle.core.outbox import transaction
 from settle.core.settings import get_settings
 from settle.core.signing import SignedTokenError, SignedUrl, UrlSigner
@@ -120,6 +121,23 @@ async def read_bytes(key: str) -> bytes:
         return b"".join([chunk async for chunk in reader])
     finally:
         await reader.aclose()
+
+
+# --- declared uploads ------------------------------------------------------------------------
+
+
+def clean_declared_file(filename: str, size_bytes: int, *, limit: int) -> tuple[str, int]:
+    """A declared upload: a file name (not a path) and a size from 1 byte to ``limit``."""
+    name = validation.required_text("filename", filename, max_length=255)
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise ValidationError(
+            "filename", "filename must be a file name, not a path", code="INVALID_FILENAME"
+        )
+    if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes < 1:
+        raise ValidationError("sizeBytes", "sizeBytes must be at least 1", code="OUT_OF_RANGE")
+    if size_bytes > limit:
+        raise ValidationError("sizeBytes", f"sizeBytes must be at most {limit}", code="TOO_LARGE")
+    return name, size_bytes
 
 
 # --- signed URLs ---------------------------------------------------------------------------

@@ -157,6 +157,7 @@ CLIENT_COLUMNS: tuple[Column, ...] = (
     _text("tax_id"),
     _value("currency"),
     _value("is_active"),
+    _text("external_id"),
     _primary("contact_name", "name"),
     _primary("contact_email", "email"),
     _primary("contact_phone", "phone"),
@@ -167,6 +168,7 @@ CLIENT_COLUMNS: tuple[Column, ...] = (
 CONTACT_COLUMNS: tuple[Column, ...] = (
     _value("id"),
     _value("client_id"),
+    _looked_up("client_external_id", "clients", "client_id", "external_id"),
     _looked_up("client_name", "clients", "client_id", "name"),
     _text("name"),
     _text("email"),

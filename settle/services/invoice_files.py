@@ -30,7 +30,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 
-from settle.core import clock, validation
+from settle.core import clock
 from settle.core.db import lock_rows
 from settle.core.errors import ConflictError, NotFoundError, ValidationError
 from settle.core.money import Money
@@ -274,17 +274,9 @@ class InvoiceUpload:
 
 def clean_upload(filename: str, size_bytes: int) -> tuple[str, int]:
     """Validate a declared PDF upload: a file name and a size within the limit."""
-    name = validation.required_text("filename", filename, max_length=255)
-    if "/" in name or "\\" in name or name in (".", ".."):
-        raise ValidationError(
-            "filename", "filename must be a file name, not a path", code="INVALID_FILENAME"
-        )
-    limit = get_settings().invoice_upload_max_bytes
-    if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes < 1:
-        raise ValidationError("sizeBytes", "sizeBytes must be at least 1", code="OUT_OF_RANGE")
-    if size_bytes > limit:
-        raise ValidationError("sizeBytes", f"sizeBytes must be at most {limit}", code="TOO_LARGE")
-    return name, size_bytes
+    return document_files.clean_declared_file(
+        filename, size_bytes, limit=get_settings().invoice_upload_max_bytes
+    )
 
 
 def _require_not_void(invoice: Invoice) -> None:

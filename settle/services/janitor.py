@@ -21,6 +21,8 @@ a notification                pending and never tried (and not held back   notif
 a CSV export                  pending (its job lost or given back after    export.run
                               a failure), or running with a claim not
                               refreshed for ``export.LEASE`` (its run died)
+a CSV import                  queued or running, no batch committed for    csv_import.run
+                              a while (its job was lost or died)
 ============================  ===========================================  ========================
 
 Each run takes at most ``janitor_batch_size`` rows of each kind, oldest first,
@@ -46,6 +48,9 @@ Every job re-sent here is safe next to its original still running:
 - ``export.run`` claims the export with a conditional update, stands back
   while another run's claim is fresh, and writes each run's file under a new
   key: only the run holding the claim marks it completed;
+- ``csv_import.run`` commits each batch with the import's checkpoint under the
+  import's row lock, and a run that finds the checkpoint moved skips what the
+  other committed;
 - ``payment.refund`` asks the gateway with the refund's id as the idempotency
   key and records the answer under the refund's row lock. Stripe keeps an
   idempotency key for 24 hours, so a refund older than that is never re-sent:
@@ -65,12 +70,13 @@ from tortoise.queryset import QuerySet
 
 from settle.core import clock
 from settle.core.settings import Settings, get_settings
+from settle.models.csv_import import CsvImport
 from settle.models.export import Export, ExportStatus
 from settle.models.invoice import DeliveryStatus, Invoice, InvoiceDelivery, InvoiceStatus
 from settle.models.notification import Notification, NotificationStatus
 from settle.models.payment import Refund, RefundStatus, WebhookEvent
+from settle.services import csv_import, invoice_delivery, webhook
 from settle.services import export as export_service
-from settle.services import invoice_delivery, webhook
 from settle.services import notification as notification_service
 from settle.services.invoice import RENDER_PDF_JOB, SEND_EMAIL_JOB
 from settle.services.payment import PROCESS_WEBHOOK_JOB, REFUND_JOB
@@ -222,6 +228,23 @@ async def unfinished_exports(window: Window) -> list[uuid.UUID]:
     )
 
 
+async def unfinished_imports(window: Window) -> list[uuid.UUID]:
+    """Imports queued or running whose last batch (or start) is older than the stale time.
+
+    Every committed batch moves ``updated_at``, so a running import's job is alive
+    while it keeps committing.
+    """
+    return await _oldest(
+        CsvImport.filter(
+            status__in=list(csv_import.UNFINISHED),
+            updated_at__lte=window.stale_before,
+            created_at__gt=window.give_up_before,
+        ),
+        "updated_at",
+        window,
+    )
+
+
 async def find_stuck(settings: Settings | None = None, now: datetime | None = None) -> Stuck:
     """Every kind of unfinished work, at most a batch of each, by the job that finishes it."""
     window = Window.of(settings or get_settings(), now or clock.now())
@@ -233,6 +256,7 @@ async def find_stuck(settings: Settings | None = None, now: datetime | None = No
             REFUND_JOB: await unsent_refunds(window),
             notification_service.SEND_JOB: await unsent_notifications(window),
             export_service.EXPORT_JOB: await unfinished_exports(window),
+            csv_import.RUN_JOB: await unfinished_imports(window),
         }
     )
 

@@ -35,3 +35,8 @@ def invoices(agency_id: uuid.UUID | str) -> str:
 def exports(agency_id: uuid.UUID | str) -> str:
     """CSV exports of one agency: claimed, progressing, completed or failed."""
     return f"settle.agency.{agency_id}.exports"
+
+
+def imports(agency_id: uuid.UUID | str) -> str:
+    """Progress of one agency's CSV imports."""
+    return f"settle.agency.{agency_id}.imports"

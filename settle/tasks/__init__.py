@@ -3,6 +3,7 @@
 from settle.tasks import (
     auth,
     credit_note,
+    csv_import,
     export,
     invoice,
     janitor,
@@ -14,6 +15,7 @@ from settle.tasks import (
 __all__ = [
     "auth",
     "credit_note",
+    "csv_import",
     "export",
     "invoice",
     "janitor",

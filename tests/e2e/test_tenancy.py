@@ -14,7 +14,7 @@ verify that each slot is exercised.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -34,9 +34,11 @@ from graphql import (
 )
 from tortoise import Tortoise
 
+from settle.core.storage import get_storage
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Role, User
 from settle.models.client import Client, Contact, Note
+from settle.models.csv_import import CsvImport, ImportEntity, ImportStatus
 from settle.models.deliverable import Deliverable, DeliverableKind, DeliverableStatus
 from settle.models.export import Export, ExportEntity
 from settle.models.invoice import CreditNote, Invoice, InvoiceLine, InvoiceStatus
@@ -594,6 +596,33 @@ mutation Action({signature}) {{
 """
 
 
+IMPORT_QUERY = """
+query Import($id: ID!) {
+  import(id: $id) { __typename id status }
+}
+"""
+
+PREVIEW_IMPORT = """
+mutation PreviewImport($id: ID!) {
+  previewImport(id: $id) {
+    __typename
+    ... on ImportPreview { header import { id } }
+    ... on Error { code message }
+  }
+}
+"""
+
+START_IMPORT = """
+mutation StartImport($id: ID!) {
+  startImport(id: $id) {
+    __typename
+    ... on Import { id status }
+    ... on Error { code message }
+  }
+}
+"""
+
+
 PAYER_ONLY = "Only the client lead, an owner or an admin starts payments"
 
 # --- the registry -----------------------------------------------------------
@@ -618,6 +647,7 @@ class Target:
     payment_id: str  # a pending sandbox payment of issued_invoice_id, its checkout made
     credit_note_id: str  # a credit note of 10.00 on issued_invoice_id (the 40.00 due is paying)
     export_id: str  # a pending export of the client's invoices, asked for by its client lead
+    import_id: str  # a CSV import of clients, its file uploaded, not started
 
     @classmethod
     def unknown(cls) -> Target:
@@ -643,6 +673,7 @@ class Target:
                 self.payment_id,
                 self.credit_note_id,
                 self.export_id,
+                self.import_id,
             }
         )
 
@@ -1236,6 +1267,17 @@ REGISTRY: dict[str, Probe] = {
         entity="Invoice",
         viewer_denied=True,
     ),
+    "import": Probe(IMPORT_QUERY, lambda t: {"id": t.import_id}, Answer.NULL, "Import"),
+    "previewImport": Probe(
+        PREVIEW_IMPORT,
+        lambda t: {"id": t.import_id},
+        Answer.NOT_FOUND,
+        "ImportPreview",
+        entity="Import",
+    ),
+    "startImport": Probe(
+        START_IMPORT, lambda t: {"id": t.import_id}, Answer.NOT_FOUND, "Import", entity="Import"
+    ),
     "payment": Probe(PAYMENT_QUERY, lambda t: {"id": t.payment_id}, Answer.NULL, "Payment"),
     "payments": Probe(
         PAYMENTS_QUERY,
@@ -1424,6 +1466,7 @@ class Rows:
     payment: Payment
     credit_note: CreditNote
     export: Export
+    csv_import: CsvImport
 
     @property
     def target(self) -> Target:
@@ -1443,6 +1486,7 @@ class Rows:
             str(self.payment.id),
             str(self.credit_note.id),
             str(self.export.id),
+            str(self.csv_import.id),
         )
 
 
@@ -1569,6 +1613,19 @@ async def client_rows(account: Account, name: str) -> Rows:
         columns=["id", "number"],
         total_rows=1,
     )
+    import_id = uuid.uuid4()
+    body = f"name\n{name} Imported\n".encode()
+    csv_import = await CsvImport.create(
+        id=import_id,
+        agency_id=account.agency_id,
+        created_by_id=account.user.id,
+        entity=ImportEntity.CLIENTS,
+        status=ImportStatus.UPLOADED,
+        filename=f"{name}.csv",
+        size_bytes=len(body),
+        storage_key=f"imports/{account.agency_id}/{import_id}/source.csv",
+    )
+    await get_storage().put(csv_import.storage_key, _body(body))
     return Rows(
         client,
         primary,
@@ -1585,7 +1642,12 @@ async def client_rows(account: Account, name: str) -> Rows:
         payment,
         credit_note,
         export,
+        csv_import,
     )
+
+
+async def _body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def snapshot() -> dict[str, list[dict[str, Any]]]:
@@ -1623,6 +1685,7 @@ async def agency_ids(agency_id: uuid.UUID) -> set[str]:
         InvoiceLine,
         CreditNote,
         Export,
+        CsvImport,
     ):
         rows = await model.filter(agency_id=agency_id).values_list("id", flat=True)
         ids |= {str(row) for row in rows}
@@ -1864,6 +1927,8 @@ class SubscriptionProbe:
     entity: str
     # the bus channel an accepted subscription listens on
     channel: Callable[[uuid.UUID], str]
+    # whether a client user may watch their own client's rows (imports are the agency's own)
+    client_users_watch: bool = True
 
 
 SUBSCRIPTION_REGISTRY: dict[str, SubscriptionProbe] = {
@@ -1906,6 +1971,17 @@ subscription Watch($id: ID!) {
         lambda t: {"id": t.export_id},
         "Export",
         channels.exports,
+    ),
+    "importProgress": SubscriptionProbe(
+        """
+subscription Watch($id: ID!) {
+  importProgress(id: $id) { status processed }
+}
+""",
+        lambda t: {"id": t.import_id},
+        "Import",
+        channels.imports,
+        client_users_watch=False,
     ),
 }
 
@@ -2018,6 +2094,11 @@ async def test_other_client_id_subscription_for_a_client_user(
     # then B's rows are as invisible as rows that do not exist
     assert foreign == not_found(probe.entity)
     assert unknown == foreign
+    if not probe.client_users_watch:
+        # and the agency's own rows (an import) are as invisible, whichever client
+        mine_refused = await refusal(ws_url, field, probe.variables(mine.target), viewer.token)
+        assert mine_refused == foreign
+        return
     # and A's own are the viewer's to watch
     await accepted(ws_url, field, probe.variables(mine.target), viewer)
 

@@ -34,6 +34,7 @@ from settle.models.client import Client
 from settle.models.project import Project
 from settle.schema.schema import schema
 from tests.conftest import Backend
+from tests.fixtures.csv_import import start, uploaded
 from tests.fixtures.factories import Account, create_final_deliverable, create_user
 from tests.fixtures.graphql import GraphQLClient, count_queries
 from tests.fixtures.sandbox import sandbox, signed
@@ -310,6 +311,10 @@ async def seed_client(gql: GraphQLClient, owner: Account, index: int) -> None:
     assert response.status_code == 200, response.text
     await create_final_deliverable(await Project.get(id=project_id))
     await create_user(owner, role=Role.CLIENT_VIEWER, client=await Client.get(id=client_id))
+    # and a CSV import with a refused row (imports are the agency's, one per seeded client)
+    body = f"name,email\nImported {index},not-an-email\nKept {index},\n".encode()
+    import_id = await uploaded(gql, gql.http, owner, body)
+    assert (await start(gql, owner, import_id))["__typename"] == "Import"
 
 
 # --- the test ---------------------------------------------------------------------------

@@ -1499,3 +1499,62 @@ async def test_a_cursor_below_a_list_of_clients_pages_each_client_after_it(
     )
     assert refused["data"] is None
     assert {e["extensions"]["code"] for e in refused["errors"]} == {"INVALID_CURSOR"}
+
+
+async def test_external_id_is_unique_in_the_agency_and_freed_by_deletion(
+    gql: GraphQLClient, owner: Account, rival: Account
+) -> None:
+    query = CREATE_CLIENT.replace(CLIENT_FIELDS, "id externalId")
+    update = UPDATE_CLIENT.replace(CLIENT_FIELDS, "id externalId")
+    # given a client with an external id, and the rival's client with the same one
+    first = await gql.execute(
+        query, {"input": {"name": "Acme", "externalId": "  crm-1 "}}, token=owner.token
+    )
+    theirs = await gql.execute(
+        query, {"input": {"name": "Rivalco", "externalId": "crm-1"}}, token=rival.token
+    )
+    assert first["createClient"]["externalId"] == "crm-1"
+    assert theirs["createClient"]["externalId"] == "crm-1"
+    acme_id = first["createClient"]["id"]
+
+    # when another client of the agency takes it, or one too long, on create or update
+    bolt = await create_client(owner, name="Bolt")
+    before = await row_counts(Client)
+    taken = await gql.execute(
+        query, {"input": {"name": "Copy", "externalId": "crm-1"}}, token=owner.token
+    )
+    long = await gql.execute(
+        update, {"id": str(bolt.id), "input": {"externalId": "x" * 101}}, token=owner.token
+    )
+    moved = await gql.execute(
+        update, {"id": str(bolt.id), "input": {"externalId": "crm-1"}}, token=owner.token
+    )
+
+    # then each is refused, naming the field, and nothing is written
+    duplicate = {
+        "__typename": "ValidationError",
+        "code": "DUPLICATE",
+        "message": "Another client already has this externalId",
+        "field": "externalId",
+    }
+    assert taken["createClient"] == duplicate
+    assert moved["updateClient"] == duplicate
+    assert long["updateClient"] == {
+        "__typename": "ValidationError",
+        "code": "TOO_LONG",
+        "message": "externalId must be at most 100 characters",
+        "field": "externalId",
+    }
+    assert await row_counts(Client) == before
+
+    # when the first client is deleted, its external id is free for another
+    await gql.execute(DELETE_CLIENT, {"id": acme_id}, token=owner.token)
+    retaken = await gql.execute(
+        update, {"id": str(bolt.id), "input": {"externalId": "crm-1"}}, token=owner.token
+    )
+    assert retaken["updateClient"] == {
+        "__typename": "Client",
+        "id": str(bolt.id),
+        "externalId": "crm-1",
+    }
+    assert (await Client.get(id=acme_id)).external_id is None

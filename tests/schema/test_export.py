@@ -80,6 +80,7 @@ CLIENT_HEADER = [
     "tax_id",
     "currency",
     "is_active",
+    "external_id",
     "contact_name",
     "contact_email",
     "contact_phone",
@@ -162,6 +163,7 @@ async def test_clients_export_every_column_with_the_primary_contact(
     )
     await create_contact(owner, acme, name="Bob Second")
     bolt = await create_client(owner, name="Bolt", currency="USD", is_active=False)
+    await Client.filter(id=acme.id).update(external_id="CRM-7")
 
     # when the owner exports clients
     export, rows = await export_rows(db, gql, http, owner.token, entity="CLIENTS")
@@ -181,6 +183,7 @@ async def test_clients_export_every_column_with_the_primary_contact(
             "GB123",
             "GBP",
             "true",
+            "CRM-7",
             "Ann Lead",
             "ann@acme.example",
             "",
@@ -196,6 +199,7 @@ async def test_clients_export_every_column_with_the_primary_contact(
             "",
             "USD",
             "false",
+            "",
             "",
             "",
             "",
@@ -224,6 +228,7 @@ async def test_contacts_export(
         [
             "id",
             "client_id",
+            "client_external_id",
             "client_name",
             "name",
             "email",
@@ -235,6 +240,7 @@ async def test_contacts_export(
         [
             str(ann.id),
             str(acme.id),
+            "",
             "Acme",
             "Ann",
             "",
@@ -246,6 +252,7 @@ async def test_contacts_export(
         [
             str(bob.id),
             str(acme.id),
+            "",
             "Acme",
             "Bob",
             "",

@@ -11,6 +11,7 @@ import pytest
 from settle.core import clock
 from settle.core.settings import Settings
 from settle.models.client import Client
+from settle.models.csv_import import CsvImport, ImportEntity, ImportStatus
 from settle.models.export import Export, ExportEntity, ExportStatus
 from settle.models.invoice import DeliveryStatus, Invoice, InvoiceDelivery
 from settle.models.notification import (
@@ -27,8 +28,8 @@ from settle.models.payment import (
     RefundStatus,
     WebhookEvent,
 )
+from settle.services import csv_import, invoice_delivery, janitor, webhook
 from settle.services import export as export_service
-from settle.services import invoice_delivery, janitor, webhook
 from settle.services import notification as notification_service
 from settle.services.invoice import RENDER_PDF_JOB, SEND_EMAIL_JOB
 from settle.services.payment import PROCESS_WEBHOOK_JOB, REFUND_JOB
@@ -134,6 +135,27 @@ async def notification(
     return row.id
 
 
+async def csv_import_row(
+    owner: Account,
+    status: ImportStatus,
+    updated_at: datetime,
+    created_at: datetime | None = None,
+) -> uuid.UUID:
+    row = await CsvImport.create(
+        agency_id=owner.agency_id,
+        created_by_id=owner.user.id,
+        entity=ImportEntity.CLIENTS,
+        status=status,
+        filename="clients.csv",
+        size_bytes=10,
+        storage_key=f"imports/{owner.agency_id}/{uuid.uuid4()}/source.csv",
+    )
+    await CsvImport.filter(id=row.id).update(
+        created_at=created_at or updated_at, updated_at=updated_at
+    )
+    return row.id
+
+
 async def test_the_janitor_picks_work_stored_but_not_finished_and_leaves_the_rest(
     db: Backend, owner: Account, client: Client, settings: Settings, now: datetime
 ) -> None:
@@ -229,6 +251,19 @@ async def test_the_janitor_picks_work_stored_but_not_finished_and_leaves_the_res
     await export(owner, now - 30 * MINUTE, status=ExportStatus.FAILED)
     await export(owner, now - 4 * DAY)
 
+    # and CSV imports: running with no batch committed for ten minutes (started an hour
+    # ago), queued and never picked up; left alone: running and committing, finished,
+    # waiting for the user to start, too old
+    stalled = await csv_import_row(
+        owner, ImportStatus.RUNNING, now - 10 * MINUTE, created_at=now - 60 * MINUTE
+    )
+    never_run = await csv_import_row(owner, ImportStatus.QUEUED, now - 20 * MINUTE)
+    await csv_import_row(owner, ImportStatus.RUNNING, now - MINUTE, created_at=now - 60 * MINUTE)
+    await csv_import_row(owner, ImportStatus.COMPLETED, now - 10 * MINUTE)
+    await csv_import_row(owner, ImportStatus.FAILED, now - 10 * MINUTE)
+    await csv_import_row(owner, ImportStatus.UPLOADED, now - 10 * MINUTE)
+    await csv_import_row(owner, ImportStatus.RUNNING, now - 10 * MINUTE, created_at=now - 4 * DAY)
+
     # when the janitor looks
     stuck = await janitor.find_stuck(settings, now)
 
@@ -240,6 +275,7 @@ async def test_the_janitor_picks_work_stored_but_not_finished_and_leaves_the_res
         REFUND_JOB: [asked],
         notification_service.SEND_JOB: [dead_claim, untried],
         export_service.EXPORT_JOB: [dead_run, lost_export],
+        csv_import.RUN_JOB: [never_run, stalled],
     }
 
 
@@ -265,4 +301,5 @@ async def test_a_run_takes_at_most_a_batch_of_each_kind_oldest_first(
         REFUND_JOB: 0,
         notification_service.SEND_JOB: 0,
         export_service.EXPORT_JOB: 0,
+        csv_import.RUN_JOB: 0,
     }

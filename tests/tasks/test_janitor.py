@@ -26,8 +26,8 @@ from settle.models.payment import (
     WebhookEvent,
 )
 from settle.models.project import Project
+from settle.services import csv_import, janitor
 from settle.services import export as export_service
-from settle.services import janitor
 from settle.services import notification as notification_service
 from settle.services import payment as payment_service
 from settle.services.invoice import RENDER_PDF_JOB, SEND_EMAIL_JOB
@@ -128,6 +128,7 @@ async def test_a_run_sends_lost_jobs_again_and_each_finishes_its_work_once(
             REFUND_JOB: 0,
             notification_service.SEND_JOB: 0,
             export_service.EXPORT_JOB: 0,
+            csv_import.RUN_JOB: 0,
         }
     # and the payment was applied once
     succeeded = PaymentAuditEntry.filter(payment_id=pending.id, action="payment_succeeded")
