@@ -6,6 +6,9 @@ on the reader's machine (OWASP "CSV injection"). Every cell that holds text a
 user typed goes through :func:`text_cell`, which prefixes such a cell with a
 single quote: the spreadsheet then shows the text as typed.
 
+The import reads such a cell back as it was typed (:func:`typed_text`), so a file
+Settle exported imports unchanged.
+
 Figures Settle formats itself (amounts as decimal strings, ISO dates, ids) go
 through :func:`value_cell`: a negative amount stays a number a spreadsheet can
 add up, and anything else is treated as text.
@@ -29,6 +32,13 @@ def text_cell(value: str | None) -> str:
     if value[0] in _FORMULA_STARTS:
         return "'" + value
     return value
+
+
+def typed_text(cell: str) -> str:
+    """A cell :func:`text_cell` may have written, as it was typed: the guard quote dropped."""
+    if len(cell) > 1 and cell[0] == "'" and cell[1] in _FORMULA_STARTS:
+        return cell[1:]
+    return cell
 
 
 def value_cell(value: object) -> str:

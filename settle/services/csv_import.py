@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from tortoise.exceptions import IntegrityError
 
 from settle.core import clock
-from settle.core.csv_cells import UTF8_BOM, text_cell
+from settle.core.csv_cells import UTF8_BOM, text_cell, typed_text
 from settle.core.csv_files import Dialect, Encoding, UnreadableFileError, dialect_of, records
 from settle.core.db import get_visible, lock_rows
 from settle.core.errors import (
@@ -506,7 +506,7 @@ def _cell(cells: Sequence[str], header: Sequence[str], column: str | None) -> st
     if column is None:
         return ""
     index = header.index(column)
-    return cells[index].strip() if index < len(cells) else ""
+    return typed_text(cells[index]).strip() if index < len(cells) else ""
 
 
 def _boolean(row: ParsedRow, column: str, raw: str) -> bool | None:

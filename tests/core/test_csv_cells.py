@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from settle.core.csv_cells import text_cell, value_cell
+from settle.core.csv_cells import text_cell, typed_text, value_cell
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,10 @@ def test_values_settle_formats_stay_as_they_are() -> None:
     assert value_cell(None) == ""
     assert value_cell(True) == "true"
     assert value_cell("=cmd") == "'=cmd"
+
+
+@pytest.mark.parametrize(
+    "typed", ["=cmd", "+44 20", "-2+3", "@SUM", "\tx", "\rx", "'quoted'", "'", "plain"]
+)
+def test_a_quoted_cell_reads_back_as_it_was_typed(typed: str) -> None:
+    assert typed_text(text_cell(typed)) == typed
