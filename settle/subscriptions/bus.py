@@ -42,6 +42,9 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from graphql import GraphQLError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from settle.subscriptions import channels as channel_names
@@ -403,7 +406,14 @@ class RedisBus(EventBus):
         retention_seconds: int = DEFAULT_STREAM_RETENTION_SECONDS,
         max_entries: int = DEFAULT_STREAM_MAX_ENTRIES,
     ) -> None:
-        self._redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            # A pooled connection from before a Redis restart fails once: try it again on a
+            # fresh one. (A publish tried twice is kept once: see ``once``.)
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
+            retry_on_error=[RedisConnectionError],
+        )
         self.fanout = Fanout(queue_size)
         self.retention_seconds = retention_seconds
         self.max_entries = max_entries
@@ -540,13 +550,16 @@ class RedisBus(EventBus):
             return
         if kind == "subscribe":
             if channel in self._sent:
+                # Confirmed again, after a lost connection: by this reader, or by the
+                # client's own reconnection (which subscribes again by itself). What was
+                # published in between never reached us; the subscriptions that resume
+                # hear so.
+                again = channel in self._confirmed or channel in self._gapped
+                self._gapped.discard(channel)
                 self._confirmed.add(channel)
                 self._confirmations.set()
                 self._confirmations = asyncio.Event()
-                if channel in self._gapped:
-                    # Subscribed again after a lost connection: what was published in
-                    # between never reached us; the subscriptions that resume hear so.
-                    self._gapped.discard(channel)
+                if again:
                     self.fanout.deliver_gap(channel)
         elif kind == "unsubscribe":
             if channel not in self._sent:

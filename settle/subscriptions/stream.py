@@ -16,7 +16,9 @@ nothing either. Without ``after`` the subscription starts from the stream's tail
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any
 
@@ -45,6 +47,11 @@ After = Annotated[
 
 # Entries read from the stream per round trip while replaying.
 REPLAY_PAGE = 200
+# After a gap, how long the stream is asked again (backing off) before the subscription
+# ends with SERVICE_UNAVAILABLE.
+GAP_RETRY_SECONDS = 30.0
+GAP_RETRY_FIRST_DELAY = 0.1
+GAP_RETRY_MAX_DELAY = 2.0
 
 
 class InvalidCursorError(GraphQLError):
@@ -104,7 +111,7 @@ async def resumable(
         async for message in _resumable(str(agency_id), channels, position, keep):
             yield message
     except (TimeoutError, RedisError, OSError) as exc:
-        log.warning("stream.unavailable", extra={"error": repr(exc)})
+        log.warning("stream.unavailable", extra={"error": repr(exc)}, exc_info=True)
         raise StreamUnavailableError() from None
 
 
@@ -126,10 +133,21 @@ async def _resumable(
         last = cursor_key(position)
         async for message in live:
             if message is GAP:
-                async for cursor, replayed in _replay(agency, wanted, position, keep):
-                    position = cursor
-                    if replayed is not None:
-                        yield replayed
+                # Redis may still be coming back (or going again): read until it answers,
+                # from wherever the last attempt got to, for a while.
+                delay, deadline = GAP_RETRY_FIRST_DELAY, time.monotonic() + GAP_RETRY_SECONDS
+                while True:
+                    try:
+                        async for cursor, replayed in _replay(agency, wanted, position, keep):
+                            position = cursor
+                            if replayed is not None:
+                                yield replayed
+                        break
+                    except (RedisError, OSError):
+                        if time.monotonic() >= deadline:
+                            raise
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, GAP_RETRY_MAX_DELAY)
                 last = cursor_key(position)
                 continue
             cursor = message.get("cursor")
