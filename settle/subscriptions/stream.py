@@ -124,13 +124,17 @@ async def _resumable(
         # Heard live from here on; the stream is read only after, so nothing falls between.
         await bus.listening(channels)
         if position is None:
+            # Everything heard live from now on is new to this subscriber, even what is
+            # older than the tail read here (published between listening and reading):
+            # the tail is only where a catch-up after a gap would start.
             position = await bus.stream_tail(agency)
+            last = (0, 0)
         else:
             async for cursor, message in _replay(agency, wanted, position, keep):
                 position = cursor
                 if message is not None:
                     yield message
-        last = cursor_key(position)
+            last = cursor_key(position)
         async for message in live:
             if message is GAP:
                 # Redis may still be coming back (or going again): read until it answers,
@@ -156,7 +160,9 @@ async def _resumable(
             place = cursor_key(cursor)
             if place <= last:
                 continue  # replayed already
-            position, last = cursor, place
+            last = place
+            if place > cursor_key(position):
+                position = cursor
             if keep(message):
                 yield message
 

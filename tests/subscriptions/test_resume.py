@@ -383,3 +383,34 @@ async def test_a_relay_run_twice_puts_an_event_in_the_stream_once(
     # then the stream holds it once
     entries = await bus.read_stream(agency, cursor, 10)
     assert [entry[2]["paymentId"] for entry in entries] == [message["paymentId"]]
+
+
+async def test_an_event_published_while_a_new_subscription_finds_its_place_is_heard(
+    db: Backend, ws_url: str, owner: Account, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a change committed after a new subscription listens, but before it has read
+    # the stream's tail (its place to catch up from after a gap)
+    invoice = uuid.uuid4()
+    bus = get_bus()
+    stream_tail = bus.stream_tail
+    during: list[str] = []
+
+    async def tail_after_a_change(agency_id: str) -> str:
+        during.append(await announce(owner, payment(owner, client.id, invoice)))
+        return await stream_tail(agency_id)
+
+    monkeypatch.setattr(bus, "stream_tail", tail_after_a_change)
+
+    # when a client subscribes without a cursor
+    async with Subscription(
+        ws_url,
+        PAYMENTS,
+        "paymentStatusChanged",
+        token=owner.token,
+        variables={"invoiceId": str(invoice)},
+    ) as subscriber:
+        # then it hears that change, and what follows
+        assert (await subscriber.next())["paymentId"] == during[0]
+        monkeypatch.setattr(bus, "stream_tail", stream_tail)
+        fence = await announce(owner, payment(owner, client.id, invoice))
+        assert (await subscriber.next())["paymentId"] == fence
