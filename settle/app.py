@@ -184,7 +184,12 @@ async def start_runtime(
     """
     runtime = Runtime()
     await init_db(settings.resolved_database_url)
-    runtime.bus = create_bus(settings.redis_url, settings.subscription_queue_size)
+    runtime.bus = create_bus(
+        settings.redis_url,
+        settings.subscription_queue_size,
+        retention_seconds=settings.stream_retention_seconds,
+        max_entries=settings.stream_max_entries,
+    )
     set_bus(runtime.bus)
     in_process = settings.embedded if in_process_worker is None else in_process_worker
     broker = configure_broker(

@@ -1,10 +1,26 @@
-"""The outbox relay: publish events and send jobs that committed transactions wrote."""
+"""The outbox relay: publish events and send jobs that committed transactions wrote.
+
+Events are published in outbox id order, one relay at a time: a process-wide
+lock, and on PostgreSQL a transaction-level advisory lock across processes.
+Each relay publishes every unpublished event up to its own, oldest first, and
+stops at the first it cannot publish, leaving the rest in order for the next.
+
+Why: an outbox id is taken when the row is inserted, not when its transaction
+commits, and concurrent transactions commit in any order. Two changes of one row
+are ordered by the row's lock, though: the second transaction writes its event
+after the first committed, so its id is higher and the first's row is visible
+to its relay. Publishing in id order under the lock therefore puts every two
+events of one row in the stream in the order their changes committed; events
+of unrelated concurrent transactions are ordered by id, which is an order they
+could have committed in.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from tortoise import Tortoise
@@ -17,53 +33,121 @@ from settle.models.outbox import OutboxKind, OutboxMessage
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
+# The advisory lock every process's event relay takes on PostgreSQL (an arbitrary
+# constant: "settle" read as hex digits, near enough).
+EVENT_RELAY_LOCK = 0x5E771E
+
+_event_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _event_lock() -> asyncio.Lock:
+    """This event loop's lock over publishing events (SQLite has no row locks to order by)."""
+    loop = asyncio.get_running_loop()
+    lock = _event_locks.get(loop)
+    if lock is None:
+        lock = _event_locks[loop] = asyncio.Lock()
+    return lock
 
 
 async def relay_ids(ids: Sequence[int]) -> int:
-    """Relay the given rows right after their transaction committed; returns how many."""
-    sent, _, _ = await _relay(OutboxMessage.filter(id__in=list(ids), published_at__isnull=True))
-    return sent
+    """Relay the given rows right after their transaction committed; returns how many.
+
+    Unpublished events older than them go first, so the stream keeps id order.
+    """
+    sent = await _relay_all_events(lambda: OutboxMessage.filter(id__lte=max(ids)))
+    jobs, _, _ = await _relay(
+        OutboxMessage.filter(id__in=list(ids), kind=OutboxKind.JOB, published_at__isnull=True)
+    )
+    return sent + jobs
 
 
 async def relay_pending(older_than: timedelta = timedelta(seconds=30)) -> int:
     """Catch-up: relay rows a crash left behind, oldest first; returns how many."""
     cutoff = clock.now() - older_than
-    total = 0
+    total = await _relay_all_events(lambda: OutboxMessage.filter(created_at__lte=cutoff))
     after = 0
     while True:
         # Walk on past the rows this run tried, so rows that keep failing (an actor
         # that no longer exists) cannot hold back everything queued behind them.
         sent, fetched, after = await _relay(
-            OutboxMessage.filter(published_at__isnull=True, created_at__lte=cutoff, id__gt=after)
+            OutboxMessage.filter(
+                kind=OutboxKind.JOB,
+                published_at__isnull=True,
+                created_at__lte=cutoff,
+                id__gt=after,
+            )
         )
         total += sent
         if fetched < BATCH_SIZE:
             return total
 
 
+async def _relay_all_events(query: Callable[[], QuerySet[OutboxMessage]]) -> int:
+    """Publish what ``query`` selects, batch after batch, until done or an event fails."""
+    total = 0
+    while True:
+        sent, finished = await _relay_events(query())
+        total += sent
+        if finished or not sent:
+            return total
+
+
+async def _relay_events(query: QuerySet[OutboxMessage]) -> tuple[int, bool]:
+    """Publish the unpublished events ``query`` selects, in id order, up to BATCH_SIZE.
+
+    Returns (sent, finished): finished when nothing selected is left unpublished
+    (the batch was not full and nothing failed).
+    """
+    async with _event_lock(), in_transaction() as connection:
+        if _is_postgres():
+            await connection.execute_query(f"SELECT pg_advisory_xact_lock({EVENT_RELAY_LOCK})")
+        qs = (
+            query.filter(kind=OutboxKind.EVENT, published_at__isnull=True)
+            .order_by("id")
+            .limit(BATCH_SIZE)
+        )
+        if _is_postgres():
+            qs = qs.select_for_update()
+        rows = await qs
+        sent = 0
+        for row in rows:
+            if not await _send(row):
+                return sent, False  # later events wait: the stream keeps their order
+            sent += 1
+        return sent, len(rows) < BATCH_SIZE
+
+
+async def _send(row: OutboxMessage) -> bool:
+    """Deliver one row and record the outcome on it; False when it failed."""
+    try:
+        await _deliver(row)
+    except Exception as exc:
+        log.exception("outbox.relay_failed", extra={"outbox_id": row.id})
+        row.attempts += 1
+        row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        await row.save(update_fields=["attempts", "last_error"])
+        return False
+    row.published_at = clock.now()
+    row.attempts += 1
+    await row.save(update_fields=["published_at", "attempts"])
+    return True
+
+
 async def _relay(query: QuerySet[OutboxMessage]) -> tuple[int, int, int]:
-    """Deliver one batch; returns (sent, rows taken, highest id taken)."""
+    """Send one batch of jobs; returns (sent, rows taken, highest id taken)."""
     async with in_transaction():
         qs = query.order_by("id").limit(BATCH_SIZE)
-        if _supports_skip_locked():
+        if _is_postgres():
             # Two relays (the request that committed and the catch-up, or two
             # replicas) must not both send a row: each takes the rows it locked.
             qs = qs.select_for_update(skip_locked=True)
         rows = await qs
         sent = 0
         for row in rows:
-            try:
-                await _deliver(row)
-            except Exception as exc:
-                log.exception("outbox.relay_failed", extra={"outbox_id": row.id})
-                row.attempts += 1
-                row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-                await row.save(update_fields=["attempts", "last_error"])
-                continue
-            row.published_at = clock.now()
-            row.attempts += 1
-            await row.save(update_fields=["published_at", "attempts"])
-            sent += 1
+            if await _send(row):
+                sent += 1
         return sent, len(rows), rows[-1].id if rows else 0
 
 
@@ -71,7 +155,8 @@ async def _deliver(row: OutboxMessage) -> None:
     if row.kind is OutboxKind.EVENT:
         from settle.subscriptions.bus import get_bus
 
-        await get_bus().publish(row.topic, row.payload)
+        # Named by its row: published again after a crash, the stream keeps it once.
+        await get_bus().publish(row.topic, row.payload, once=f"outbox.{row.id}")
     else:
         from settle.tasks.broker import send_by_name
 
@@ -81,5 +166,5 @@ async def _deliver(row: OutboxMessage) -> None:
         )
 
 
-def _supports_skip_locked() -> bool:
+def _is_postgres() -> bool:
     return Tortoise.get_connection("default").capabilities.dialect == "postgres"

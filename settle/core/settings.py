@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     session_check_seconds: float = Field(default=5, gt=0)
     # Events one subscription may fall behind before it is ended (SUBSCRIBER_TOO_SLOW).
     subscription_queue_size: int = Field(default=256, ge=1)
+    # Each agency's event stream (what `after` cursors resume from) keeps the entries of
+    # the last ``stream_retention_seconds``, and at most ``stream_max_entries`` of them.
+    stream_retention_seconds: int = Field(default=24 * 3600, gt=0)
+    stream_max_entries: int = Field(default=100_000, gt=0)
     # Where invitation emails send the invitee, with ``token=`` added: a frontend's own
     # page, or (unset) Settle's built-in one at ``/invitations/accept``.
     invitation_url: str | None = None

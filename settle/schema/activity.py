@@ -13,6 +13,7 @@ from strawberry.utils.str_converters import to_camel_case
 from settle.models.activity import ActivityEvent as ActivityEventModel
 from settle.schema.auth import User
 from settle.schema.client import Client
+from settle.schema.common import CURSOR_DESCRIPTION
 from settle.schema.context import Info
 
 
@@ -34,6 +35,10 @@ class ActivityEvent:
     client_id: strawberry.ID | None
     actor_id: strawberry.ID | None
     _changes: strawberry.Private[dict[str, Any]]
+    cursor: str | None = strawberry.field(
+        default=None,
+        description=CURSOR_DESCRIPTION + " Only on events pushed by activityAdded.",
+    )
 
     @classmethod
     def from_model(cls, event: ActivityEventModel) -> ActivityEvent:
@@ -62,6 +67,7 @@ class ActivityEvent:
             client_id=strawberry.ID(message["clientId"]) if message.get("clientId") else None,
             actor_id=strawberry.ID(message["actorId"]) if message.get("actorId") else None,
             _changes=message.get("changes") or {},
+            cursor=message.get("cursor"),
         )
 
     @strawberry.field(

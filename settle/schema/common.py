@@ -62,3 +62,9 @@ class Connection(Generic[T]):
 class SortDirection(Enum):
     ASC = "asc"
     DESC = "desc"
+
+
+CURSOR_DESCRIPTION = (
+    "Where this event is in the agency's event stream: subscribe again with the last one "
+    "you received as `after` to hear, in order, what you missed."
+)

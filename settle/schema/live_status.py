@@ -10,7 +10,7 @@ import strawberry
 from settle.core.money import Money as MoneyValue
 from settle.models import invoice as invoice_models
 from settle.models import milestone as milestone_models
-from settle.schema.common import Money
+from settle.schema.common import CURSOR_DESCRIPTION, Money
 from settle.schema.invoice import InvoiceStatus
 from settle.schema.milestone import MilestonePaymentStatus, MilestoneStatus
 
@@ -32,6 +32,7 @@ class MilestoneStatusChanged:
     amount: Money
     amount_paid: Money
     changed_at: datetime
+    cursor: str = strawberry.field(description=CURSOR_DESCRIPTION)
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> MilestoneStatusChanged:
@@ -47,6 +48,7 @@ class MilestoneStatusChanged:
             amount=_money(message["amountMinor"], currency),
             amount_paid=_money(message["amountPaidMinor"], currency),
             changed_at=datetime.fromisoformat(message["changedAt"]),
+            cursor=message["cursor"],
         )
 
 
@@ -63,6 +65,7 @@ class InvoiceStatusChanged:
     total: Money
     amount_due: Money
     changed_at: datetime
+    cursor: str = strawberry.field(description=CURSOR_DESCRIPTION)
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> InvoiceStatusChanged:
@@ -78,4 +81,5 @@ class InvoiceStatusChanged:
             total=_money(message["totalMinor"], currency),
             amount_due=_money(message["dueMinor"], currency),
             changed_at=datetime.fromisoformat(message["changedAt"]),
+            cursor=message["cursor"],
         )

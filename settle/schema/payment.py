@@ -16,7 +16,7 @@ from settle.models import payment as models
 from settle.models.agency import Role
 from settle.models.milestone import Milestone as MilestoneRow
 from settle.schema.client import Client
-from settle.schema.common import Money, SortDirection
+from settle.schema.common import CURSOR_DESCRIPTION, Money, SortDirection
 from settle.schema.context import Info
 from settle.schema.milestone import MilestonePaymentStatus
 from settle.services import payment as payment_service
@@ -493,6 +493,7 @@ class PaymentStatusChanged:
         description="The milestones it pays; empty for a payment of whole invoices."
     )
     changed_at: datetime
+    cursor: str = strawberry.field(description=CURSOR_DESCRIPTION)
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> PaymentStatusChanged:
@@ -508,6 +509,7 @@ class PaymentStatusChanged:
             invoice_ids=[strawberry.ID(i) for i in message.get("invoiceIds") or []],
             milestone_ids=[strawberry.ID(i) for i in message.get("milestoneIds") or []],
             changed_at=datetime.fromisoformat(message["changedAt"]),
+            cursor=message["cursor"],
         )
 
 

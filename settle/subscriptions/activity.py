@@ -12,24 +12,30 @@ from settle.schema.activity import ActivityEvent
 from settle.schema.context import Info
 from settle.services.activity import visible_to
 from settle.subscriptions import channels
-from settle.subscriptions.bus import get_bus, once_per_event
+from settle.subscriptions.bus import Message, once_per_event
+from settle.subscriptions.stream import After, resumable
 
 
 async def activity_added(
-    info: Info, client_id: strawberry.ID | None = None
+    info: Info, client_id: strawberry.ID | None = None, after: After = None
 ) -> AsyncGenerator[ActivityEvent, None]:
-    """Every new timeline event the subscriber may see, optionally for one client."""
+    """Every new timeline event the subscriber may see, optionally for one client.
+
+    With ``after`` (an event's ``cursor``), the events since that one come first.
+    """
     actor = require_actor(info)
     only_client = parse_id(client_id, "clientId") if client_id is not None else None
-    async with get_bus().subscribe([channels.activity(actor.agency_id)]) as messages:
-        async for message in messages:
-            event_client = uuid.UUID(message["clientId"]) if message.get("clientId") else None
-            if message.get("agencyId") != str(actor.agency_id):
-                continue
-            if only_client is not None and event_client != only_client:
-                continue
-            if not visible_to(
-                actor, event_client, message["entityType"], internal=bool(message.get("internal"))
-            ):
-                continue
-            yield once_per_event(message, "activity", ActivityEvent.from_message)
+    agency = str(actor.agency_id)
+
+    def keep(message: Message) -> bool:
+        event_client = uuid.UUID(message["clientId"]) if message.get("clientId") else None
+        if message.get("agencyId") != agency:
+            return False
+        if only_client is not None and event_client != only_client:
+            return False
+        return visible_to(
+            actor, event_client, message["entityType"], internal=bool(message.get("internal"))
+        )
+
+    async for message in resumable(agency, [channels.activity(actor.agency_id)], after, keep):
+        yield once_per_event(message, "activity", ActivityEvent.from_message)

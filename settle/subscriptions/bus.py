@@ -14,6 +14,15 @@ Each subscription has a bounded queue. A subscriber that does not keep up (its
 queue is full when a message arrives) is ended: its iterator raises
 ``SubscriberTooSlow``, which a GraphQL subscription reports as an error with code
 ``SUBSCRIBER_TOO_SLOW``. The publisher and the other subscribers never wait for it.
+
+Every message published on an agency's channel is also appended to that agency's
+stream (a Redis stream, or a bounded in-memory one), and carries its entry id as
+``cursor``: the append and the publish are one step, so no subscriber hears an
+event that the stream lacks, and the stream's order is the order of publication.
+The stream keeps the entries of the last ``retention_seconds``, at most
+``max_entries`` of them; ``read_stream`` replays what follows a cursor, and
+refuses (``CursorExpired``) a cursor whose entry is gone: trimmed, or lost with
+a Redis that restarted without persistence. See ``settle.subscriptions.stream``.
 """
 
 from __future__ import annotations
@@ -21,16 +30,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
+from itertools import islice
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from graphql import GraphQLError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+
+from settle.subscriptions import channels as channel_names
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +58,34 @@ DEFAULT_QUEUE_SIZE = 256
 # Reconnection backoff of the Redis reader: doubled after each failure, up to the cap.
 RECONNECT_FIRST_DELAY = 0.05
 RECONNECT_MAX_DELAY = 5.0
+DEFAULT_STREAM_RETENTION_SECONDS = 24 * 3600
+DEFAULT_STREAM_MAX_ENTRIES = 100_000
+# How long a resuming subscription waits for Redis to confirm its SUBSCRIBE before it
+# reads the stream (the read must not start before the live events are heard).
+LISTEN_TIMEOUT_SECONDS = 10.0
+
+# A stream entry id, as Redis writes it: milliseconds and a sequence number.
+CURSOR = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
+
+# What a subscription that asked for gaps (``subscribe(..., gaps=True)``) hears when the
+# bus may have missed messages of its channels: Redis dropped the connection, and it is
+# now subscribed again. Compared by identity.
+GAP: Message = {"gap": True}
+
+
+def cursor_key(cursor: str) -> tuple[int, int]:
+    """A cursor's place in its stream, for comparing two cursors."""
+    match = CURSOR.match(cursor)
+    if match is None:
+        raise ValueError(cursor)
+    return int(match[1]), int(match[2])
+
+
+class CursorExpired(Exception):
+    """The entry a cursor names is no longer in its stream: what followed may be lost."""
+
+
+StreamEntry = tuple[str, str, Message]  # (cursor, channel, message with its cursor)
 
 
 class SubscriberTooSlow(GraphQLError):
@@ -58,18 +103,39 @@ class SubscriberTooSlow(GraphQLError):
 
 class EventBus(ABC):
     @abstractmethod
-    async def publish(self, channel: str, message: Message) -> None:
-        """Deliver ``message`` to every current subscriber of ``channel``."""
+    async def publish(self, channel: str, message: Message, *, once: str | None = None) -> None:
+        """Deliver ``message`` to every current subscriber of ``channel``.
+
+        On an agency's channel the message is appended to the agency's stream first and
+        delivered with its ``cursor``. ``once`` names the message for the stream's
+        retention: published again under the same name (a relay retried after a crash),
+        it is neither appended nor delivered again.
+        """
 
     @abstractmethod
     def subscribe(
-        self, channels: Sequence[str], *, queue_size: int | None = None
+        self, channels: Sequence[str], *, queue_size: int | None = None, gaps: bool = False
     ) -> AbstractSubscription:
         """Listen on ``channels``; use as ``async with bus.subscribe([...]) as messages``.
 
         The messages are shared by every local subscriber: read them, never change them.
         ``queue_size`` overrides the bus's bound on how far this subscription may lag.
+        With ``gaps``, the subscription hears ``GAP`` where messages may have been lost.
         """
+
+    async def listening(self, channels: Sequence[str]) -> None:  # noqa: B027 - at once here
+        """Wait until what is published on ``channels`` reaches this process's subscribers."""
+
+    @abstractmethod
+    async def read_stream(self, agency_id: str, after: str, count: int) -> list[StreamEntry]:
+        """Up to ``count`` entries of the agency's stream after ``after``, oldest first.
+
+        Raises ``CursorExpired`` when the entry ``after`` names is not in the stream.
+        """
+
+    @abstractmethod
+    async def stream_tail(self, agency_id: str) -> str:
+        """The cursor of the agency's newest entry (one is made when the stream is empty)."""
 
     @abstractmethod
     async def subscriber_count(self, channel: str) -> int:
@@ -88,10 +154,11 @@ AbstractSubscription = Any  # an async context manager yielding AsyncIterator[Me
 class _Subscriber:
     """One subscription's bounded queue; ended for good when it overflows."""
 
-    __slots__ = ("_items", "_size", "_waiter", "channels", "overflowed")
+    __slots__ = ("_items", "_size", "_waiter", "channels", "gaps", "overflowed")
 
-    def __init__(self, size: int, channels: tuple[str, ...]) -> None:
+    def __init__(self, size: int, channels: tuple[str, ...], gaps: bool = False) -> None:
         self.channels = channels
+        self.gaps = gaps
         self._items: deque[Message] = deque()
         self._size = size
         self._waiter: asyncio.Future[None] | None = None
@@ -137,8 +204,10 @@ class Fanout:
         self.queue_size = queue_size
         self._by_channel: dict[str, set[_Subscriber]] = {}
 
-    def add(self, channels: Iterable[str], queue_size: int | None = None) -> _Subscriber:
-        subscriber = _Subscriber(queue_size or self.queue_size, tuple(channels))
+    def add(
+        self, channels: Iterable[str], queue_size: int | None = None, gaps: bool = False
+    ) -> _Subscriber:
+        subscriber = _Subscriber(queue_size or self.queue_size, tuple(channels), gaps)
         for channel in subscriber.channels:
             self._by_channel.setdefault(channel, set()).add(subscriber)
         return subscriber
@@ -169,22 +238,106 @@ class Fanout:
                     extra={"channel": channel, "queue_size": self.queue_size},
                 )
 
+    def deliver_gap(self, channel: str) -> None:
+        """Tell the subscribers of ``channel`` that asked for it that messages may be lost."""
+        for subscriber in tuple(self._by_channel.get(channel, ())):
+            if subscriber.gaps and not subscriber.push(GAP):
+                self.remove(subscriber)
+
+
+class _MemoryStream:
+    """One agency's stream in memory: entries with Redis-style ids, trimmed like Redis's."""
+
+    __slots__ = ("entries", "index", "last")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[tuple[int, int], str, str]] = deque()  # key, channel, JSON
+        self.index: dict[tuple[int, int], int] = {}  # key -> position counted from the start
+        self.last = (0, 0)
+
+    @property
+    def first_position(self) -> int:
+        return self.index[self.entries[0][0]] if self.entries else 0
+
+    def add(self, channel: str, data: str, retention_ms: int, max_entries: int) -> str:
+        now = int(time.time() * 1000)
+        key = (now, 0) if now > self.last[0] else (self.last[0], self.last[1] + 1)
+        position = self.first_position + len(self.entries)
+        self.entries.append((key, channel, data))
+        self.index[key] = position
+        self.last = key
+        while len(self.entries) > max_entries or (
+            len(self.entries) > 1 and self.entries[0][0][0] < now - retention_ms
+        ):
+            del self.index[self.entries.popleft()[0]]
+        return f"{key[0]}-{key[1]}"
+
 
 class MemoryBus(EventBus):
-    """One process only: the embedded default and unit tests."""
+    """One process only: the embedded default and unit tests.
 
-    def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+    The streams live as long as the process: a cursor from before a restart has expired.
+    """
+
+    def __init__(
+        self,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        *,
+        retention_seconds: int = DEFAULT_STREAM_RETENTION_SECONDS,
+        max_entries: int = DEFAULT_STREAM_MAX_ENTRIES,
+    ) -> None:
         self.fanout = Fanout(queue_size)
+        self.retention_seconds = retention_seconds
+        self.max_entries = max_entries
+        self._streams: dict[str, _MemoryStream] = {}
+        self._published: OrderedDict[str, float] = OrderedDict()  # ``once`` names -> expiry
 
-    async def publish(self, channel: str, message: Message) -> None:
-        # A JSON round trip gives subscribers what Redis would: plain data, no shared objects.
-        self.fanout.deliver(channel, json.loads(json.dumps(message)))
+    async def publish(self, channel: str, message: Message, *, once: str | None = None) -> None:
+        data = json.dumps(message, separators=(",", ":"))
+        agency = channel_names.agency_of(channel)
+        if agency is None:
+            # A JSON round trip gives subscribers what Redis would: plain data, no sharing.
+            self.fanout.deliver(channel, json.loads(data))
+            return
+        if once is not None and self._seen(f"{agency}.{once}"):
+            return
+        stream = self._streams.setdefault(agency, _MemoryStream())
+        cursor = stream.add(channel, data, self.retention_seconds * 1000, self.max_entries)
+        self.fanout.deliver(channel, {"cursor": cursor, **json.loads(data)})
+
+    def _seen(self, name: str) -> bool:
+        now = time.monotonic()
+        while self._published and next(iter(self._published.values())) <= now:
+            self._published.popitem(last=False)
+        if name in self._published:
+            return True
+        self._published[name] = now + self.retention_seconds
+        return False
+
+    async def read_stream(self, agency_id: str, after: str, count: int) -> list[StreamEntry]:
+        stream = self._streams.get(agency_id)
+        position = None if stream is None else stream.index.get(cursor_key(after))
+        if stream is None or position is None:
+            raise CursorExpired(after)
+        start = position - stream.first_position + 1
+        return [
+            (f"{key[0]}-{key[1]}", channel, {"cursor": f"{key[0]}-{key[1]}", **json.loads(data)})
+            for key, channel, data in islice(stream.entries, start, start + count)
+        ]
+
+    async def stream_tail(self, agency_id: str) -> str:
+        stream = self._streams.setdefault(agency_id, _MemoryStream())
+        if not stream.entries:
+            # A mark to resume from: the stream's start, as good as any entry after it.
+            return stream.add("", "{}", self.retention_seconds * 1000, self.max_entries)
+        key = stream.entries[-1][0]
+        return f"{key[0]}-{key[1]}"
 
     @asynccontextmanager
     async def subscribe(
-        self, channels: Sequence[str], *, queue_size: int | None = None
+        self, channels: Sequence[str], *, queue_size: int | None = None, gaps: bool = False
     ) -> AsyncIterator[AsyncIterator[Message]]:
-        subscriber = self.fanout.add(channels, queue_size)
+        subscriber = self.fanout.add(channels, queue_size, gaps)
         try:
             yield subscriber
         finally:
@@ -192,6 +345,49 @@ class MemoryBus(EventBus):
 
     async def subscriber_count(self, channel: str) -> int:
         return self.fanout.count(channel)
+
+
+# Append to the agency's stream, trim it and publish, in one step: a subscriber never
+# hears an event the stream lacks, and the stream's order is the channels' order.
+# KEYS: the stream, and the ``once`` marker ('' for none).
+# ARGV: channel, JSON, max entries, retention in ms.
+_PUBLISH = """
+local stream, once = KEYS[1], KEYS[2]
+local channel, data, max_entries, retention = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if once ~= '' then
+  if not redis.call('SET', once, '1', 'NX', 'PX', retention) then return false end
+end
+local id = redis.call('XADD', stream, 'MAXLEN', max_entries, '*', 'c', channel, 'd', data)
+local now = redis.call('TIME')
+local floor = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - retention
+if floor > 0 then redis.call('XTRIM', stream, 'MINID', floor) end
+redis.call('PEXPIRE', stream, retention)
+local payload
+if data == '{}' then
+  payload = '{"cursor":"' .. id .. '"}'
+else
+  payload = '{"cursor":"' .. id .. '",' .. string.sub(data, 2)
+end
+redis.call('PUBLISH', channel, payload)
+return id
+"""
+
+# The entries after a cursor, or false when the cursor's own entry is gone (trimmed, or
+# the stream was lost): trimming only ever removes the oldest entries, so while a
+# cursor's entry is there, every entry after it is too.
+_READ = """
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return false end
+return redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+"""
+
+# The newest entry's id; an empty stream gets a mark entry (channel '') to resume from.
+_TAIL = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then return last[1][1] end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'c', '', 'd', '{}')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return id
+"""
 
 
 class RedisBus(EventBus):
@@ -202,9 +398,31 @@ class RedisBus(EventBus):
     is the number of processes that do (Redis sees a connection, not its subscriptions).
     """
 
-    def __init__(self, url: str, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
-        self._redis = aioredis.Redis.from_url(url, decode_responses=True)
+    def __init__(
+        self,
+        url: str,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        *,
+        retention_seconds: int = DEFAULT_STREAM_RETENTION_SECONDS,
+        max_entries: int = DEFAULT_STREAM_MAX_ENTRIES,
+    ) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            # A pooled connection from before a Redis restart fails once: try it again on a
+            # fresh one. (A publish tried twice is kept once: see ``once``.)
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
+            retry_on_error=[RedisConnectionError],
+        )
         self.fanout = Fanout(queue_size)
+        self.retention_seconds = retention_seconds
+        self.max_entries = max_entries
+        self._publish_script = self._redis.register_script(_PUBLISH)
+        self._read_script = self._redis.register_script(_READ)
+        self._tail_script = self._redis.register_script(_TAIL)
+        self._confirmations = asyncio.Event()  # set (and replaced) on each confirmation
+        self._gapped: set[str] = set()  # channels to subscribe again after a lost connection
+        self._connected_before = False
         # The reader's own channel: the connection is always subscribed to something,
         # so a read blocks on the socket rather than polling.
         self._control = f"settle.bus.{uuid.uuid4().hex}"
@@ -215,15 +433,50 @@ class RedisBus(EventBus):
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
 
-    async def publish(self, channel: str, message: Message) -> None:
-        await self._redis.publish(channel, json.dumps(message, separators=(",", ":")))
+    async def publish(self, channel: str, message: Message, *, once: str | None = None) -> None:
+        data = json.dumps(message, separators=(",", ":"))
+        agency = channel_names.agency_of(channel)
+        if agency is None:
+            await self._redis.publish(channel, data)
+            return
+        stream = channel_names.stream(agency)
+        await self._publish_script(
+            keys=[stream, f"{stream}.once.{once}" if once is not None else ""],
+            args=[channel, data, self.max_entries, self.retention_seconds * 1000],
+        )
+
+    async def read_stream(self, agency_id: str, after: str, count: int) -> list[StreamEntry]:
+        cursor_key(after)  # a malformed cursor never reaches Redis
+        entries = await self._read_script(
+            keys=[channel_names.stream(agency_id)], args=[after, count]
+        )
+        if entries is None:
+            raise CursorExpired(after)
+        read: list[StreamEntry] = []
+        for cursor, fields in entries:
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            read.append((cursor, values["c"], {"cursor": cursor, **json.loads(values["d"])}))
+        return read
+
+    async def stream_tail(self, agency_id: str) -> str:
+        tail: str = await self._tail_script(
+            keys=[channel_names.stream(agency_id)],
+            args=[self.max_entries, self.retention_seconds * 1000],
+        )
+        return tail
+
+    async def listening(self, channels: Sequence[str]) -> None:
+        async with asyncio.timeout(LISTEN_TIMEOUT_SECONDS):
+            while not all(channel in self._confirmed for channel in channels):
+                confirmed = self._confirmations
+                await confirmed.wait()
 
     @asynccontextmanager
     async def subscribe(
-        self, channels: Sequence[str], *, queue_size: int | None = None
+        self, channels: Sequence[str], *, queue_size: int | None = None, gaps: bool = False
     ) -> AsyncIterator[AsyncIterator[Message]]:
         self._start()
-        subscriber = self.fanout.add(channels, queue_size)
+        subscriber = self.fanout.add(channels, queue_size, gaps)
         try:
             await self._sync()
             yield subscriber
@@ -267,6 +520,9 @@ class RedisBus(EventBus):
                 async with self._sync_lock:
                     self._confirmed.clear()
                     self._sent = self.fanout.channels()
+                    if self._connected_before:
+                        self._gapped = set(self._sent)
+                    self._connected_before = True
                     await pubsub.subscribe(self._control, *sorted(self._sent))
                     self._pubsub = pubsub
                 while True:
@@ -294,7 +550,17 @@ class RedisBus(EventBus):
             return
         if kind == "subscribe":
             if channel in self._sent:
+                # Confirmed again, after a lost connection: by this reader, or by the
+                # client's own reconnection (which subscribes again by itself). What was
+                # published in between never reached us; the subscriptions that resume
+                # hear so.
+                again = channel in self._confirmed or channel in self._gapped
+                self._gapped.discard(channel)
                 self._confirmed.add(channel)
+                self._confirmations.set()
+                self._confirmations = asyncio.Event()
+                if again:
+                    self.fanout.deliver_gap(channel)
         elif kind == "unsubscribe":
             if channel not in self._sent:
                 self._confirmed.discard(channel)
@@ -338,8 +604,17 @@ def get_bus() -> EventBus:
     return _bus
 
 
-def create_bus(redis_url: str | None, queue_size: int = DEFAULT_QUEUE_SIZE) -> EventBus:
-    return RedisBus(redis_url, queue_size) if redis_url else MemoryBus(queue_size)
+def create_bus(
+    redis_url: str | None,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+    *,
+    retention_seconds: int = DEFAULT_STREAM_RETENTION_SECONDS,
+    max_entries: int = DEFAULT_STREAM_MAX_ENTRIES,
+) -> EventBus:
+    retention = {"retention_seconds": retention_seconds, "max_entries": max_entries}
+    if redis_url:
+        return RedisBus(redis_url, queue_size, **retention)
+    return MemoryBus(queue_size, **retention)
 
 
 _shaped: OrderedDict[tuple[int, str], tuple[Message, Any]] = OrderedDict()

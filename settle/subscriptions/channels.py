@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 
@@ -40,3 +41,17 @@ def exports(agency_id: uuid.UUID | str) -> str:
 def imports(agency_id: uuid.UUID | str) -> str:
     """Progress of one agency's CSV imports."""
     return f"settle.agency.{agency_id}.imports"
+
+
+_AGENCY_CHANNEL = re.compile(r"\Asettle\.agency\.([0-9a-f-]{36})\.[a-z]+\Z")
+
+
+def agency_of(channel: str) -> str | None:
+    """The agency whose stream records ``channel``'s events; None for a channel without one."""
+    match = _AGENCY_CHANNEL.match(channel)
+    return match[1] if match else None
+
+
+def stream(agency_id: uuid.UUID | str) -> str:
+    """The Redis stream of every event of one agency, in the order published."""
+    return f"settle.stream.{agency_id}"

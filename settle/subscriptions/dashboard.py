@@ -24,7 +24,7 @@ from settle.schema.context import Info
 from settle.schema.dashboard import Dashboard
 from settle.services import dashboard as dashboard_service
 from settle.subscriptions import channels
-from settle.subscriptions.bus import get_bus
+from settle.subscriptions.bus import GAP, get_bus
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,12 @@ class _AgencyFeed:
     async def _run(self) -> None:
         agency = str(self.agency_id)
         bus_channels = [channels.payments(self.agency_id), channels.invoices(self.agency_id)]
-        async with get_bus().subscribe(bus_channels) as messages:
+        async with get_bus().subscribe(bus_channels, gaps=True) as messages:
 
             async def listen() -> None:
                 async for message in messages:
-                    if message.get("agencyId") == agency:
+                    # After a gap (the bus lost Redis) a change may have gone unheard.
+                    if message is GAP or message.get("agencyId") == agency:
                         self._dirty.set()
 
             listener = asyncio.create_task(listen())

@@ -9,6 +9,7 @@ events, and each event is matched against the subscription's arguments.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -29,7 +30,8 @@ from settle.services import milestone as milestone_service
 from settle.services import payment as payment_service
 from settle.services import project as project_service
 from settle.subscriptions import channels
-from settle.subscriptions.bus import get_bus
+from settle.subscriptions.bus import GAP, Message, get_bus
+from settle.subscriptions.stream import After, parse_cursor, resumable
 
 
 class SubscriptionNotFound(GraphQLError):
@@ -51,10 +53,17 @@ async def _visible(entity: str, row_id: Any, fetch: Callable[[uuid.UUID], Awaita
 
 
 async def milestone_status_changed(
-    info: Info, project_id: strawberry.ID, milestone_id: strawberry.ID | None = None
+    info: Info,
+    project_id: strawberry.ID,
+    milestone_id: strawberry.ID | None = None,
+    after: After = None,
 ) -> AsyncGenerator[MilestoneStatusChanged, None]:
-    """Status changes of a project's milestones (created ones too), or of one of them."""
+    """Status changes of a project's milestones (created ones too), or of one of them.
+
+    With ``after`` (an event's ``cursor``), the changes since that event come first.
+    """
     actor = require_actor(info)
+    parse_cursor(after)
     project = await _visible(
         "Project", project_id, lambda pid: project_service.get_project(actor, pid)
     )
@@ -67,23 +76,31 @@ async def milestone_status_changed(
             raise SubscriptionNotFound(NotFoundError("Milestone", milestone.id))
         only = str(milestone.id)
     agency, wanted = str(actor.agency_id), str(project.id)
-    async with get_bus().subscribe([channels.milestones(actor.agency_id)]) as messages:
-        async for message in messages:
-            if (
-                message.get("agencyId") != agency
-                or message.get("projectId") != wanted
-                or not message.get("statusChanged")
-                or (only is not None and message.get("milestoneId") != only)
-            ):
-                continue
-            yield MilestoneStatusChanged.from_message(message)
+
+    def keep(message: Message) -> bool:
+        return (
+            message.get("agencyId") == agency
+            and message.get("projectId") == wanted
+            and bool(message.get("statusChanged"))
+            and (only is None or message.get("milestoneId") == only)
+        )
+
+    async for message in resumable(agency, [channels.milestones(agency)], after, keep):
+        yield MilestoneStatusChanged.from_message(message)
 
 
 async def invoice_status_changed(
-    info: Info, client_id: strawberry.ID, invoice_id: strawberry.ID | None = None
+    info: Info,
+    client_id: strawberry.ID,
+    invoice_id: strawberry.ID | None = None,
+    after: After = None,
 ) -> AsyncGenerator[InvoiceStatusChanged, None]:
-    """Status changes of a client's invoices (created ones too), or of one of them."""
+    """Status changes of a client's invoices (created ones too), or of one of them.
+
+    With ``after`` (an event's ``cursor``), the changes since that event come first.
+    """
     actor = require_actor(info)
+    parse_cursor(after)
     client = await _visible("Client", client_id, lambda cid: client_service.get_client(actor, cid))
     only: str | None = None
     if invoice_id is not None:
@@ -94,17 +111,18 @@ async def invoice_status_changed(
             raise SubscriptionNotFound(NotFoundError("Invoice", invoice.id))
         only = str(invoice.id)
     agency, wanted = str(actor.agency_id), str(client.id)
-    async with get_bus().subscribe([channels.invoices(actor.agency_id)]) as messages:
-        async for message in messages:
-            if (
-                message.get("agencyId") != agency
-                or message.get("clientId") != wanted
-                # A draft is the agency's own working, as in the invoices query.
-                or (actor.is_client_user and message.get("internal"))
-                or (only is not None and message.get("invoiceId") != only)
-            ):
-                continue
-            yield InvoiceStatusChanged.from_message(message)
+
+    def keep(message: Message) -> bool:
+        return (
+            message.get("agencyId") == agency
+            and message.get("clientId") == wanted
+            # A draft is the agency's own working, as in the invoices query.
+            and not (actor.is_client_user and message.get("internal"))
+            and (only is None or message.get("invoiceId") == only)
+        )
+
+    async for message in resumable(agency, [channels.invoices(agency)], after, keep):
+        yield InvoiceStatusChanged.from_message(message)
 
 
 class _Shared:
@@ -155,13 +173,18 @@ async def project_payment_status_changed(
     )
     agency, wanted = str(actor.agency_id), str(project.id)
     # Listen before the first read: a change committed in between is heard, not lost.
-    async with get_bus().subscribe([channels.milestones(actor.agency_id)]) as messages:
+    async with get_bus().subscribe([channels.milestones(actor.agency_id)], gaps=True) as messages:
         last = await _payment_status(project)
         yield last
         async for message in messages:
-            if message.get("agencyId") != agency or message.get("projectId") != wanted:
+            if message is GAP:
+                # The bus lost Redis for a while: a change may have gone unheard. The
+                # project's subscribers here hear the gap together and share one reading.
+                key = (f"gap.{int(time.monotonic())}", wanted)
+            elif message.get("agencyId") != agency or message.get("projectId") != wanted:
                 continue
-            key = (str(message.get("eventId")), wanted)
+            else:
+                key = (str(message.get("eventId")), wanted)
             current = await _project_statuses.get(key, lambda: _payment_status(project))
             # Pushed only when it differs from what this subscriber was last sent.
             if current != last:

@@ -11,7 +11,8 @@ from settle.resolvers.common import parse_id, require_actor
 from settle.schema.context import Info
 from settle.schema.payment import PaymentStatusChanged
 from settle.subscriptions import channels
-from settle.subscriptions.bus import get_bus, once_per_event
+from settle.subscriptions.bus import once_per_event
+from settle.subscriptions.stream import After, resumable
 
 
 async def payment_status_changed(
@@ -19,8 +20,12 @@ async def payment_status_changed(
     project_id: strawberry.ID | None = None,
     invoice_id: strawberry.ID | None = None,
     payment_id: strawberry.ID | None = None,
+    after: After = None,
 ) -> AsyncGenerator[PaymentStatusChanged, None]:
-    """Every change to a payment the subscriber may see; the arguments given narrow it (AND)."""
+    """Every change to a payment the subscriber may see; the arguments given narrow it (AND).
+
+    With ``after`` (an event's ``cursor``), the changes since that event come first.
+    """
     actor = require_actor(info)
     wanted: dict[str, str] = {}
     if project_id is not None:
@@ -31,12 +36,15 @@ async def payment_status_changed(
         # A client user sees only their own client's payments, as in every query.
         wanted["clientId"] = str(actor.client_id)
     invoice = None if invoice_id is None else str(parse_id(invoice_id, "invoiceId"))
-    async with get_bus().subscribe([channels.payments(actor.agency_id)]) as messages:
-        async for message in messages:
-            if not _matches(message, str(actor.agency_id), wanted, invoice):
-                continue
-            # Shaped once per event for every subscriber of this process that may see it.
-            yield once_per_event(message, "payment", PaymentStatusChanged.from_message)
+    agency = str(actor.agency_id)
+    async for message in resumable(
+        agency,
+        [channels.payments(actor.agency_id)],
+        after,
+        lambda message: _matches(message, agency, wanted, invoice),
+    ):
+        # Shaped once per event for every subscriber of this process that may see it.
+        yield once_per_event(message, "payment", PaymentStatusChanged.from_message)
 
 
 def _matches(

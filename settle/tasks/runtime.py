@@ -23,7 +23,12 @@ class WorkerRuntime(Middleware):
         if loop_thread is None:
             raise RuntimeError("the AsyncIO middleware must run before WorkerRuntime")
         loop_thread.run_coroutine(init_db(self.settings.resolved_database_url))
-        self.bus = create_bus(self.settings.redis_url, self.settings.subscription_queue_size)
+        self.bus = create_bus(
+            self.settings.redis_url,
+            self.settings.subscription_queue_size,
+            retention_seconds=self.settings.stream_retention_seconds,
+            max_entries=self.settings.stream_max_entries,
+        )
         set_bus(self.bus)
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:

@@ -15,7 +15,7 @@ from settle.core import clock, relay
 from settle.core.outbox import emit_event, send_job, transaction
 from settle.core.relay import relay_pending
 from settle.models.outbox import OutboxKind, OutboxMessage
-from settle.subscriptions.bus import EventBus, Message, get_bus, set_bus
+from settle.subscriptions.bus import EventBus, Message, StreamEntry, get_bus, set_bus
 from tests.conftest import Backend, wait_for
 
 TEST_ACTOR = "test.outbox.record"
@@ -30,11 +30,17 @@ class Boom(Exception):
 class BrokenBus(EventBus):
     """A bus whose every publish fails, as when Redis is down at commit time."""
 
-    async def publish(self, channel: str, message: Message) -> None:
+    async def publish(self, channel: str, message: Message, *, once: str | None = None) -> None:
         raise ConnectionError("bus unreachable")
 
-    def subscribe(self, channels: Any, *, queue_size: int | None = None) -> Any:
+    def subscribe(self, channels: Any, *, queue_size: int | None = None, gaps: bool = False) -> Any:
         raise NotImplementedError
+
+    async def read_stream(self, agency_id: str, after: str, count: int) -> list[StreamEntry]:
+        raise ConnectionError("bus unreachable")
+
+    async def stream_tail(self, agency_id: str) -> str:
+        raise ConnectionError("bus unreachable")
 
     async def subscriber_count(self, channel: str) -> int:
         return 0

@@ -34,6 +34,7 @@ from graphql import (
 )
 from tortoise import Tortoise
 
+from settle.core import clock
 from settle.core.storage import get_storage
 from settle.models.activity import ActivityEvent
 from settle.models.agency import Role, User
@@ -2218,3 +2219,192 @@ async def test_reports_hold_only_the_callers_agency(
         assert [(e["path"], e["extensions"]["code"]) for e in body["errors"]] == [
             ([field], "PERMISSION_DENIED")
         ]
+
+
+# --- cursors (after) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResumeProbe:
+    """A subscription that resumes from a cursor, and an event of a target it must hear."""
+
+    operation: str
+    variables: Callable[[Target], dict[str, Any]]
+    channel: Callable[[uuid.UUID], str]
+    # the event as services announce it, for the target's rows of the agency
+    event: Callable[[uuid.UUID, Target], dict[str, Any]]
+    # what a subscriber hears of it, to tell one target's events from another's
+    heard: Callable[[Target], dict[str, Any]]
+
+
+def _now() -> str:
+    return clock.now().isoformat()
+
+
+RESUME_REGISTRY: dict[str, ResumeProbe] = {
+    "activityAdded": ResumeProbe(
+        """
+subscription Watch($after: String) { activityAdded(after: $after) { clientId } }
+""",
+        lambda t: {},
+        channels.activity,
+        lambda agency, t: {
+            "id": str(uuid.uuid4()),
+            "agencyId": str(agency),
+            "clientId": t.client_id,
+            "actorId": None,
+            "actorName": None,
+            "entityType": "client",
+            "entityId": t.client_id,
+            "verb": "updated",
+            "summary": "Client updated",
+            "changes": {},
+            "internal": False,
+            "createdAt": _now(),
+        },
+        lambda t: {"clientId": t.client_id},
+    ),
+    "paymentStatusChanged": ResumeProbe(
+        """
+subscription Watch($after: String) { paymentStatusChanged(after: $after) { paymentId } }
+""",
+        lambda t: {},
+        channels.payments,
+        lambda agency, t: {
+            "paymentId": t.payment_id,
+            "agencyId": str(agency),
+            "clientId": t.client_id,
+            "projectId": t.project_id,
+            "invoiceIds": [t.issued_invoice_id],
+            "milestoneIds": [],
+            "status": "pending",
+            "provider": "sandbox",
+            "amountMinor": 1,
+            "amountRefundedMinor": 0,
+            "currency": "USD",
+            "changedAt": _now(),
+        },
+        lambda t: {"paymentId": t.payment_id},
+    ),
+    "milestoneStatusChanged": ResumeProbe(
+        """
+subscription Watch($projectId: ID!, $after: String) {
+  milestoneStatusChanged(projectId: $projectId, after: $after) { milestoneId }
+}
+""",
+        lambda t: {"projectId": t.project_id},
+        channels.milestones,
+        lambda agency, t: {
+            "eventId": str(uuid.uuid4()),
+            "milestoneId": t.milestone_id,
+            "agencyId": str(agency),
+            "clientId": t.client_id,
+            "projectId": t.project_id,
+            "title": "Design",
+            "status": "in_progress",
+            "previousStatus": "pending",
+            "paymentStatus": "unpaid",
+            "amountMinor": 1,
+            "amountPaidMinor": 0,
+            "currency": "USD",
+            "statusChanged": True,
+            "changedAt": _now(),
+        },
+        lambda t: {"milestoneId": t.milestone_id},
+    ),
+    "invoiceStatusChanged": ResumeProbe(
+        """
+subscription Watch($clientId: ID!, $after: String) {
+  invoiceStatusChanged(clientId: $clientId, after: $after) { invoiceId }
+}
+""",
+        lambda t: {"clientId": t.client_id},
+        channels.invoices,
+        lambda agency, t: {
+            "invoiceId": t.issued_invoice_id,
+            "agencyId": str(agency),
+            "clientId": t.client_id,
+            "projectId": t.project_id,
+            "number": "INV-1",
+            "status": "viewed",
+            "previousStatus": "sent",
+            "totalMinor": 1,
+            "dueMinor": 1,
+            "currency": "USD",
+            "internal": False,
+            "changedAt": _now(),
+        },
+        lambda t: {"invoiceId": t.issued_invoice_id},
+    ),
+}
+RESUME_FIELDS = sorted(RESUME_REGISTRY)
+
+
+def test_resume_registry_covers_every_subscription_with_after() -> None:
+    # given every subscription of the served schema that takes a cursor
+    root = schema._schema.subscription_type
+    assert root is not None
+    resumable = {name for name, field in root.fields.items() if "after" in field.args}
+    # then each is walked below
+    assert resumable == set(RESUME_REGISTRY)
+
+
+async def resume(url: str, field: str, target: Target, after: str, token: str) -> Subscription:
+    probe = RESUME_REGISTRY[field]
+    return Subscription(
+        url,
+        probe.operation,
+        field,
+        token=token,
+        variables={**probe.variables(target), "after": after},
+    )
+
+
+@pytest.mark.parametrize("field", RESUME_FIELDS, ids=RESUME_FIELDS)
+async def test_a_cursor_never_opens_another_agencys_stream(
+    field: str, db: Backend, ws_url: str, owner: Account, rival: Account
+) -> None:
+    # given both agencies' rows, and the owner's cursor followed by events of its rows
+    probe = RESUME_REGISTRY[field]
+    victim = (await client_rows(owner, "Acme")).target
+    own = (await client_rows(rival, "Rivalco")).target
+    await db.drain()
+    bus = get_bus()
+    await bus.stream_tail(str(rival.agency_id))
+    cursor = await bus.stream_tail(str(owner.agency_id))
+    for _ in range(2):
+        await bus.publish(probe.channel(owner.agency_id), probe.event(owner.agency_id, victim))
+
+    # when the rival resumes its own subscription from the owner's cursor
+    async with await resume(ws_url, field, own, cursor, rival.token) as sub:
+        # then it is refused: the cursor names no place in the rival's own stream
+        with pytest.raises(TransportQueryError) as raised:
+            await sub.next()
+    assert [e["extensions"]["code"] for e in raised.value.errors] == ["CURSOR_EXPIRED"]
+
+    # and the owner, from the same cursor, hears its events
+    async with await resume(ws_url, field, victim, cursor, owner.token) as sub:
+        assert await sub.next() == probe.heard(victim)
+
+
+@pytest.mark.parametrize("field", RESUME_FIELDS, ids=RESUME_FIELDS)
+async def test_a_cursor_replays_only_a_client_users_own_client(
+    field: str, db: Backend, ws_url: str, owner: Account
+) -> None:
+    # given an agency with clients A and B, a viewer of A, and a cursor followed by
+    # events of B's rows, then of A's
+    probe = RESUME_REGISTRY[field]
+    mine = await client_rows(owner, "Acme")
+    other = (await client_rows(owner, "Bolt")).target
+    viewer = await create_user(owner, role=Role.CLIENT_VIEWER, client=mine.client)
+    await db.drain()
+    bus = get_bus()
+    cursor = await bus.stream_tail(str(owner.agency_id))
+    channel = probe.channel(owner.agency_id)
+    await bus.publish(channel, probe.event(owner.agency_id, other))
+    await bus.publish(channel, probe.event(owner.agency_id, mine.target))
+
+    # when the viewer resumes from the cursor (on its own client's rows where it names any)
+    async with await resume(ws_url, field, mine.target, cursor, viewer.token) as sub:
+        # then the first event it hears is A's: B's was passed over
+        assert await sub.next() == probe.heard(mine.target)

@@ -12,13 +12,17 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from settle.subscriptions import channels
 from settle.subscriptions.bus import (
+    GAP,
+    CursorExpired,
     EventBus,
     MemoryBus,
     Message,
     RedisBus,
     SubscriberTooSlow,
     create_bus,
+    cursor_key,
 )
 from tests.conftest import wait_for
 from tests.fixtures.services import REDIS_URL, check_redis, unavailable
@@ -371,5 +375,94 @@ async def test_redis_bus_ping_fails_when_redis_is_unreachable() -> None:
         # when / then
         with pytest.raises(RedisConnectionError):
             await bus.ping()
+    finally:
+        await bus.close()
+
+
+# --- streams ------------------------------------------------------------------
+
+
+async def test_an_agency_channel_message_is_kept_in_the_agency_stream_with_its_cursor(
+    bus: EventBus,
+) -> None:
+    # given a subscriber of an agency's payments channel
+    agency = str(uuid.uuid4())
+    channel = channels.payments(agency)
+    start = await bus.stream_tail(agency)
+    async with bus.subscribe([channel]) as messages:
+        await until_subscribers(bus, channel, 1)
+
+        # when two messages are published, one of them twice under one name
+        await bus.publish(channel, {"n": 1}, once="a")
+        await bus.publish(channel, {"n": 1}, once="a")
+        await bus.publish(channels.invoices(agency), {"n": 2})
+
+        # then the subscriber hears the first once, with the cursor the stream keeps it by
+        heard = await next_message(messages)
+        entries = await bus.read_stream(agency, start, 10)
+        assert entries == [
+            (entries[0][0], channel, {"cursor": entries[0][0], "n": 1}),
+            (entries[1][0], channels.invoices(agency), {"cursor": entries[1][0], "n": 2}),
+        ]
+        assert heard == {"cursor": entries[0][0], "n": 1}
+        assert cursor_key(entries[0][0]) < cursor_key(entries[1][0])
+        # and a channel of no agency has no stream: its messages carry no cursor
+        plain = new_channel()
+        async with bus.subscribe([plain]) as other:
+            await until_subscribers(bus, plain, 1)
+            await bus.publish(plain, {"n": 3})
+            assert await next_message(other) == {"n": 3}
+
+
+async def test_entries_older_than_the_retention_are_dropped(
+    bus: EventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a stream that keeps one second of events
+    monkeypatch.setattr(bus, "retention_seconds", 1)
+    agency = str(uuid.uuid4())
+    channel = channels.activity(agency)
+    first = await bus.stream_tail(agency)
+    await bus.publish(channel, {"n": 1})
+
+    # when more than a second later another event is published
+    await asyncio.sleep(1.2)
+    await bus.publish(channel, {"n": 2})
+
+    # then what came before it is gone: a cursor from then has expired
+    with pytest.raises(CursorExpired):
+        await bus.read_stream(agency, first, 10)
+    newest = await bus.stream_tail(agency)
+    assert await bus.read_stream(agency, newest, 10) == []
+
+
+async def test_a_redis_bus_tells_resuming_subscribers_of_a_lost_connection() -> None:
+    # given a subscription that asked to hear of gaps, and one that did not
+    try:
+        await check_redis()
+    except Exception as exc:
+        unavailable("Redis", exc)
+    others = set(await pubsub_connections())
+    bus = RedisBus(REDIS_URL)
+    channel = new_channel()
+    try:
+        async with (
+            bus.subscribe([channel], gaps=True) as resuming,
+            bus.subscribe([channel]) as plain,
+        ):
+            await bus.listening([channel])
+            dropped = set(await pubsub_connections()) - others
+
+            # when Redis drops the bus's connection, and the bus subscribes again
+            admin = aioredis.Redis.from_url(REDIS_URL)
+            try:
+                await admin.client_kill_filter(_id=next(iter(dropped)))
+            finally:
+                await admin.aclose()
+
+            # then the first hears GAP (once Redis has confirmed the new subscription),
+            # the other goes on with messages alone
+            assert await next_message(resuming) is GAP
+            assert channel in bus._confirmed
+            assert await fence(bus, channel, resuming, plain) == [[], []]
     finally:
         await bus.close()
