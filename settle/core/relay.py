@@ -3,7 +3,9 @@
 Events are published in outbox id order, one relay at a time: a process-wide
 lock, and on PostgreSQL a transaction-level advisory lock across processes.
 Each relay publishes every unpublished event up to its own, oldest first, and
-stops at the first it cannot publish, leaving the rest in order for the next.
+stops at the first it cannot publish, leaving the rest in order for the next. An
+event that has failed ``MAX_EVENT_ATTEMPTS`` times is passed over (it stays in the
+outbox with its last error, and is logged) so that it cannot hold back the rest.
 
 Why: an outbox id is taken when the row is inserted, not when its transaction
 commits, and concurrent transactions commit in any order. Two changes of one row
@@ -33,6 +35,9 @@ from settle.models.outbox import OutboxKind, OutboxMessage
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
+# An event is tried this many times; then it is passed over (kept, with its last error,
+# and logged) so that one event the bus always refuses cannot hold back every later one.
+MAX_EVENT_ATTEMPTS = 5
 # The advisory lock every process's event relay takes on PostgreSQL (an arbitrary
 # constant: "settle" read as hex digits, near enough).
 EVENT_RELAY_LOCK = 0x5E771E
@@ -104,7 +109,11 @@ async def _relay_events(query: QuerySet[OutboxMessage]) -> tuple[int, bool]:
         if _is_postgres():
             await connection.execute_query(f"SELECT pg_advisory_xact_lock({EVENT_RELAY_LOCK})")
         qs = (
-            query.filter(kind=OutboxKind.EVENT, published_at__isnull=True)
+            query.filter(
+                kind=OutboxKind.EVENT,
+                published_at__isnull=True,
+                attempts__lt=MAX_EVENT_ATTEMPTS,
+            )
             .order_by("id")
             .limit(BATCH_SIZE)
         )
@@ -113,9 +122,12 @@ async def _relay_events(query: QuerySet[OutboxMessage]) -> tuple[int, bool]:
         rows = await qs
         sent = 0
         for row in rows:
-            if not await _send(row):
+            if await _send(row):
+                sent += 1
+            elif row.attempts >= MAX_EVENT_ATTEMPTS:
+                log.error("outbox.event_given_up", extra={"outbox_id": row.id})
+            else:
                 return sent, False  # later events wait: the stream keeps their order
-            sent += 1
         return sent, len(rows) < BATCH_SIZE
 
 

@@ -358,3 +358,41 @@ async def test_concurrent_relays_publish_each_row_exactly_once(
     assert sorted(message["n"] for message in received) == list(range(total))
     assert await OutboxMessage.filter(published_at__isnull=True).count() == 0
     assert await OutboxMessage.exclude(attempts=1).count() == 0
+
+
+async def test_an_event_that_keeps_failing_stops_holding_back_the_events_behind_it(
+    db: Backend, listener: Listener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: an event the bus refuses every time (its channel is refused), then one it takes
+    bus = get_bus()
+    publish = bus.publish
+
+    async def refusing(channel: str, message: Message, *, once: str | None = None) -> None:
+        if message.get("poison"):
+            raise ValueError("refused")
+        await publish(channel, message, once=once)
+
+    monkeypatch.setattr(bus, "publish", refusing)
+    poisoned = await stale_row(OutboxKind.EVENT, listener.channel, {"poison": True})
+    await stale_row(OutboxKind.EVENT, listener.channel, {"n": 1})
+
+    # when: the catch-up runs as often as an event may be tried
+    for _ in range(relay.MAX_EVENT_ATTEMPTS - 1):
+        assert await relay_pending() == 0
+        # then: while it may still go out, the events behind it wait, in order
+        assert await listener.fence() == []
+    sent = await relay_pending()
+
+    # then: once it has used up its attempts it is passed over, kept with its error,
+    # and the next event goes out
+    assert sent == 1
+    assert await listener.next() == {"n": 1}
+    await poisoned.refresh_from_db()
+    assert poisoned.published_at is None
+    assert poisoned.attempts == relay.MAX_EVENT_ATTEMPTS
+    assert poisoned.last_error == "ValueError: refused"
+
+    # and later runs do not try it again
+    assert await relay_pending() == 0
+    await poisoned.refresh_from_db()
+    assert poisoned.attempts == relay.MAX_EVENT_ATTEMPTS
