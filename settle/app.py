@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +23,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
+from strawberry.types import ExecutionResult
 from tortoise import Tortoise
 
 from settle.core import rate_limit
@@ -35,6 +38,7 @@ from settle.core.settings import Settings
 from settle.files import file_routes
 from settle.invitations import invitation_routes
 from settle.notifications.unsubscribe import unsubscribe_routes
+from settle.schema import persisted
 from settle.schema.context import Context
 from settle.schema.schema import schema
 from settle.schema.transport import SafeInputView
@@ -93,6 +97,27 @@ class SettleGraphQL(SafeInputView, GraphQL):
             if actor is not None and not await rate_limit.admit_user(scope, send, actor.user_id):
                 return
         await super().__call__(scope, receive, send)
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # A GET with a persisted query's hash and no document is an operation, not a browser.
+        return "extensions" not in request.query_params and super().should_render_graphql_ide(
+            request
+        )
+
+    async def execute_single(  # type: ignore[override]
+        self, *, request_data: GraphQLRequestData, **kwargs: Any
+    ) -> ExecutionResult:
+        # An automatic persisted query becomes the document its hash names, or an answer
+        # Apollo's clients act on (send the document; stop sending hashes).
+        try:
+            query = await persisted.resolve(
+                self.settings, request_data.query, request_data.extensions
+            )
+        except persisted.PersistedQueryError as error:
+            return ExecutionResult(data=None, errors=[error])
+        if query is not request_data.query:
+            request_data = dataclasses.replace(request_data, query=query)
+        return await super().execute_single(request_data=request_data, **kwargs)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:  # type: ignore[override]
         is_ws = isinstance(request, WebSocket)
@@ -214,6 +239,7 @@ async def stop_runtime(runtime: Runtime) -> None:
     if runtime.bus is not None:
         await runtime.bus.close()
         set_bus(None)
+    await persisted.close_stores()
     await close_db()
 
 

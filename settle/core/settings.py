@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     graphql_max_cost_anonymous: int = Field(default=1000, gt=0)
     # Introspection (``__schema``, ``__type``): unset means on, except in production.
     graphql_introspection: bool | None = None
+    # Documents parsed and validated once per process: this many, least recently used
+    # out first (0: parse and validate every request). Limits still apply to every request.
+    graphql_document_cache_size: int = Field(default=1000, ge=0)
+    # Automatic persisted queries (Apollo's protocol): a client may send a document's
+    # SHA-256 instead of its text. The store keeps this many documents, in Redis when it is
+    # configured (shared by every replica; each unused for ``ttl`` expires), else in memory.
+    graphql_persisted_queries: bool = True
+    graphql_persisted_query_store_size: int = Field(default=10_000, gt=0)
+    graphql_persisted_query_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
 
     # The largest request body /graphql and /webhooks/* take (413 beyond it, refused as it
     # arrives). Operations and gateway webhooks are a few KiB; files have their own routes.
