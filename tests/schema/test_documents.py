@@ -1,8 +1,7 @@
-"""Documents are parsed and validated once per process; every request is still held to its limits."""
+"""Documents are parsed and validated once per process; each request is held to its limits."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -30,7 +29,7 @@ class Calls:
 
 
 @pytest.fixture
-def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Calls]:
+def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
     """Counts the parses and the validations that really run."""
     counted = Calls()
     parse_document = limits._LimitedParser.parse_document
@@ -47,7 +46,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Calls]:
     monkeypatch.setattr(limits._LimitedParser, "parse_document", counting_parse)
     monkeypatch.setattr(strawberry_schema, "validate", counting_validate)
     documents.document_cache(documents.get_settings()).clear()
-    yield counted
+    return counted
 
 
 async def post(
