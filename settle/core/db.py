@@ -18,6 +18,7 @@ from tortoise.backends.base.client import (
     TransactionalDBClient,
     TransactionContextPooled,
 )
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.connection import get_connections
 from tortoise.migrations.api import migrate as run_migrations
 from tortoise.models import Model
@@ -33,8 +34,14 @@ M = TypeVar("M", bound=Model)
 
 def tortoise_config(database_url: str) -> dict[str, Any]:
     """The Tortoise config for one database URL (``sqlite://...`` or ``postgres://...``)."""
+    connection: str | dict[str, Any] = database_url
+    if is_postgres(database_url):
+        # Tortoise's asyncpg client, with connections reset only when a statement changed
+        # session state (see settle.core.pg).
+        connection = expand_db_url(database_url)
+        connection["engine"] = "settle.core.pg"
     return {
-        "connections": {"default": database_url},
+        "connections": {"default": connection},
         "apps": {
             APP_LABEL: {
                 "models": ["settle.models"],
