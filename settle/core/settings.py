@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     # A query operation reads one snapshot on PostgreSQL (one read-only REPEATABLE READ
     # transaction), so one response never mixes moments. Off only to measure what it costs.
     snapshot_reads: bool = True
+    # A serving process hides what start-up built from the garbage collector (gc.freeze)
+    # and runs its first generation every ``gc_threshold`` allocations (Python: 700);
+    # 0 keeps Python's. See settle.app.tune_gc.
+    gc_freeze: bool = True
+    gc_threshold: int = Field(default=10_000, ge=0)
     secret_key: SecretStr | None = None
     # The base of every link Settle makes. Unset, ``settle serve`` uses the address it
     # listens on (``for_server``), so ``make run PORT=8123`` links to port 8123.
