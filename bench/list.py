@@ -226,8 +226,13 @@ async def statements_per_request(
 
 async def run(args: argparse.Namespace) -> None:
     serve_args = ["--workers", str(args.workers)] if args.workers else []
+    serve_env = dict(item.split("=", 1) for item in args.serve_env)
     async with stack(
-        args.postgres_url, args.redis_url, code=args.code, serve_args=serve_args
+        args.postgres_url,
+        args.redis_url,
+        code=args.code,
+        serve_args=serve_args,
+        extra_env=serve_env,
     ) as running:
         async with httpx.AsyncClient(base_url=running.base_url, timeout=120) as http:
             print("issuing 100 invoices of 3 lines ...", flush=True)
@@ -336,6 +341,13 @@ def main() -> None:
         type=int,
         default=0,
         help="`settle serve --workers N` (default: none given, the server's own default)",
+    )
+    parser.add_argument(
+        "--serve-env",
+        action="append",
+        default=[],
+        metavar="SETTLE_NAME=VALUE",
+        help="a setting for `settle serve` (repeatable), e.g. SETTLE_GC_FREEZE=false",
     )
     add_service_arguments(parser)
     asyncio.run(run(parser.parse_args()))

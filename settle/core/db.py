@@ -175,6 +175,30 @@ async def read_snapshot() -> AsyncIterator[ReadSnapshot | None]:
             _snapshot.reset(token)
 
 
+_write_slots: WeakKeyDictionary[BaseDBAsyncClient, asyncio.Semaphore] = WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def write_slot() -> AsyncIterator[None]:
+    """Hold one of the pool's write slots for the block (a boundary's transaction).
+
+    As many transactions write at once as snapshots read (the pool less a quarter,
+    ``snapshot_slots``); the others wait here, holding no connection and taking no
+    turn on the event loop. Without it a burst of writes (a hundred payments
+    started at once) took every connection, and a simple read queued behind all of
+    them for one. Nothing on SQLite, or inside a transaction already.
+    """
+    pool = Tortoise.get_connection("default")
+    if not isinstance(pool, AsyncpgDBClient) or isinstance(pool, TransactionalDBClient):
+        yield
+        return
+    slots = _write_slots.get(pool)
+    if slots is None:
+        slots = _write_slots[pool] = asyncio.Semaphore(max(1, snapshot_slots(pool.pool_maxsize)))
+    async with slots:
+        yield
+
+
 @contextmanager
 def outside_snapshot() -> Iterator[None]:
     """Run the block on the pool instead of the operation's snapshot (for a write of a query).

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from tortoise import Tortoise
+from tortoise.expressions import F
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
@@ -50,7 +51,7 @@ async def _relay(query: QuerySet[OutboxMessage]) -> tuple[int, int, int]:
             # replicas) must not both send a row: each takes the rows it locked.
             qs = qs.select_for_update(skip_locked=True)
         rows = await qs
-        sent = 0
+        sent: list[int] = []
         for row in rows:
             try:
                 await _deliver(row)
@@ -60,11 +61,14 @@ async def _relay(query: QuerySet[OutboxMessage]) -> tuple[int, int, int]:
                 row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
                 await row.save(update_fields=["attempts", "last_error"])
                 continue
-            row.published_at = clock.now()
-            row.attempts += 1
-            await row.save(update_fields=["published_at", "attempts"])
-            sent += 1
-        return sent, len(rows), rows[-1].id if rows else 0
+            sent.append(row.id)
+        if sent:
+            # One statement for the batch: a payment's commit relays half a dozen rows,
+            # and a statement each was a fifth of its round trips.
+            await OutboxMessage.filter(id__in=sent).update(
+                published_at=clock.now(), attempts=F("attempts") + 1
+            )
+        return len(sent), len(rows), rows[-1].id if rows else 0
 
 
 async def _deliver(row: OutboxMessage) -> None:
