@@ -226,7 +226,8 @@ async def wait_ready(base_url: str) -> None:
             except httpx.TransportError:
                 return False
 
-        await wait_until(ready, f"settle serve at {base_url}")
+        # Generous: with --workers, several processes import the app at once.
+        await wait_until(ready, f"settle serve at {base_url}", timeout=300)
 
 
 def free_port() -> int:
