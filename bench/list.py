@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import struct
 import time
 from contextlib import suppress
@@ -71,9 +72,11 @@ class Side:
     name: str
     base_url: str
     request: bytes
+    pid: int
     latencies: list[float] = field(default_factory=list)
     answered: int = 0
     wall: float = 0.0
+    cpu: float = 0.0
     body: bytes | None = None
 
     async def round(self, connections: int, seconds: float, *, record: bool = True) -> None:
@@ -92,6 +95,7 @@ class Side:
                     self.body = body
 
         started = time.perf_counter()
+        cpu = cpu_seconds(self.pid)
         try:
             await asyncio.gather(*(loop(lane) for lane in lanes))
         finally:
@@ -99,12 +103,43 @@ class Side:
                 await lane.close()
         if record:
             self.wall += time.perf_counter() - started
+            self.cpu += cpu_seconds(self.pid) - cpu
             self.latencies += timings
             self.answered += len(timings)
 
     @property
     def rate(self) -> float:
         return self.answered / self.wall
+
+    @property
+    def cpu_per_request(self) -> float:
+        return self.cpu / self.answered
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a server process and its children (its workers).
+
+    On a machine shared with other work, latency swings with the neighbours' load;
+    the CPU a request costs the server does not.
+    """
+    pids = [pid] + [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _parent(entry) == pid
+    ]
+    total = 0
+    for each in pids:
+        with suppress(OSError):
+            fields = (Path("/proc") / str(each) / "stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _parent(entry: Path) -> int:
+    try:
+        return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def canonical(body: bytes) -> bytes:
@@ -241,7 +276,7 @@ async def run(args: argparse.Namespace) -> None:
             api.token = token
             agency_id = (await api.execute(ME))["me"]["agency"]["id"]
         raw_port = free_port()
-        running.spawn(
+        raw_process = running.spawn(
             "raw",
             [
                 str(HERE / "_raw_list.py"),
@@ -256,15 +291,17 @@ async def run(args: argparse.Namespace) -> None:
         raw_url = f"http://127.0.0.1:{raw_port}"
         await wait_until_up(raw_url)
         body = json.dumps({"query": LIST}).encode()
+        settle_pid = running.processes[0].pid
         settle = Side(
             "settle",
             running.base_url,
             Lane.post_request("/graphql", body, {"Authorization": f"Bearer {token}"}),
+            settle_pid,
         )
-        raw = Side("raw", raw_url, Lane.post_request("/graphql", body))
+        raw = Side("raw", raw_url, Lane.post_request("/graphql", body), raw_process.pid)
         single: dict[str, Side] = {
-            "settle": Side("settle", settle.base_url, settle.request),
-            "raw": Side("raw", raw.base_url, raw.request),
+            "settle": Side("settle", settle.base_url, settle.request, settle_pid),
+            "raw": Side("raw", raw.base_url, raw.request, raw_process.pid),
         }
         for side in (settle, raw):
             await side.round(args.connections, 2.0, record=False)
@@ -295,6 +332,7 @@ async def run(args: argparse.Namespace) -> None:
                     f"{side.rate:.1f}/s",
                     ms(percentile(side.latencies, 50)),
                     ms(percentile(side.latencies, 99)),
+                    ms(side.cpu_per_request),
                 ]
             )
         rows.append(
@@ -303,13 +341,14 @@ async def run(args: argparse.Namespace) -> None:
                 f"{floor.rate / ours.rate:.1f}x slower",
                 f"{percentile(ours.latencies, 50) / percentile(floor.latencies, 50):.1f}x",
                 f"{percentile(ours.latencies, 99) / percentile(floor.latencies, 99):.1f}x",
+                f"{ours.cpu_per_request / floor.cpu_per_request:.1f}x",
             ]
         )
     print_table(
         f"invoices(first: 100) with lines and client; {args.rounds} interleaved rounds of "
         f"{args.seconds:.0f} s per side ({args.connections} connections) and "
         f"{args.seconds / 2:.0f} s (1 connection)",
-        ["", "rate", "p50", "p99"],
+        ["", "rate", "p50", "p99", "server CPU/request"],
         rows,
     )
     print(
