@@ -49,6 +49,12 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("SETTLE_BENCH_REDIS_URL", DEFAULT_REDIS_URL),
         help="an empty Redis database for the run; emptied at the end",
     )
+    parser.add_argument(
+        "--code",
+        type=Path,
+        default=ROOT,
+        help="run the settle processes from this checkout (to measure another commit)",
+    )
 
 
 # --- the stack -----------------------------------------------------------------------------
@@ -64,6 +70,7 @@ class Stack:
     base_url: str
     logs: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    code: Path = ROOT
 
     def spawn(
         self, name: str, args: Sequence[str], extra_env: dict[str, str] | None = None
@@ -75,7 +82,7 @@ class Stack:
         env = {**self.env, **(extra_env or {})}
         with (self.logs / f"{name}.log").open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=out
+                [sys.executable, *args], cwd=self.code, env=env, stdout=out, stderr=out
             )
         self.processes.append(process)
         return process
@@ -117,11 +124,11 @@ async def _drop_database(server_url: str, url: str) -> None:
         await conn.close()
 
 
-async def _run(args: Sequence[str], env: dict[str, str]) -> None:
+async def _run(args: Sequence[str], env: dict[str, str], code: Path = ROOT) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         *args,
-        cwd=ROOT,
+        cwd=code,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -155,8 +162,19 @@ async def wait_until(
 
 
 @asynccontextmanager
-async def stack(postgres_url: str, redis_url: str) -> AsyncIterator[Stack]:
-    """A fresh database, migrated, and `settle serve` ready on a free port; all gone after."""
+async def stack(
+    postgres_url: str,
+    redis_url: str,
+    *,
+    code: Path = ROOT,
+    serve_args: Sequence[str] = (),
+    extra_env: dict[str, str] | None = None,
+) -> AsyncIterator[Stack]:
+    """A fresh database, migrated, and `settle serve` ready on a free port; all gone after.
+
+    ``code`` is the checkout the processes run from; ``serve_args`` and ``extra_env``
+    go to `settle serve` only.
+    """
     redis = aioredis.Redis.from_url(redis_url)
     if await redis.dbsize():
         await redis.aclose()
@@ -178,10 +196,16 @@ async def stack(postgres_url: str, redis_url: str) -> AsyncIterator[Stack]:
                     "SETTLE_RATE_LIMITS_ENABLED": "false",
                 }
             )
-            running = Stack(database_url, redis_url, env, f"http://127.0.0.1:{port}", Path(var_dir))
+            running = Stack(
+                database_url, redis_url, env, f"http://127.0.0.1:{port}", Path(var_dir), code=code
+            )
             try:
-                await _run(["-m", "settle", "migrate"], env)
-                running.spawn("serve", ["-m", "settle", "serve", "--port", str(port)])
+                await _run(["-m", "settle", "migrate"], env, code)
+                running.spawn(
+                    "serve",
+                    ["-m", "settle", "serve", "--port", str(port), *serve_args],
+                    extra_env,
+                )
                 await wait_ready(running.base_url)
                 yield running
             finally:
@@ -202,7 +226,8 @@ async def wait_ready(base_url: str) -> None:
             except httpx.TransportError:
                 return False
 
-        await wait_until(ready, f"settle serve at {base_url}")
+        # Generous: with --workers, several processes import the app at once.
+        await wait_until(ready, f"settle serve at {base_url}", timeout=300)
 
 
 def free_port() -> int:
@@ -394,3 +419,58 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
+
+
+# --- a light load generator -----------------------------------------------------------------
+
+
+class Lane:
+    """One kept-alive HTTP/1.1 connection sending one request at a time, as wrk does.
+
+    A few lines over asyncio streams rather than an HTTP library: the client shares
+    the machine with the server, and the less CPU it takes the more the figures are
+    the server's. It reads exactly what uvicorn writes: a status line, headers with a
+    Content-Length, the body.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        parts = urlsplit(base_url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> Lane:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+    @staticmethod
+    def post_request(path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+        """The bytes of one POST, built once and sent many times."""
+        lines = [
+            f"POST {path} HTTP/1.1",
+            "Host: bench",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            *(f"{name}: {value}" for name, value in (headers or {}).items()),
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """Send ``request``; returns the status and the body."""
+        assert self.reader is not None
+        assert self.writer is not None
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from settle.core.logging import configure_logging
 from settle.core.settings import Settings, configure_settings, get_settings
@@ -16,24 +18,54 @@ from settle.core.settings import Settings, configure_settings, get_settings
 log = logging.getLogger("settle.cli")
 
 
+def serve_workers(settings: Settings, requested: int | None) -> int:
+    """How many processes `settle serve` runs: ``--workers``, else one per core.
+
+    The embedded run (no SETTLE_REDIS_URL) keeps its bus, worker, scheduler and
+    rate limits in the one process, so it runs one; asking it for more is refused
+    (SystemExit with the reason).
+    """
+    if requested is None:
+        return 1 if settings.embedded else max(1, os.cpu_count() or 1)
+    if requested > 1 and settings.embedded:
+        raise SystemExit(
+            f"settle serve --workers {requested} needs SETTLE_REDIS_URL: the embedded run "
+            "keeps its event bus, background worker, scheduler and rate limits in one "
+            "process. Set SETTLE_REDIS_URL (and run `settle worker`), or use --workers 1."
+        )
+    return requested
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from settle.app import create_app
-
     # The whole process (its in-process worker too) links to the port it serves on.
     settings = settings.for_server(args.host, args.port)
+    try:
+        workers = serve_workers(settings, args.workers)
+    except SystemExit as refusal:
+        print(refusal, file=sys.stderr)
+        return 2
     configure_settings(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        proxy_headers=True,
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_config": None,
+        "proxy_headers": True,
         # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; Settle believes
         # exactly the proxies SETTLE_TRUSTED_PROXIES names (see settle.core.rate_limit).
-        forwarded_allow_ips=list(settings.trusted_proxies),
-    )
+        "forwarded_allow_ips": list(settings.trusted_proxies),
+    }
+    if workers == 1:
+        from settle.app import create_app
+
+        uvicorn.run(create_app(settings), **options)
+        return 0
+    # Each worker process builds its app from the environment: the same settings, with
+    # the links this command gave them.
+    os.environ["SETTLE_PUBLIC_BASE_URL"] = settings.public_base_url
+    log.info("serve.workers", extra={"workers": workers})
+    uvicorn.run("settle.app:app_from_environment", factory=True, workers=workers, **options)
     return 0
 
 
@@ -162,6 +194,13 @@ def _wait_for_signal() -> None:
     stop.wait()
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="settle",
@@ -174,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        help="processes serving the port (default: one per core with SETTLE_REDIS_URL; "
+        "the embedded run serves with one)",
+    )
     serve.set_defaults(handler=_serve)
 
     worker = commands.add_parser("worker", help="run background jobs from the Redis broker")

@@ -18,6 +18,7 @@ from tortoise.backends.base.client import (
     TransactionalDBClient,
     TransactionContextPooled,
 )
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.connection import get_connections
 from tortoise.migrations.api import migrate as run_migrations
 from tortoise.models import Model
@@ -33,8 +34,14 @@ M = TypeVar("M", bound=Model)
 
 def tortoise_config(database_url: str) -> dict[str, Any]:
     """The Tortoise config for one database URL (``sqlite://...`` or ``postgres://...``)."""
+    connection: str | dict[str, Any] = database_url
+    if is_postgres(database_url):
+        # Tortoise's asyncpg client, with connections reset only when a statement changed
+        # session state (see settle.core.pg).
+        connection = expand_db_url(database_url)
+        connection["engine"] = "settle.core.pg"
     return {
-        "connections": {"default": database_url},
+        "connections": {"default": connection},
         "apps": {
             APP_LABEL: {
                 "models": ["settle.models"],
@@ -166,6 +173,30 @@ async def read_snapshot() -> AsyncIterator[ReadSnapshot | None]:
             yield snapshot
         finally:
             _snapshot.reset(token)
+
+
+_write_slots: WeakKeyDictionary[BaseDBAsyncClient, asyncio.Semaphore] = WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def write_slot() -> AsyncIterator[None]:
+    """Hold one of the pool's write slots for the block (a boundary's transaction).
+
+    As many transactions write at once as snapshots read (the pool less a quarter,
+    ``snapshot_slots``); the others wait here, holding no connection and taking no
+    turn on the event loop. Without it a burst of writes (a hundred payments
+    started at once) took every connection, and a simple read queued behind all of
+    them for one. Nothing on SQLite, or inside a transaction already.
+    """
+    pool = Tortoise.get_connection("default")
+    if not isinstance(pool, AsyncpgDBClient) or isinstance(pool, TransactionalDBClient):
+        yield
+        return
+    slots = _write_slots.get(pool)
+    if slots is None:
+        slots = _write_slots[pool] = asyncio.Semaphore(max(1, snapshot_slots(pool.pool_maxsize)))
+    async with slots:
+        yield
 
 
 @contextmanager

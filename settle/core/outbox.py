@@ -20,7 +20,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from settle.core import clock
-from settle.core.db import outside_snapshot
+from settle.core.db import outside_snapshot, write_slot
 from settle.models.outbox import OutboxKind, OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -51,28 +51,30 @@ async def transaction() -> AsyncIterator[BaseDBAsyncClient]:
     Nested use joins the outer transaction (as a savepoint) and leaves the relay
     to the outermost boundary. Inside a query operation's read-only snapshot,
     the transaction (and the relay after it) runs on a connection of its own.
+    At most ``snapshot_slots`` boundaries write at once (``write_slot``).
     """
     if _written.get() is not None:
         async with in_transaction() as conn:
             yield conn
         return
     with outside_snapshot():
-        token = _written.set([])
-        try:
-            async with in_transaction() as conn:
-                yield conn
-            written = list(_written.get() or [])
-        finally:
-            _written.reset(token)
-        if written and not _deferred.get():
-            from settle.core.relay import relay_ids
-
+        async with write_slot():
+            token = _written.set([])
             try:
-                await relay_ids(written)
-            except Exception:
-                # The change is committed: failing the caller now would report a write
-                # that happened as one that did not. The catch-up relay sends the rows.
-                log.exception("outbox.relay_after_commit_failed", extra={"outbox_ids": written})
+                async with in_transaction() as conn:
+                    yield conn
+                written = list(_written.get() or [])
+            finally:
+                _written.reset(token)
+            if written and not _deferred.get():
+                from settle.core.relay import relay_ids
+
+                try:
+                    await relay_ids(written)
+                except Exception:
+                    # The change is committed: failing the caller now would report a write
+                    # that happened as one that did not. The catch-up relay sends the rows.
+                    log.exception("outbox.relay_after_commit_failed", extra={"outbox_ids": written})
 
 
 def _require_transaction() -> list[int]:

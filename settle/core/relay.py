@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from tortoise import Tortoise
+from tortoise.expressions import F
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
@@ -120,19 +121,22 @@ async def _relay_events(query: QuerySet[OutboxMessage]) -> tuple[int, bool]:
         if _is_postgres():
             qs = qs.select_for_update()
         rows = await qs
-        sent = 0
+        sent: list[int] = []
+        finished = len(rows) < BATCH_SIZE
         for row in rows:
             if await _send(row):
-                sent += 1
+                sent.append(row.id)
             elif row.attempts >= MAX_EVENT_ATTEMPTS:
                 log.error("outbox.event_given_up", extra={"outbox_id": row.id})
             else:
-                return sent, False  # later events wait: the stream keeps their order
-        return sent, len(rows) < BATCH_SIZE
+                finished = False  # later events wait: the stream keeps their order
+                break
+        await _mark_published(sent)
+        return len(sent), finished
 
 
 async def _send(row: OutboxMessage) -> bool:
-    """Deliver one row and record the outcome on it; False when it failed."""
+    """Deliver one row; False when it failed, with the failure recorded on the row."""
     try:
         await _deliver(row)
     except Exception as exc:
@@ -141,10 +145,17 @@ async def _send(row: OutboxMessage) -> bool:
         row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
         await row.save(update_fields=["attempts", "last_error"])
         return False
-    row.published_at = clock.now()
-    row.attempts += 1
-    await row.save(update_fields=["published_at", "attempts"])
     return True
+
+
+async def _mark_published(ids: list[int]) -> None:
+    """Mark delivered rows in one statement: a payment's commit relays half a dozen rows,
+    and a statement each was a fifth of its round trips. A crash before this re-sends
+    the batch: jobs are idempotent and the stream keeps each event once."""
+    if ids:
+        await OutboxMessage.filter(id__in=ids).update(
+            published_at=clock.now(), attempts=F("attempts") + 1
+        )
 
 
 async def _relay(query: QuerySet[OutboxMessage]) -> tuple[int, int, int]:
@@ -156,11 +167,12 @@ async def _relay(query: QuerySet[OutboxMessage]) -> tuple[int, int, int]:
             # replicas) must not both send a row: each takes the rows it locked.
             qs = qs.select_for_update(skip_locked=True)
         rows = await qs
-        sent = 0
+        sent: list[int] = []
         for row in rows:
             if await _send(row):
-                sent += 1
-        return sent, len(rows), rows[-1].id if rows else 0
+                sent.append(row.id)
+        await _mark_published(sent)
+        return len(sent), len(rows), rows[-1].id if rows else 0
 
 
 async def _deliver(row: OutboxMessage) -> None:

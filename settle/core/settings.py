@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     # A query operation reads one snapshot on PostgreSQL (one read-only REPEATABLE READ
     # transaction), so one response never mixes moments. Off only to measure what it costs.
     snapshot_reads: bool = True
+    # A serving process hides what start-up built from the garbage collector (gc.freeze)
+    # and runs its first generation every ``gc_threshold`` allocations (Python: 700);
+    # 0 keeps Python's. See settle.app.tune_gc.
+    gc_freeze: bool = True
+    gc_threshold: int = Field(default=10_000, ge=0)
     secret_key: SecretStr | None = None
     # When set, GET /metrics answers only requests with ``Authorization: Bearer <token>``.
     metrics_token: SecretStr | None = None
@@ -130,6 +135,15 @@ class Settings(BaseSettings):
     graphql_max_cost_anonymous: int = Field(default=1000, gt=0)
     # Introspection (``__schema``, ``__type``): unset means on, except in production.
     graphql_introspection: bool | None = None
+    # Documents parsed and validated once per process: this many, least recently used
+    # out first (0: parse and validate every request). Limits still apply to every request.
+    graphql_document_cache_size: int = Field(default=1000, ge=0)
+    # Automatic persisted queries (Apollo's protocol): a client may send a document's
+    # SHA-256 instead of its text. The store keeps this many documents, in Redis when it is
+    # configured (shared by every replica; each unused for ``ttl`` expires), else in memory.
+    graphql_persisted_queries: bool = True
+    graphql_persisted_query_store_size: int = Field(default=10_000, gt=0)
+    graphql_persisted_query_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
 
     # The largest request body /graphql and /webhooks/* take (413 beyond it, refused as it
     # arrives). Operations and gateway webhooks are a few KiB; files have their own routes.

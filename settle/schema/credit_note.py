@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
-from settle.core.money import Money as MoneyValue
 from settle.models import invoice as models
 from settle.schema.common import Money
 from settle.schema.context import Info
@@ -40,7 +39,7 @@ class CreditNote:
             number=note.number,
             invoice_id=strawberry.ID(str(note.invoice_id)),
             client_id=strawberry.ID(str(note.client_id)),
-            amount=Money.from_value(MoneyValue(note.amount_minor, note.currency)),
+            amount=Money.of(note.amount_minor, note.currency),
             reason=note.reason,
             issue_date=note.issue_date,
             created_at=note.created_at,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import strawberry
 
-from settle.core.money import Money as MoneyValue
 from settle.schema.common import Money
 from settle.services import dashboard as dashboard_service
 
@@ -27,9 +26,9 @@ class Dashboard:
     @classmethod
     def from_value(cls, value: dashboard_service.Dashboard) -> Dashboard:
         return cls(
-            outstanding=[Money.from_value(MoneyValue(m, c)) for c, m in value.outstanding],
+            outstanding=[Money.of(m, c) for c, m in value.outstanding],
             open_invoices=value.open_invoices,
             overdue_invoices=value.overdue_invoices,
-            paid_today=[Money.from_value(MoneyValue(m, c)) for c, m in value.paid_today],
+            paid_today=[Money.of(m, c) for c, m in value.paid_today],
             payments_in_flight=value.payments_in_flight,
         )

@@ -58,7 +58,7 @@ InvoiceOrderField = strawberry.enum(
 
 
 def _money(minor: int, currency: str) -> Money:
-    return Money.from_value(MoneyValue(minor, currency))
+    return Money.of(minor, currency)
 
 
 def _quantity(quantity: Decimal) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from graphql import (
     DocumentNode,
@@ -55,7 +55,13 @@ from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import SchemaExtension
 
 from settle.core.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from settle.core.settings import Settings, get_settings
+from settle.core.settings import Settings
+from settle.schema.documents import (
+    CachedDocument,
+    context_settings,
+    document_cache,
+    document_hash,
+)
 
 # A list field without pagination (``contacts``, ``lineItems``) is assumed this long.
 ASSUMED_LIST_SIZE = DEFAULT_PAGE_SIZE
@@ -133,6 +139,8 @@ class _LimitedParser(Parser):
         super().__init__(source)
         self._max_tokens_allowed = max_tokens
         self._brackets = 0
+        self.size = 0
+        self.document = DocumentNode(definitions=())
 
     def advance_lexer(self) -> None:
         super().advance_lexer()
@@ -160,10 +168,14 @@ class _LimitedParser(Parser):
 
 def parse_within(query: str, limits: Limits) -> DocumentNode:
     """Parse ``query``, refusing it (QueryLimitError) as soon as it is over a limit."""
+    return _parse_within(query, limits).document
+
+
+def _parse_within(query: str, limits: Limits) -> _LimitedParser:
     # Each character is 1 to 4 bytes in UTF-8: encode only when the length cannot tell.
     size = len(query)
     if size * 4 > limits.max_bytes:
-        size = len(query.encode("utf-8", errors="surrogatepass"))
+        size = _utf8_size(query)
     if size > limits.max_bytes:
         raise QueryLimitError(
             f"The document is {size} bytes; at most {limits.max_bytes} are allowed.",
@@ -172,7 +184,15 @@ def parse_within(query: str, limits: Limits) -> DocumentNode:
             size=size,
             allowed=limits.max_bytes,
         )
-    return _LimitedParser(query, max_tokens=limits.max_tokens).parse_document()
+    parser = _LimitedParser(query, max_tokens=limits.max_tokens)
+    # The exact size, kept with a cached document to hold it to smaller limits later.
+    parser.size = size if size * 4 > limits.max_bytes else _utf8_size(query)
+    parser.document = parser.parse_document()
+    return parser
+
+
+def _utf8_size(query: str) -> int:
+    return len(query.encode("utf-8", errors="surrogatepass"))
 
 
 # -- Step 2: depth, aliases and cost, before validation -------------------------------
@@ -193,6 +213,9 @@ class _Analysis:
         }
         self.figures: dict[str, Figures] = {}
         self.variable_defaults: dict[str, int] = {}
+        # Whether a page size came from a variable: then the figures hold for these
+        # variables only, and are not cached with the document.
+        self.uses_variables = False
 
     def operation(self, operation: OperationDefinitionNode) -> Figures:
         self.variable_defaults = {
@@ -313,6 +336,7 @@ class _Analysis:
             if isinstance(value, IntValueNode):
                 size = int(value.value)
             elif isinstance(value, VariableNode):
+                self.uses_variables = True
                 name = value.name.value
                 given = self.variables.get(name)
                 if isinstance(given, int) and not isinstance(given, bool):
@@ -345,7 +369,10 @@ def analyse(
     variables: Mapping[str, Any] | None,
 ) -> Figures:
     """The figures of the operation to run (all operations' largest, when none is named)."""
-    analysis = _Analysis(schema, document, variables or {})
+    return _analyse(_Analysis(schema, document, variables or {}), document, operation_name)
+
+
+def _analyse(analysis: _Analysis, document: DocumentNode, operation_name: str | None) -> Figures:
     result = _NOTHING
     for definition in document.definitions:
         if not isinstance(definition, OperationDefinitionNode):
@@ -410,14 +437,35 @@ class OperationLimits(SchemaExtension):
 
     The same hooks run for HTTP and for websocket operations (subscriptions too).
     List it first among the schema's extensions, so nothing parses or validates
-    a document before its limits are checked.
+    a document before its limits are checked. Parsed documents and their figures
+    are cached (settle.schema.documents); the limits are checked on every request.
     """
+
+    _entry: CachedDocument | None = None
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         if context.graphql_document is None and context.query:
+            limits = self._limits()
+            cache = document_cache(context_settings(context.context))
+            key = document_hash(context.query)
+            entry = cache.get(key)
+            if (
+                entry is not None
+                and entry.size <= limits.max_bytes
+                and (entry.tokens <= limits.max_tokens)
+            ):
+                self._entry = entry
+                context.graphql_document = entry.document
+                yield
+                return
             try:
-                context.graphql_document = parse_within(context.query, self._limits())
+                parser = _parse_within(context.query, limits)
+                context.graphql_document = parser.document
+                self._entry = CachedDocument(
+                    context.query, parser.document, parser.size, parser.token_count
+                )
+                cache.put(key, self._entry)
             except QueryLimitError as error:
                 self._refuse(error)
             except (GraphQLError, RecursionError):
@@ -430,13 +478,7 @@ class OperationLimits(SchemaExtension):
         context = self.execution_context
         if context.pre_execution_errors is None and context.graphql_document is not None:
             try:
-                figures = analyse(
-                    context.schema._schema,
-                    context.graphql_document,
-                    context.operation_name,
-                    context.variables,
-                )
-                check(figures, self._limits())
+                check(self._figures(), self._limits())
             except QueryLimitError as error:
                 # Set before validation runs, these errors make Strawberry skip it.
                 context.pre_execution_errors = [error]
@@ -451,12 +493,28 @@ class OperationLimits(SchemaExtension):
                     "QUERY_TOO_COMPLEX",
                 )
 
+    def _figures(self) -> Figures:
+        context = self.execution_context
+        assert context.graphql_document is not None
+        name = context.operation_name
+        entry = self._entry
+        if entry is not None and entry.document is context.graphql_document:
+            cached = entry.figures.get(name)
+            if cached is not None:
+                return cast(Figures, cached)
+        analysis = _Analysis(
+            context.schema._schema, context.graphql_document, context.variables or {}
+        )
+        figures = _analyse(analysis, context.graphql_document, name)
+        cacheable = entry is not None and entry.document is context.graphql_document
+        if entry is not None and cacheable and not analysis.uses_variables:
+            entry.figures[name] = figures
+        return figures
+
     def _limits(self) -> Limits:
         context = self.execution_context.context
-        settings = getattr(context, "settings", None)
         return Limits.for_caller(
-            settings if isinstance(settings, Settings) else get_settings(),
-            anonymous=getattr(context, "actor", None) is None,
+            context_settings(context), anonymous=getattr(context, "actor", None) is None
         )
 
     def _refuse(self, error: GraphQLError) -> None:

@@ -7,7 +7,6 @@ from typing import Any
 
 import strawberry
 
-from settle.core.money import Money as MoneyValue
 from settle.models import invoice as invoice_models
 from settle.models import milestone as milestone_models
 from settle.schema.common import CURSOR_DESCRIPTION, Money
@@ -16,7 +15,7 @@ from settle.schema.milestone import MilestonePaymentStatus, MilestoneStatus
 
 
 def _money(minor: int, currency: str) -> Money:
-    return Money.from_value(MoneyValue(minor, currency))
+    return Money.of(minor, currency)
 
 
 @strawberry.type(description="A milestone was created, or its status or payment status changed.")

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
-from settle.core.money import Money as MoneyValue
 from settle.models import milestone as models
 from settle.schema.common import Money
 from settle.schema.context import Info
@@ -76,7 +75,7 @@ class Milestone:
             title=milestone.title,
             description=milestone.description,
             kind=milestone.kind,
-            amount=Money.from_value(MoneyValue(milestone.amount_minor, milestone.currency)),
+            amount=Money.of(milestone.amount_minor, milestone.currency),
             due_date=milestone.due_date,
             position=milestone.position,
             status=milestone.status,
@@ -85,15 +84,9 @@ class Milestone:
             approved_at=milestone.approved_at,
             cancelled_at=milestone.cancelled_at,
             payment_status=milestone.payment_status,
-            amount_paid=Money.from_value(
-                MoneyValue(milestone.amount_paid_minor, milestone.currency)
-            ),
-            amount_refunded=Money.from_value(
-                MoneyValue(milestone.amount_refunded_minor, milestone.currency)
-            ),
-            amount_credited=Money.from_value(
-                MoneyValue(milestone.amount_credited_minor, milestone.currency)
-            ),
+            amount_paid=Money.of(milestone.amount_paid_minor, milestone.currency),
+            amount_refunded=Money.of(milestone.amount_refunded_minor, milestone.currency),
+            amount_credited=Money.of(milestone.amount_credited_minor, milestone.currency),
             paid_at=milestone.paid_at,
             payment_reference=milestone.payment_reference,
             is_overdue=milestone_service.is_overdue(milestone),

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
-from settle.core.money import Money as MoneyValue
 from settle.core.tenancy import Actor
 from settle.models import payment as models
 from settle.models.agency import Role
@@ -59,7 +58,7 @@ class PaymentOrderField(Enum):
 
 
 def _money(minor: int, currency: str) -> Money:
-    return Money.from_value(MoneyValue(minor, currency))
+    return Money.of(minor, currency)
 
 
 def _id(value: uuid.UUID | None) -> strawberry.ID | None:

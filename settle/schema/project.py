@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 
 from settle.core.errors import NotFoundError
-from settle.core.money import Money as MoneyValue
 from settle.core.pagination import DEFAULT_PAGE_SIZE
 from settle.models import project as models
 from settle.schema.client import Client
@@ -95,7 +94,7 @@ class ProjectStatistics:
 
 
 def _money(minor: int | None, currency: str) -> Money | None:
-    return None if minor is None else Money.from_value(MoneyValue(minor, currency))
+    return None if minor is None else Money.of(minor, currency)
 
 
 @strawberry.type

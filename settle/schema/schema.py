@@ -38,6 +38,7 @@ from settle.schema.activity import ActivityEvent
 from settle.schema.auth import User
 from settle.schema.client import Client, Contact, Note
 from settle.schema.common import Connection
+from settle.schema.documents import ValidatedOnce
 from settle.schema.inputs import InputChecks
 from settle.schema.introspection import IntrospectionGate
 from settle.schema.limits import OperationLimits
@@ -258,6 +259,8 @@ def build_schema() -> strawberry.Schema:
             OperationLimits,
             InputChecks,
             IntrospectionGate,
+            # After every extension that adds rules or refuses before validation.
+            ValidatedOnce,
             lambda: MaskErrors(should_mask_error=_should_mask),
             SnapshotReads,
         ],

@@ -67,9 +67,7 @@ class TimeEntry:
             ),
             is_running=entry.is_running,
             billable=entry.billable,
-            hourly_rate=None
-            if rate is None
-            else Money.from_value(MoneyValue(rate, entry.currency)),
+            hourly_rate=None if rate is None else Money.of(rate, entry.currency),
             amount=(
                 Money.from_value(
                     MoneyValue(entry_amount_minor(entry.minutes or 0, rate or 0), entry.currency)
@@ -108,7 +106,7 @@ def _hours_fields(
         time_entry_service.format_hours(total.minutes),
         total.billable_minutes,
         time_entry_service.format_hours(total.billable_minutes),
-        Money.from_value(MoneyValue(total.billable_amount_minor, currency)),
+        Money.of(total.billable_amount_minor, currency),
     )
 
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 
 import pytest
 
 from settle.core.errors import ValidationError
-from settle.core.money import Money, exponent, format_money, normalize_currency
+from settle.core.money import (
+    CURRENCY_EXPONENTS,
+    Money,
+    amount_string,
+    exponent,
+    format_money,
+    normalize_currency,
+)
+from settle.schema.common import Money as SchemaMoney
 
 
 @pytest.mark.parametrize(
@@ -215,3 +224,31 @@ def test_format_money_reads_as_the_currency_expects(money: Money, text: str) -> 
     # when it is formatted for a reader
     # then it has the currency's sign or code, grouping and number of digits
     assert format_money(money) == text
+
+
+EDGES = [0, 1, -1, 5, -5, 9, 10, 99, 100, -100, 101, 12_345, -12_345, 999_999, 10**17 - 1]
+
+
+@pytest.mark.parametrize("currency", sorted(CURRENCY_EXPONENTS))
+def test_amount_string_is_the_decimal_amount(currency: str) -> None:
+    # given amounts at every edge of the minor unit, and many in between
+    generator = random.Random(currency)
+    amounts = (
+        EDGES + [-m for m in EDGES] + [generator.randint(-(10**17), 10**17) for _ in range(500)]
+    )
+    for minor_units in amounts:
+        digits = CURRENCY_EXPONENTS[currency]
+        # then the integer formatting says what the exact decimal amount says
+        expected = f"{Decimal(minor_units).scaleb(-digits):.{digits}f}"
+        assert amount_string(minor_units, currency) == expected
+        assert Money(minor_units, currency).format_amount() == expected
+
+
+def test_schema_money_is_formatted_only_when_read_and_reads_the_same() -> None:
+    # given the schema's money built from stored minor units
+    shown = SchemaMoney.of(-123_456, "INR")
+    # then its fields are what the eager Money showed, the amount made when read
+    assert "amount" not in vars(shown)
+    assert (shown.amount, shown.currency, shown.minor_units) == ("-1234.56", "INR", -123_456)
+    from_value = SchemaMoney.from_value(Money(150, "JPY"))
+    assert (from_value.amount, from_value.currency, from_value.minor_units) == ("150", "JPY", 150)

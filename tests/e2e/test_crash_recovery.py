@@ -193,7 +193,11 @@ async def test_forty_webhooks_survive_a_worker_killed_mid_batch(
     # given the API (and, for the janitor, the scheduler) running, no worker yet
     await _migrate(env)
     port = _free_port()
-    processes.append(_spawn(["serve", "--port", str(port)], env, tmp_path / "api.log"))
+    # One API process (the default is one per core): it starts fastest, and this test
+    # is not about --workers (tests/test_serve_workers.py is).
+    processes.append(
+        _spawn(["serve", "--port", str(port), "--workers", "1"], env, tmp_path / "api.log")
+    )
     if recovery == "janitor":
         processes.append(_spawn(["scheduler"], env, tmp_path / "scheduler.log"))
     db = await asyncpg.connect(_asyncpg_url(env["SETTLE_DATABASE_URL"]))

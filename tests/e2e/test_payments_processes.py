@@ -156,7 +156,11 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     await _migrate(stack_env)
     port = _free_port()
-    processes.append(_spawn(["serve", "--port", str(port)], stack_env, tmp_path / "api.log"))
+    # One API process (the default is one per core): it starts fastest, and this test
+    # is not about --workers (tests/test_serve_workers.py is).
+    processes.append(
+        _spawn(["serve", "--port", str(port), "--workers", "1"], stack_env, tmp_path / "api.log")
+    )
     worker = _spawn(["worker", "--threads", "2"], stack_env, tmp_path / "worker.log")
     processes.append(worker)
     base = f"http://127.0.0.1:{port}"

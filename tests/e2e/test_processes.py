@@ -136,7 +136,11 @@ async def test_invitation_email_is_sent_by_a_separate_worker_process(
     output, _ = await asyncio.wait_for(migrate.communicate(), timeout=120)
     assert migrate.returncode == 0, output.decode()
     port = _free_port()
-    processes.append(_spawn(["serve", "--port", str(port)], stack_env, tmp_path / "api.log"))
+    # One API process (the default is one per core): it starts fastest, and this test
+    # is not about --workers (tests/test_serve_workers.py is).
+    processes.append(
+        _spawn(["serve", "--port", str(port), "--workers", "1"], stack_env, tmp_path / "api.log")
+    )
     processes.append(_spawn(["worker", "--threads", "2"], stack_env, tmp_path / "worker.log"))
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
