@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # A query operation reads one snapshot on PostgreSQL (one read-only REPEATABLE READ
     # transaction), so one response never mixes moments. Off only to measure what it costs.
     snapshot_reads: bool = True
+    # Query operations run on the compiled read path (settle/schema/compiled): level by
+    # level over whole batches of rows. Off, graphql-core's executor runs every operation.
+    compiled_reads: bool = True
     secret_key: SecretStr | None = None
     # The base of every link Settle makes. Unset, ``settle serve`` uses the address it
     # listens on (``for_server``), so ``make run PORT=8123`` links to port 8123.
