@@ -11,6 +11,7 @@ the compiled path steps aside.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -22,7 +23,10 @@ from settle.models.client import Client
 from settle.models.invoice import Invoice
 from settle.models.project import Project
 from settle.resolvers.loaders import Loaders
-from tests.fixtures.compiled import Differences
+from settle.schema.compiled.executor import _drive
+from settle.schema.context import Context
+from settle.schema.schema import schema
+from tests.fixtures.compiled import Differences, compiled_only
 from tests.fixtures.factories import (
     Account,
     create_client,
@@ -331,3 +335,77 @@ async def test_the_setting_turns_it_off(
     # then graphql-core answers it alone
     assert len(body["data"]["invoices"]["edges"]) == 3
     assert compiled_reads_match.compared == 0
+
+
+async def test_no_task_per_field(
+    owner: Account, settings: Settings, invoices: list[Invoice]
+) -> None:
+    # given a count of the tasks started while an operation runs
+    started: list[str] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        module = coro.cr_frame.f_globals.get("__name__", "") if hasattr(coro, "cr_frame") else ""
+        # Only execution's: not the database driver's own (a pooled connection's release,
+        # a thread for SQLite).
+        if module.startswith(("graphql", "strawberry", "settle")):
+            started.append(getattr(coro, "__qualname__", repr(coro)))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def tasks_of(compiled: bool) -> list[str]:
+        context = Context(
+            settings=settings.model_copy(update={"compiled_reads": compiled}),
+            request=None,
+            actor=owner.actor,
+        )
+        started.clear()
+        loop.set_task_factory(counting)
+        try:
+            with compiled_only():
+                result = await schema.execute(INVOICE_LIST, {"first": 10}, context_value=context)
+        finally:
+            loop.set_task_factory(previous)
+        assert result.errors is None
+        assert len(result.data["invoices"]["edges"]) == 3  # type: ignore[index]
+        return list(started)
+
+    # when the list of three invoices runs on each executor
+    compiled = await tasks_of(True)
+    ordinary = await tasks_of(False)
+    # then the compiled path starts only the DataLoaders' batches (clients, lines), while
+    # graphql-core starts tasks for the fields of every invoice
+    assert compiled == ["dispatch_batch"] * len(compiled), compiled
+    assert len(compiled) <= 2
+    assert len(ordinary) > len(compiled)
+
+
+async def test_awaitables_are_driven_together_in_one_task() -> None:
+    # given awaitables that share a future, one that waits for a lock another holds,
+    # a bare yield, and one that fails
+    loop = asyncio.get_running_loop()
+    shared: asyncio.Future[int] = loop.create_future()
+    lock = asyncio.Lock()
+
+    async def on_shared(extra: int) -> int:
+        value = await shared
+        await asyncio.sleep(0)
+        return value + extra
+
+    async def locked(value: int) -> int:
+        async with lock:
+            await asyncio.sleep(0.01)
+            return value
+
+    async def failing() -> int:
+        await asyncio.sleep(0)
+        raise ValueError("no")
+
+    loop.call_later(0.01, shared.set_result, 1)
+    # when they are driven together
+    outcomes = await _drive([on_shared(1), on_shared(2), locked(3), locked(4), failing(), shared])
+    # then each has its own outcome
+    assert outcomes[:4] == [(True, 2), (True, 3), (True, 3), (True, 4)]
+    assert outcomes[4][0] is False
+    assert isinstance(outcomes[4][1], ValueError)
+    assert outcomes[5] == (True, 1)

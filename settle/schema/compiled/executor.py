@@ -37,6 +37,7 @@ reads, so running it again changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, NamedTuple
@@ -696,9 +697,10 @@ async def _drive(awaitables: list[Awaitable[Any]]) -> list[tuple[bool, Any]]:
                 step(index, iterator)
     finally:
         # Those left unfinished by an error or a cancellation (closing a finished one
-        # does nothing).
+        # does nothing). One that awaits in its cleanup cannot finish it here.
         for iterator in iterators:
-            iterator.close()
+            with contextlib.suppress(RuntimeError):
+                iterator.close()
     return outcomes
 
 
