@@ -12,7 +12,9 @@ fields form a group; for each field of the group:
 - a field with a resolver is called for every object of the group, the
   awaitables it returns are collected, and all of the level's awaitables are
   driven together, without a Task each: their DataLoaders batch as they do
-  under graphql-core (one statement per kind of child and level).
+  under graphql-core (one statement per kind of child and level). A resolver
+  with nothing for Strawberry's wrapper to do (no arguments, no field
+  extension, no exception handler) is called directly, as the wrapper would.
 
 Objects found on a level (a resolver's result, a plain field's object, the
 items of a list) become the next level. The response dicts are built as it
@@ -248,6 +250,7 @@ class _Field:
         "args_error",
         "definition",
         "details",
+        "direct",
         "getter",
         "kind",
         "leaf",
@@ -279,6 +282,7 @@ class _Field:
         self.args_error: Exception | None = None
         self.python_name = ""
         self.getter: Callable[[Any, str], Any] = getattr
+        self.direct: Callable[[Any, GraphQLResolveInfo], Any] | None = None
         # A scalar or an enum (maybe non-null): (non-null, the leaf type) to complete it
         # without the general completion.
         self.leaf: tuple[bool, GraphQLLeafType] | None = None
@@ -312,6 +316,43 @@ class _Field:
                     )
                 except Exception as error:
                     self.args_error = error
+            else:
+                self.direct = _direct_resolver(executor.schema, strawberry_field)
+
+
+def _direct_resolver(
+    schema: GraphQLSchema, field: Any
+) -> Callable[[Any, GraphQLResolveInfo], Any] | None:
+    """The resolver of a Strawberry field without arguments, called as Strawberry's
+    wrapper calls it (the object as ``self``, ``root`` or ``parent``, Strawberry's
+    Info) but without the wrapper's argument conversion, which has nothing to convert.
+    None when the wrapper does more: field extensions (permissions among them),
+    exception handlers, a resolver taking arguments."""
+    strawberry_schema = getattr(schema, "_strawberry_schema", None)
+    resolver = getattr(field, "base_resolver", None)
+    if strawberry_schema is None or resolver is None or field.extensions or field.arguments:
+        return None
+    handlers = strawberry_schema.schema_converter._get_field_exception_handlers(field)
+    if handlers or not callable(resolver.wrapped_func):
+        return None
+    function = resolver.wrapped_func
+    info_class = strawberry_schema.config.info_class
+    takes_self = resolver.self_parameter is not None
+    source_names = [
+        parameter.name
+        for parameter in (resolver.root_parameter, resolver.parent_parameter)
+        if parameter is not None
+    ]
+    info_parameter = resolver.info_parameter
+    info_name = info_parameter.name if info_parameter is not None else None
+
+    def call(source: Any, info: GraphQLResolveInfo) -> Any:
+        kwargs = dict.fromkeys(source_names, source)
+        if info_name is not None:
+            kwargs[info_name] = info_class(_raw_info=info, _field=field)
+        return function(source, **kwargs) if takes_self else function(**kwargs)
+
+    return call
 
 
 class _Pending(NamedTuple):
@@ -393,9 +434,12 @@ class _Run:
                             info = build_info(field.definition, field.nodes, parent_type, path)
                             if field.args_error is not None:
                                 raise field.args_error
-                            value = field.definition.resolve(  # type: ignore[misc]
-                                item.source, info, **field.args
-                            )
+                            if field.direct is not None:
+                                value = field.direct(item.source, info)
+                            else:
+                                value = field.definition.resolve(  # type: ignore[misc]
+                                    item.source, info, **field.args
+                                )
                             if self.is_awaitable(value):
                                 # Keeps the key's place among its siblings until it is done.
                                 target[response_name] = None
