@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from settle.core.auth import use_password_hasher
 from settle.core.db import is_postgres, migrate
 from settle.core.rate_limit import reset_counts
 from settle.core.settings import Environment, Settings, configure_settings
+from tests.fixtures.compiled import Differences, differential
 from tests.fixtures.db import drain_jobs
 from tests.fixtures.factories import Account, create_agency
 
@@ -77,6 +78,14 @@ def make_settings(var_dir: Path, database_url: str, redis_url: str | None) -> Se
 def cheap_password_hashing() -> None:
     """Argon2 at production strength would dominate the suite's time; tests need no strength."""
     use_password_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+@pytest.fixture(autouse=True)
+def compiled_reads_match() -> Iterator[Differences]:
+    """Every query operation of every test runs on both executors; they must agree."""
+    with differential(Differences()) as differences:
+        yield differences
+    assert not differences.found, "\n\n".join(differences.found)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

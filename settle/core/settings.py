@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # 0 keeps Python's. See settle.app.tune_gc.
     gc_freeze: bool = True
     gc_threshold: int = Field(default=10_000, ge=0)
+    # Query operations run on the compiled read path (settle/schema/compiled): level by
+    # level over whole batches of rows. Off, graphql-core's executor runs every operation.
+    compiled_reads: bool = True
     secret_key: SecretStr | None = None
     # When set, GET /metrics answers only requests with ``Authorization: Bearer <token>``.
     metrics_token: SecretStr | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import strawberry
@@ -33,7 +33,7 @@ from settle.resolvers.report import ReportQuery
 from settle.resolvers.task import TaskMutation, TaskQuery
 from settle.resolvers.telegram import TelegramMutation, TelegramQuery
 from settle.resolvers.time_entry import TimeEntryMutation, TimeEntryQuery
-from settle.schema import errors
+from settle.schema import compiled, errors
 from settle.schema.activity import ActivityEvent
 from settle.schema.auth import User
 from settle.schema.client import Client, Contact, Note
@@ -238,6 +238,10 @@ class SnapshotReads(SchemaExtension):
 
 
 class SettleSchema(strawberry.Schema):
+    def _get_execute_function(self) -> Callable[..., Any]:
+        """Query operations run on the compiled read path; it hands the rest to graphql-core."""
+        return compiled.execute
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
