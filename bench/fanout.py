@@ -46,6 +46,7 @@ from _common import (
 
 from settle.gateways.sandbox import SandboxGateway
 from settle.subscriptions import channels
+from settle.subscriptions.bus import RedisBus
 
 DESCRIPTION = "One payment event to N websocket subscribers, beside a bare broadcast."
 SUBPROTOCOL = websockets.Subprotocol("graphql-transport-ws")
@@ -186,6 +187,9 @@ async def settle_side(args: argparse.Namespace, n: int) -> tuple[list[float], in
             print(f"  settle: connecting {n} subscribers ...", flush=True)
             receivers = await connect_all(n, connect)
             publisher = aioredis.Redis.from_url(running.redis_url)
+            # Through the bus, as the worker publishes: subscriptions hear only events
+            # that carry their place in the agency's stream.
+            bus = RedisBus(running.redis_url)
             warm_up = {
                 "paymentId": "warm-up",
                 "agencyId": payments.agency_id,
@@ -203,7 +207,7 @@ async def settle_side(args: argparse.Namespace, n: int) -> tuple[list[float], in
             # Subscriptions start asynchronously: announce, give every one time to hear it,
             # and announce again only if some did not (a flood would end them as too slow).
             for _ in range(20):
-                await publisher.publish(channel, json.dumps(warm_up))
+                await bus.publish(channel, warm_up)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(
                         asyncio.gather(*(r.warm.wait() for r in receivers)), timeout=15
@@ -245,6 +249,7 @@ async def settle_side(args: argparse.Namespace, n: int) -> tuple[list[float], in
             await asyncio.gather(*(r.socket.close() for r in receivers), return_exceptions=True)
             await sniffer.aclose()
             await publisher.aclose()
+            await bus.close()
             return latencies, len(latencies), rss, frame
 
 

@@ -47,6 +47,7 @@ from settle.schema.transport import SafeInputView
 from settle.services import auth as auth_service
 from settle.services import report as report_service
 from settle.subscriptions.bus import EventBus, create_bus, set_bus
+from settle.subscriptions.frames import SharedFrameHandler
 from settle.subscriptions.sessions import SocketSessions
 from settle.tasks.broker import configure_broker
 from settle.telegram_webhook import telegram_routes
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 
 class SettleGraphQL(SafeInputView, GraphQL):
     """Strawberry's ASGI view, authenticating the bearer token before anything executes."""
+
+    graphql_transport_ws_handler_class = SharedFrameHandler
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(

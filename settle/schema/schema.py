@@ -49,6 +49,7 @@ from settle.subscriptions import dashboard as dashboard_subscriptions
 from settle.subscriptions import export as export_subscriptions
 from settle.subscriptions import live_status as live_status_subscriptions
 from settle.subscriptions import payment as payment_subscriptions
+from settle.subscriptions.frames import SharedEventExecutor
 
 
 @strawberry.type
@@ -258,6 +259,8 @@ def build_schema() -> strawberry.Schema:
         subscription=Subscription,
         types=list(errors.ERROR_TYPES),
         scalar_overrides=SCALAR_OVERRIDES,
+        # A subscription event is executed once per group of subscribers with one result.
+        execution_context_class=SharedEventExecutor,
         # OperationLimits first: no other extension may parse or validate before it.
         extensions=[
             OperationLimits,

@@ -20,8 +20,9 @@ from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter
-from strawberry.http.exceptions import NonJsonMessageReceived
+from strawberry.http.exceptions import NonJsonMessageReceived, WebSocketDisconnected
 
 from settle.core import json_input
 
@@ -42,6 +43,13 @@ class SafeWebSocketAdapter(ASGIWebSocketAdapter):
                 # The handlers index the message as an object: an array, a number or a
                 # string would raise inside them and drop the socket without a close code.
                 raise NonJsonMessageReceived
+
+    async def send_text(self, text: str) -> None:
+        """Send an already encoded frame (see ``settle.subscriptions.frames``)."""
+        try:
+            await self.ws.send_text(text)
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
 
 
 class SafeInputView:

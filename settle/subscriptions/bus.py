@@ -63,6 +63,10 @@ DEFAULT_STREAM_MAX_ENTRIES = 100_000
 # How long a resuming subscription waits for Redis to confirm its SUBSCRIBE before it
 # reads the stream (the read must not start before the live events are heard).
 LISTEN_TIMEOUT_SECONDS = 10.0
+# Commands in flight at once on a process's Redis connections (the pub/sub reader's
+# connection aside), and how long a command waits for one of them to come free.
+POOL_SIZE = 100
+POOL_WAIT_SECONDS = 10.0
 
 # A stream entry id, as Redis writes it: milliseconds and a sequence number.
 CURSOR = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
@@ -406,14 +410,21 @@ class RedisBus(EventBus):
         retention_seconds: int = DEFAULT_STREAM_RETENTION_SECONDS,
         max_entries: int = DEFAULT_STREAM_MAX_ENTRIES,
     ) -> None:
-        self._redis = aioredis.Redis.from_url(
+        # A command waits for a free pooled connection rather than failing: every new
+        # subscription reads its stream's tail, and a burst of them (thousands of
+        # dashboards reconnecting at once) must queue for the pool, not end with
+        # SERVICE_UNAVAILABLE.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=POOL_SIZE,
+            timeout=POOL_WAIT_SECONDS,
             decode_responses=True,
             # A pooled connection from before a Redis restart fails once: try it again on a
             # fresh one. (A publish tried twice is kept once: see ``once``.)
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
             retry_on_error=[RedisConnectionError],
         )
+        self._redis = aioredis.Redis.from_pool(pool)  # closed with the client
         self.fanout = Fanout(queue_size)
         self.retention_seconds = retention_seconds
         self.max_entries = max_entries

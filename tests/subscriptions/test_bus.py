@@ -466,3 +466,25 @@ async def test_a_redis_bus_tells_resuming_subscribers_of_a_lost_connection() -> 
             assert await fence(bus, channel, resuming, plain) == [[], []]
     finally:
         await bus.close()
+
+
+async def test_a_burst_of_new_subscriptions_beyond_the_redis_pool_waits_its_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a Redis bus whose pool holds 4 connections
+    try:
+        await check_redis()
+    except Exception as exc:
+        unavailable("Redis", exc)
+    monkeypatch.setattr("settle.subscriptions.bus.POOL_SIZE", 4)
+    bus = RedisBus(REDIS_URL)
+    agency = str(uuid.uuid4())
+    try:
+        # when 200 subscriptions read their stream's tail at once (as each new one does)
+        tails = await asyncio.gather(*(bus.stream_tail(agency) for _ in range(200)))
+
+        # then every one gets the tail, none fails for want of a connection
+        assert len(tails) == 200
+        assert len(set(tails)) == 1
+    finally:
+        await bus.close()
