@@ -10,9 +10,10 @@ group of subscribers whose frames cannot differ:
 - ``SharedEventExecutor`` executes an event once per (root object, document text,
   operation name, variables, audience) and hands the same ``ExecutionResult`` to
   the rest of the group. The audience is what a result may depend on of its
-  caller: the agency and client its loaders are scoped to, and the role that
-  permission checks read (a client user's result is never shared with a member's,
-  nor with another client's). A result with errors is not shared: each subscriber
+  caller: the agency and client its loaders are scoped to, the role that
+  permission checks read, and the user (a signed file link names its reader), so
+  a result is shared by the sockets of one user: a dashboard open in several
+  tabs, or one service account's many subscriptions. A result with errors is not shared: each subscriber
   executes, and its errors are processed (logged, masked) as its own.
 - ``SharedFrameHandler`` encodes a ``next`` payload once per result and splices
   each socket's operation id in front of the same bytes.
@@ -57,7 +58,9 @@ def _audience(context: Any) -> Hashable:
     actor = getattr(context, "actor", None)
     if actor is None:
         return None
-    return (actor.agency_id, actor.client_id, actor.role)
+    # The user too: a result may hold what is signed for its reader (a file's link
+    # names the user it was made for), so only one user's sockets share it.
+    return (actor.agency_id, actor.client_id, actor.role, actor.user_id)
 
 
 class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):

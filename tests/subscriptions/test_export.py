@@ -145,3 +145,42 @@ async def test_an_export_the_caller_may_not_see_is_not_found(
         assert raised.value.errors == [
             {"message": "Export not found", "extensions": {"code": "NOT_FOUND"}}
         ]
+
+
+async def test_each_watcher_hears_a_link_signed_for_themselves(
+    db: Backend, ws_url: str, owner: Account
+) -> None:
+    # given two admins of the agency watching one pending export with the same operation
+    await create_client(owner, name="Acme")
+    ada = await create_user(owner, role=Role.ADMIN)
+    bea = await create_user(owner, role=Role.ADMIN)
+    with relay_later():
+        async with transaction():
+            export = await export_service.create_export(
+                owner.actor, ExportEntity.CLIENTS, ["id"], export_service.ExportFilter()
+            )
+    watchers = {
+        user.user.id: Subscription(
+            ws_url,
+            EXPORT_PROGRESS,
+            "exportProgress",
+            token=user.token,
+            variables={"id": str(export.id)},
+        )
+        for user in (ada, bea)
+    }
+    async with watchers[ada.user.id] as first, watchers[bea.user.id] as second:
+        for sub in (first, second):
+            assert (await sub.next())["status"] == "PENDING"
+
+        # when the export runs to the end
+        await relay_pending(older_than=timedelta(0))
+        await db.drain()
+
+        # then each hears the completed export with a link that names them, not the other
+        for user_id, sub in ((ada.user.id, first), (bea.user.id, second)):
+            event = await sub.next()
+            while event["status"] != "COMPLETED":
+                event = await sub.next()
+            token = event["url"].rsplit("/", 1)[1]
+            assert export_service._signer().verify(token)["u"] == str(user_id)
