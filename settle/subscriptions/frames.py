@@ -13,8 +13,9 @@ group of subscribers whose frames cannot differ:
   caller: the agency and client its loaders are scoped to, the role that
   permission checks read, and the user (a signed file link names its reader), so
   a result is shared by the sockets of one user: a dashboard open in several
-  tabs, or one service account's many subscriptions. A result with errors is not shared: each subscriber
-  executes, and its errors are processed (logged, masked) as its own.
+  tabs, or one service account's many subscriptions. A result with errors is not
+  shared: each subscriber executes, and its errors are processed (logged, masked)
+  as its own.
 - ``SharedFrameHandler`` encodes a ``next`` payload once per result and splices
   each socket's operation id in front of the same bytes.
 
