@@ -515,8 +515,10 @@ class RedisBus(EventBus):
                     await pubsub.subscribe(*sorted(joined))
                 if left:
                     await pubsub.unsubscribe(*sorted(left))
-            except (RedisError, OSError) as exc:
-                # The reader notices the broken connection and subscribes afresh.
+            except (RedisError, OSError, RuntimeError) as exc:
+                # The reader notices the broken connection and subscribes afresh. After a
+                # Redis restart redis-py may reconnect this command's connection while the
+                # reader is reading it: asyncio refuses the second read (RuntimeError).
                 log.warning("bus.sync_failed", extra={"error": repr(exc)})
 
     def _start(self) -> None:
