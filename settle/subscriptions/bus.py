@@ -442,6 +442,7 @@ class RedisBus(EventBus):
         self._confirmed: set[str] = set()  # ... and Redis has confirmed
         self._sync_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
+        self._resync: asyncio.Task[None] | None = None  # sends a failed _sync again
         self._closed = False
 
     async def publish(self, channel: str, message: Message, *, once: str | None = None) -> None:
@@ -495,18 +496,19 @@ class RedisBus(EventBus):
             self.fanout.remove(subscriber)
             await self._sync()
 
-    async def _sync(self) -> None:
+    async def _sync(self) -> bool:
         """Make the connection's SUBSCRIBEs match the channels with local subscribers.
 
         One at a time, each from the state as it is then: a channel left by its last
         subscriber and joined again before the lock comes free is never unsubscribed.
+        False when the commands failed; they are sent again shortly.
         """
         async with self._sync_lock:
             pubsub = self._pubsub
             if pubsub is None:
-                return  # the reader subscribes to everything wanted when it connects
-            wanted = self.fanout.channels()
-            joined, left = wanted - self._sent, self._sent - wanted
+                return True  # the reader subscribes to everything wanted when it connects
+            wanted, before = self.fanout.channels(), self._sent
+            joined, left = wanted - before, before - wanted
             # Noted before sending: the reader may see Redis's confirmation first.
             self._sent = wanted
             self._confirmed -= left
@@ -516,10 +518,28 @@ class RedisBus(EventBus):
                 if left:
                     await pubsub.unsubscribe(*sorted(left))
             except (RedisError, OSError, RuntimeError) as exc:
-                # The reader notices the broken connection and subscribes afresh. After a
-                # Redis restart redis-py may reconnect this command's connection while the
-                # reader is reading it: asyncio refuses the second read (RuntimeError).
+                # After a Redis restart redis-py reconnects the reader's connection by
+                # itself (asyncio refuses this command's read meanwhile: RuntimeError), so
+                # the reader may never see a loss to subscribe again after: unless sent
+                # again, these channels would never be confirmed. A SUBSCRIBE or
+                # UNSUBSCRIBE that did reach Redis is harmless twice.
+                self._sent = before
                 log.warning("bus.sync_failed", extra={"error": repr(exc)})
+                self._sync_again()
+                return False
+            return True
+
+    def _sync_again(self) -> None:
+        if self._resync is None or self._resync.done():
+            self._resync = asyncio.create_task(self._sync_until_sent(), name="settle.bus-resync")
+
+    async def _sync_until_sent(self) -> None:
+        delay = RECONNECT_FIRST_DELAY
+        while not self._closed:
+            await asyncio.sleep(delay)
+            if await self._sync():
+                return
+            delay = min(delay * 2, RECONNECT_MAX_DELAY)
 
     def _start(self) -> None:
         if self._reader is None or self._reader.done():
@@ -546,7 +566,8 @@ class RedisBus(EventBus):
                     self._receive(raw)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, RuntimeError) as exc:
+                # RuntimeError: asyncio's, on a transport redis-py is reconnecting.
                 log.warning("bus.connection_lost", extra={"error": repr(exc), "retry_in": delay})
             finally:
                 if self._pubsub is pubsub:
@@ -596,9 +617,10 @@ class RedisBus(EventBus):
 
     async def close(self) -> None:
         self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        for task in (self._reader, self._resync):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._redis.aclose()
 
 

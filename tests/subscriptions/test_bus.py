@@ -488,3 +488,47 @@ async def test_a_burst_of_new_subscriptions_beyond_the_redis_pool_waits_its_turn
         assert len(set(tails)) == 1
     finally:
         await bus.close()
+
+
+@pytest.mark.parametrize("error", [RuntimeError("handler is closed"), RedisConnectionError("lost")])
+async def test_a_subscribe_that_fails_on_a_live_connection_is_sent_again(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    # given a Redis bus whose reader is connected, and a SUBSCRIBE that fails once as it
+    # does when it meets redis-py reconnecting the connection after a Redis restart (the
+    # reader's connection is back, so the reader sees no loss to subscribe again after)
+    try:
+        await check_redis()
+    except Exception as exc:
+        unavailable("Redis", exc)
+    monkeypatch.setattr("settle.subscriptions.bus.LISTEN_TIMEOUT_SECONDS", 3.0)
+    bus, publisher = RedisBus(REDIS_URL), RedisBus(REDIS_URL)
+    ready = new_channel()
+    try:
+        async with bus.subscribe([ready]):
+            await bus.listening([ready])
+            pubsub = bus._pubsub
+            assert pubsub is not None
+            subscribe = pubsub.subscribe
+            failures: list[tuple[str, ...]] = []
+
+            async def fails_once(*channels: str) -> None:
+                if not failures:
+                    failures.append(channels)
+                    raise error
+                await subscribe(*channels)
+
+            monkeypatch.setattr(pubsub, "subscribe", fails_once)
+
+            # when a subscription opens on a new channel
+            channel = new_channel()
+            async with bus.subscribe([channel]) as messages:
+                # then the bus sends the SUBSCRIBE again: Redis confirms it, and the
+                # subscription hears what is published
+                await bus.listening([channel])
+                assert failures == [(channel,)]
+                await publisher.publish(channel, {"n": 1})
+                assert await next_message(messages) == {"n": 1}
+    finally:
+        await bus.close()
+        await publisher.close()
