@@ -25,7 +25,10 @@ from settle.models.outbox import OutboxKind, OutboxMessage
 
 log = logging.getLogger(__name__)
 
-_written: ContextVar[list[int] | None] = ContextVar("settle_outbox_written", default=None)
+# The rows the current boundary wrote, by kind: (events, jobs).
+_written: ContextVar[tuple[list[int], list[int]] | None] = ContextVar(
+    "settle_outbox_written", default=None
+)
 _deferred: ContextVar[bool] = ContextVar("settle_outbox_deferred", default=False)
 
 
@@ -58,26 +61,36 @@ async def transaction() -> AsyncIterator[BaseDBAsyncClient]:
             yield conn
         return
     with outside_snapshot():
+        events: list[int] = []
+        jobs: list[int] = []
+        relay_now = not _deferred.get()
         async with write_slot():
-            token = _written.set([])
+            token = _written.set((events, jobs))
             try:
                 async with in_transaction() as conn:
                     yield conn
-                written = list(_written.get() or [])
             finally:
                 _written.reset(token)
-            if written and not _deferred.get():
-                from settle.core.relay import relay_ids
-
-                try:
-                    await relay_ids(written)
-                except Exception:
-                    # The change is committed: failing the caller now would report a write
-                    # that happened as one that did not. The catch-up relay sends the rows.
-                    log.exception("outbox.relay_after_commit_failed", extra={"outbox_ids": written})
+            if jobs and relay_now:
+                await _relay_after_commit("relay_committed_jobs", jobs)
+        # Out of the write slot: waiting for the event relay's turn holds no connection,
+        # and the transactions behind this one need not wait for it.
+        if events and relay_now:
+            await _relay_after_commit("relay_committed_events", events)
 
 
-def _require_transaction() -> list[int]:
+async def _relay_after_commit(name: str, ids: list[int]) -> None:
+    from settle.core import relay
+
+    try:
+        await getattr(relay, name)(ids)
+    except Exception:
+        # The change is committed: failing the caller now would report a write that
+        # happened as one that did not. The catch-up relay sends the rows.
+        log.exception("outbox.relay_after_commit_failed", extra={"outbox_ids": ids})
+
+
+def _require_transaction() -> tuple[list[int], list[int]]:
     written = _written.get()
     if written is None:
         raise RuntimeError("outbox writes need a boundary: wrap the call in transaction()")
@@ -86,20 +99,20 @@ def _require_transaction() -> list[int]:
 
 async def emit_event(channel: str, payload: dict[str, Any]) -> None:
     """Publish ``payload`` on ``channel`` once the current transaction commits."""
-    written = _require_transaction()
+    events, _ = _require_transaction()
     row = await OutboxMessage.create(
         kind=OutboxKind.EVENT, topic=channel, payload=payload, created_at=clock.now()
     )
-    written.append(row.id)
+    events.append(row.id)
 
 
 async def send_job(actor_name: str, *args: Any, **kwargs: Any) -> None:
     """Send a Dramatiq message to ``actor_name`` once the current transaction commits."""
-    written = _require_transaction()
+    _, jobs = _require_transaction()
     row = await OutboxMessage.create(
         kind=OutboxKind.JOB,
         topic=actor_name,
         payload={"args": list(args), "kwargs": kwargs},
         created_at=clock.now(),
     )
-    written.append(row.id)
+    jobs.append(row.id)

@@ -1,7 +1,8 @@
 """The outbox relay: publish events and send jobs that committed transactions wrote.
 
-Events are published in outbox id order, one relay at a time: a process-wide
-lock, and on PostgreSQL a transaction-level advisory lock across processes.
+Events are published in outbox id order, one relay at a time: a turn per process
+(an asyncio lock), and on PostgreSQL a transaction-level advisory lock across
+processes. Commits waiting for the turn are relayed together by the next one.
 Each relay publishes every unpublished event up to its own, oldest first, and
 stops at the first it cannot publish, leaving the rest in order for the next. An
 event that has failed ``MAX_EVENT_ATTEMPTS`` times is passed over (it stays in the
@@ -23,6 +24,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from datetime import timedelta
 
 from tortoise import Tortoise
@@ -43,36 +45,68 @@ MAX_EVENT_ATTEMPTS = 5
 # constant: "settle" read as hex digits, near enough).
 EVENT_RELAY_LOCK = 0x5E771E
 
-_event_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+
+class _Turns:
+    """This event loop's turn at publishing events (SQLite has no row locks to order by),
+    and the ids of committed events waiting for one."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.waiting: set[int] = set()
+
+
+_turns_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _event_lock() -> asyncio.Lock:
-    """This event loop's lock over publishing events (SQLite has no row locks to order by)."""
+def _turns() -> _Turns:
     loop = asyncio.get_running_loop()
-    lock = _event_locks.get(loop)
-    if lock is None:
-        lock = _event_locks[loop] = asyncio.Lock()
-    return lock
+    turns = _turns_by_loop.get(loop)
+    if turns is None:
+        turns = _turns_by_loop[loop] = _Turns()
+    return turns
 
 
-async def relay_ids(ids: Sequence[int]) -> int:
-    """Relay the given rows right after their transaction committed; returns how many.
+async def relay_committed_jobs(jobs: Sequence[int]) -> int:
+    """Send the jobs a transaction wrote, right after it committed; returns how many."""
+    query = OutboxMessage.filter(id__in=list(jobs), kind=OutboxKind.JOB, published_at__isnull=True)
+    sent, _, _ = await _relay(query)
+    return sent
+
+
+async def relay_committed_events(events: Sequence[int]) -> int:
+    """Publish the events a transaction wrote, right after it committed; returns how
+    many this call published.
 
     Unpublished events older than them go first, so the stream keeps id order.
+    Commits that wait for the turn together are relayed together: the turn takes
+    every event waiting when it starts, so a burst of commits (a hundred payments at
+    once) costs a few relay transactions rather than one each, one after another.
     """
-    sent = await _relay_all_events(lambda: OutboxMessage.filter(id__lte=max(ids)))
-    jobs, _, _ = await _relay(
-        OutboxMessage.filter(id__in=list(ids), kind=OutboxKind.JOB, published_at__isnull=True)
-    )
-    return sent + jobs
+    turns = _turns()
+    mine = set(events)
+    turns.waiting |= mine
+    try:
+        async with turns.lock:
+            if not mine & turns.waiting:
+                return 0  # an earlier turn took them, with everything waiting then
+            upto = max(turns.waiting)
+            return await _relay_all_events(
+                lambda: OutboxMessage.filter(id__lte=upto), turns.waiting
+            )
+    finally:
+        # Sent or not, they are off the list: a failed event is the catch-up's.
+        turns.waiting -= mine
 
 
 async def relay_pending(older_than: timedelta = timedelta(seconds=30)) -> int:
     """Catch-up: relay rows a crash left behind, oldest first; returns how many."""
     cutoff = clock.now() - older_than
-    total = await _relay_all_events(lambda: OutboxMessage.filter(created_at__lte=cutoff))
+    turns = _turns()
+    total = await _relay_all_events(
+        lambda: OutboxMessage.filter(created_at__lte=cutoff), turns.waiting, turn=turns.lock
+    )
     after = 0
     while True:
         # Walk on past the rows this run tried, so rows that keep failing (an actor
@@ -90,23 +124,34 @@ async def relay_pending(older_than: timedelta = timedelta(seconds=30)) -> int:
             return total
 
 
-async def _relay_all_events(query: Callable[[], QuerySet[OutboxMessage]]) -> int:
-    """Publish what ``query`` selects, batch after batch, until done or an event fails."""
+async def _relay_all_events(
+    query: Callable[[], QuerySet[OutboxMessage]],
+    waiting: set[int],
+    *,
+    turn: asyncio.Lock | None = None,
+) -> int:
+    """Publish what ``query`` selects, batch after batch, until done or an event fails.
+
+    Each batch takes ``turn`` if given (else the caller holds it), so a long catch-up
+    lets commits relay in between. The events handled (sent, or passed over) leave
+    ``waiting``.
+    """
     total = 0
     while True:
-        sent, finished = await _relay_events(query())
+        async with turn if turn is not None else nullcontext():
+            sent, finished = await _relay_events(query(), waiting)
         total += sent
         if finished or not sent:
             return total
 
 
-async def _relay_events(query: QuerySet[OutboxMessage]) -> tuple[int, bool]:
+async def _relay_events(query: QuerySet[OutboxMessage], waiting: set[int]) -> tuple[int, bool]:
     """Publish the unpublished events ``query`` selects, in id order, up to BATCH_SIZE.
 
     Returns (sent, finished): finished when nothing selected is left unpublished
     (the batch was not full and nothing failed).
     """
-    async with _event_lock(), in_transaction() as connection:
+    async with in_transaction() as connection:
         if _is_postgres():
             await connection.execute_query(f"SELECT pg_advisory_xact_lock({EVENT_RELAY_LOCK})")
         qs = (
@@ -123,6 +168,7 @@ async def _relay_events(query: QuerySet[OutboxMessage]) -> tuple[int, bool]:
         rows = await qs
         sent: list[int] = []
         finished = len(rows) < BATCH_SIZE
+        handled: list[int] = []
         for row in rows:
             if await _send(row):
                 sent.append(row.id)
@@ -131,8 +177,10 @@ async def _relay_events(query: QuerySet[OutboxMessage]) -> tuple[int, bool]:
             else:
                 finished = False  # later events wait: the stream keeps their order
                 break
+            handled.append(row.id)
         await _mark_published(sent)
-        return len(sent), finished
+    waiting.difference_update(handled)  # once committed: a rollback sends them again
+    return len(sent), finished
 
 
 async def _send(row: OutboxMessage) -> bool:

@@ -315,7 +315,7 @@ async def test_a_relay_that_fails_after_commit_does_not_fail_the_committed_chang
     async def broken_relay(ids: list[int]) -> int:
         raise OSError("connection reset")
 
-    monkeypatch.setattr(relay, "relay_ids", broken_relay)
+    monkeypatch.setattr(relay, "relay_committed_events", broken_relay)
 
     # when: the boundary exits without an error
     async with transaction():
@@ -396,3 +396,73 @@ async def test_an_event_that_keeps_failing_stops_holding_back_the_events_behind_
     assert await relay_pending() == 0
     await poisoned.refresh_from_db()
     assert poisoned.attempts == relay.MAX_EVENT_ATTEMPTS
+
+
+async def test_commits_waiting_for_the_relay_are_relayed_together_in_order(
+    db: Backend, listener: Listener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a relay turn in progress, and twenty transactions committing meanwhile
+    batches: list[int] = []
+    relay_events = relay._relay_events
+
+    async def counted(query: Any, waiting: set[int]) -> tuple[int, bool]:
+        sent, finished = await relay_events(query, waiting)
+        batches.append(sent)
+        return sent, finished
+
+    monkeypatch.setattr(relay, "_relay_events", counted)
+
+    async def commit(n: int) -> None:
+        async with transaction():
+            await emit_event(listener.channel, {"n": n})
+
+    turn = relay._turns().lock
+    await turn.acquire()
+    committing = asyncio.gather(*(commit(n) for n in range(20)))
+
+    async def all_committed_and_waiting() -> bool:
+        return len(relay._turns().waiting) == 20  # each registers right after its commit
+
+    await wait_for(all_committed_and_waiting)
+
+    # when: the turn comes free
+    turn.release()
+    await committing
+
+    # then: one relay transaction published all twenty, in id order, each once
+    assert batches == [20]
+    received = await listener.fence()
+    rows = await OutboxMessage.filter(topic=listener.channel).order_by("id")
+    assert received == [row.payload for row in rows]
+    assert all(row.published_at is not None and row.attempts == 1 for row in rows)
+    assert relay._turns().waiting == set()
+
+
+async def test_an_event_committed_after_a_later_one_was_relayed_still_goes_out(
+    db: Backend, listener: Listener
+) -> None:
+    if db.name != "postgres":
+        pytest.skip("SQLite runs one transaction at a time; the interleaving needs PostgreSQL")
+    # given: a transaction that wrote its event and has not committed yet
+    written, release = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> None:
+        async with transaction():
+            await emit_event(listener.channel, {"n": "first written"})
+            written.set()
+            await release.wait()
+
+    slow_commit = asyncio.create_task(slow())
+    await written.wait()
+
+    # when: a later-written event commits and is relayed first (the earlier one unseen)
+    async with transaction():
+        await emit_event(listener.channel, {"n": "second written"})
+    assert await listener.next() == {"n": "second written"}
+
+    # then: the earlier one goes out as soon as its own transaction commits
+    release.set()
+    await slow_commit
+    assert await listener.next() == {"n": "first written"}
+    assert await listener.fence() == []
+    assert await OutboxMessage.filter(published_at__isnull=True).count() == 0
