@@ -144,7 +144,9 @@ async def connect_all(n: int, connect: Any) -> list[Receiver]:
 
 
 async def settle_side(args: argparse.Namespace, n: int) -> tuple[list[float], int, float, str]:
-    async with stack(args.postgres_url, args.redis_url) as running:
+    # One API process, as the issue measures (and so its RSS is the sockets' own: with
+    # several workers, the process started is a supervisor holding none of them).
+    async with stack(args.postgres_url, args.redis_url, serve_args=["--workers", "1"]) as running:
         running.spawn("worker", ["-m", "settle", "worker", "--threads", "2"])
         serve_pid = running.processes[0].pid
         async with httpx.AsyncClient(base_url=running.base_url, timeout=60) as http:

@@ -10,6 +10,8 @@ text (``SETTLE_GRAPHQL_DOCUMENT_CACHE_SIZE`` of them), and with each one:
 - the validation rules it passed, so it is validated again only under other
   rules (introspection turned off adds one); a document that failed validation
   is validated again each time, and its errors are never cached;
+- the path of its first inline string that holds NUL or a lone surrogate (or
+  that none does), found by one walk of its tree;
 - the depth, aliases and cost of each of its operations whose figures do not
   depend on the variables (``first: $n`` does), so the analysis runs once; the
   figures are still checked on every request against the caller's own budget
@@ -37,6 +39,9 @@ def document_hash(query: str) -> str:
     return hashlib.sha256(query.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
+UNCHECKED = object()
+
+
 @dataclass(slots=True)
 class CachedDocument:
     query: str
@@ -48,6 +53,8 @@ class CachedDocument:
     """The sets of validation rules the document passed."""
     figures: dict[str | None, Any] = field(default_factory=dict)
     """Operation name -> its limits.Figures, when they do not depend on the variables."""
+    invalid_literal: object = UNCHECKED
+    """inputs.literal_with_invalid_text of the document (a str or None), UNCHECKED until found."""
 
 
 class DocumentCache:
@@ -94,6 +101,17 @@ def context_settings(context: Any) -> Settings:
     return settings if isinstance(settings, Settings) else get_settings()
 
 
+def cached_entry(context: Any) -> CachedDocument | None:
+    """The cache's entry for the document a Strawberry execution context holds, if it is
+    that very document (parsed from the cache)."""
+    if not context.query or context.graphql_document is None:
+        return None
+    entry = document_cache(context_settings(context.context)).get(document_hash(context.query))
+    if entry is None or entry.document is not context.graphql_document:
+        return None
+    return entry
+
+
 class ValidatedOnce(SchemaExtension):
     """Skips validating a cached document under rules it has passed before.
 
@@ -107,12 +125,8 @@ class ValidatedOnce(SchemaExtension):
         entry: CachedDocument | None = None
         rules: tuple[type, ...] = ()
         skipped = False
-        if context.pre_execution_errors is None and context.query:
-            entry = document_cache(context_settings(context.context)).get(
-                document_hash(context.query)
-            )
-            if entry is not None and entry.document is not context.graphql_document:
-                entry = None
+        if context.pre_execution_errors is None:
+            entry = cached_entry(context)
             if entry is not None:
                 rules = tuple(context.validation_rules)
                 if rules in entry.valid_under:

@@ -10,7 +10,7 @@ import strawberry.schema.schema as strawberry_schema
 
 from settle.app import create_app
 from settle.core.settings import Environment, Settings
-from settle.schema import documents, limits
+from settle.schema import documents, inputs, limits
 from tests.conftest import Backend
 from tests.fixtures.factories import Account
 
@@ -185,3 +185,30 @@ async def test_variables_are_checked_on_every_request(db: Backend, owner: Accoun
     _, body = await post(db.settings, query, {"q": "bad\x00text"}, token=owner.token)
     # then that request is refused, as it would be without the cache
     assert code_of(body) == "INVALID_CHARACTERS"
+
+
+async def test_a_cached_document_s_literals_are_walked_once_and_refused_every_time(
+    db: Backend, owner: Account, calls: Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    walks: list[str] = []
+    walk = inputs.literal_with_invalid_text
+
+    def counting_walk(document: Any) -> str | None:
+        found = walk(document)
+        walks.append(str(found))
+        return found
+
+    monkeypatch.setattr(inputs, "literal_with_invalid_text", counting_walk)
+    bad = '{ clients(first: 1, filter: {search: "bad\\u0000text"}) { edges { node { id } } } }'
+    # given a harmless document and one whose literal holds NUL, each answered once
+    assert (await post(db.settings, ME, token=owner.token))[0] == 200
+    _, first = await post(db.settings, bad, token=owner.token)
+    # when each comes again
+    assert (await post(db.settings, ME, token=owner.token))[0] == 200
+    _, again = await post(db.settings, bad, token=owner.token)
+    # then the bad one is refused both times, naming the argument, and each document's
+    # tree was walked for bad text once
+    assert code_of(first) == code_of(again) == "INVALID_CHARACTERS"
+    assert first["errors"][0]["extensions"]["field"] == "filter.search"
+    assert first == again
+    assert walks == ["None", "filter.search"]
