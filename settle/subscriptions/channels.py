@@ -43,12 +43,18 @@ def imports(agency_id: uuid.UUID | str) -> str:
     return f"settle.agency.{agency_id}.imports"
 
 
-_AGENCY_CHANNEL = re.compile(r"\Asettle\.agency\.([0-9a-f-]{36})\.[a-z]+\Z")
+# The agency channels whose events the agency's stream records: those of the
+# subscriptions that resume from a cursor. Import and export progress is heard live
+# only (its subscriptions show a job's latest state), and a long job's many updates
+# would crowd real events out of a stream bounded in entries.
+_STREAMED_CHANNEL = re.compile(
+    r"\Asettle\.agency\.([0-9a-f-]{36})\.(?:activity|payments|milestones|invoices)\Z"
+)
 
 
 def agency_of(channel: str) -> str | None:
     """The agency whose stream records ``channel``'s events; None for a channel without one."""
-    match = _AGENCY_CHANNEL.match(channel)
+    match = _STREAMED_CHANNEL.match(channel)
     return match[1] if match else None
 
 

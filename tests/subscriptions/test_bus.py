@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -412,6 +413,33 @@ async def test_an_agency_channel_message_is_kept_in_the_agency_stream_with_its_c
             await until_subscribers(bus, plain, 1)
             await bus.publish(plain, {"n": 3})
             assert await next_message(other) == {"n": 3}
+
+
+@pytest.mark.parametrize("progress", [channels.imports, channels.exports])
+async def test_import_and_export_progress_is_heard_live_and_kept_out_of_the_stream(
+    bus: EventBus, progress: Any
+) -> None:
+    # given a subscriber of an agency's import (or export) progress
+    agency = str(uuid.uuid4())
+    channel = progress(agency)
+    start = await bus.stream_tail(agency)
+    async with bus.subscribe([channel]) as messages:
+        await until_subscribers(bus, channel, 1)
+
+        # when a long job publishes its progress, then a payment changes
+        for n in range(50):
+            await bus.publish(channel, {"processed": n})
+        await bus.publish(channels.payments(agency), {"n": 1})
+
+        # then the subscriber hears every update, without a cursor, and the agency's
+        # stream holds the payment alone: progress never crowds out what resumes
+        assert [await next_message(messages) for _ in range(50)] == [
+            {"processed": n} for n in range(50)
+        ]
+        entries = await bus.read_stream(agency, start, 100)
+        assert [(name, message) for _, name, message in entries] == [
+            (channels.payments(agency), {"cursor": entries[0][0], "n": 1})
+        ]
 
 
 async def test_entries_older_than_the_retention_are_dropped(
