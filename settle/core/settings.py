@@ -169,6 +169,8 @@ class Settings(BaseSettings):
 
     outbox_relay_cron: str = "* * * * *"
     outbox_stale_seconds: int = Field(default=30, ge=0)
+    # Published outbox rows are deleted this long after (housekeeping.prune, daily).
+    outbox_keep_days: int = Field(default=7, gt=0)
     embedded_worker_threads: int = Field(default=4, ge=1)
 
     # Deliverable files. ``storage_dir`` unset means ``<var_dir>/files`` (see

@@ -73,6 +73,7 @@ def default_jobs(settings: Settings) -> list[ScheduledJob]:
         ScheduledJob("janitor.resend_stuck", settings.janitor_cron, "janitor.resend_stuck"),
         ScheduledJob("notification.sweep", settings.notification_sweep_cron, "notification.sweep"),
         ScheduledJob("export.expire", "40 * * * *", "export.expire"),
+        ScheduledJob("housekeeping.prune", "30 3 * * *", "housekeeping.prune"),
     ]
 
 

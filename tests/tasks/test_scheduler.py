@@ -125,6 +125,7 @@ def test_default_jobs_relay_the_outbox_and_run_the_janitor_on_the_configured_cro
         ScheduledJob("janitor.resend_stuck", "*/2 * * * *", "janitor.resend_stuck"),
         ScheduledJob("notification.sweep", "*/30 * * * *", "notification.sweep"),
         ScheduledJob("export.expire", "40 * * * *", "export.expire"),
+        ScheduledJob("housekeeping.prune", "30 3 * * *", "housekeeping.prune"),
     ]
 
 
